@@ -1,0 +1,43 @@
+# Two commands set everything up: `make run` serves, `make test` tests. Both build .venv from the
+# lock files; a lock change rebuilds it.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip --disable-pip-version-check -q
+
+.PHONY: run test test-fast load verify bench lint lock clean
+
+$(VENV)/.runtime: requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --require-hashes -r requirements.lock
+	touch $@
+
+$(VENV)/.dev: requirements-dev.lock $(VENV)/.runtime
+	$(PIP) install --require-hashes -r requirements-dev.lock
+	touch $@
+
+## run: start the service at http://127.0.0.1:8000 (MEMORY_PROFILE picks the allocator profile)
+run: $(VENV)/.runtime
+	HOST=$${HOST:-127.0.0.1} $(BIN)/python -m app.launch
+
+## test: the whole suite; container tests run when a Docker engine can be had (required in CI)
+test: $(VENV)/.dev
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## test-fast: unit and local integration tests only
+test-fast: $(VENV)/.dev
+	$(BIN)/python -m pytest -m "not container and not slow" $(PYTEST_ARGS)
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check app scripts loadtest tests
+
+## lock: re-resolve the lock files (needs network to the package index)
+lock:
+	$(PYTHON) -m venv .lockvenv && .lockvenv/bin/pip install -q uv
+	.lockvenv/bin/uv pip compile pyproject.toml --universal --python-version 3.11 \
+		--generate-hashes --no-header -o requirements.lock
+	.lockvenv/bin/uv pip compile pyproject.toml --extra load --extra plot --extra test \
+		--universal --python-version 3.11 --generate-hashes --no-header -o requirements-dev.lock
+
+clean:
+	rm -rf $(VENV) .lockvenv .pytest_cache

@@ -1,0 +1,136 @@
+"""Settings from the environment and `.env`; every variable is listed in `.env.example`.
+
+A bad value stops startup with one line per bad variable, naming it, the value and what is
+allowed: a starter that silently falls back to a default hides the very setting being tuned.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app.memory.cgroup import read_cgroup_memory
+from app.profiles import ProfileError, load_profiles
+
+MB = 1024 * 1024
+FALLBACK_LIMIT_MB = 500.0  # Railway's Free plan limit, used only when no cgroup limit is found
+MIN_ADMIN_TOKEN_CHARS = 16
+
+
+class ConfigError(SystemExit):
+    """Raised with the operator-facing lines; exits the process with status 2 when unhandled."""
+
+    def __init__(self, lines: list[str]) -> None:
+        self.lines = lines
+        super().__init__("\n".join(lines))
+        self.code = 2
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    host: str = "0.0.0.0"
+    port: int = Field(8000, ge=1, le=65535)
+    web_concurrency: int = Field(1, ge=1, le=64)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    memory_profile: str | None = None
+
+    memory_cleanup: bool = True
+    memory_cleanup_interval: float = Field(60.0, gt=0, le=86400)
+    memory_cleanup_threshold_mb: float = Field(100.0, ge=0)
+    memory_limit_mb: float | None = Field(None, gt=0)
+    memory_idle_release_seconds: float = Field(5.0, ge=0, le=3600)
+    memory_check_min_seconds: float = Field(1.0, gt=0, le=3600)
+    memory_release_min_mb: float = Field(0.0, ge=0)
+
+    admin_token: SecretStr | None = None
+    database_path: str = "data/service.db"
+    cache_ttl_seconds: float = Field(300.0, gt=0)
+    cache_max_entries: int = Field(256, ge=1)
+    cache_max_mb: float = Field(64.0, gt=0)
+    max_bulk_records: int = Field(20000, ge=1, le=1_000_000)
+    max_body_mb: float = Field(8.0, gt=0, le=1024)
+    threadpool_size: int = Field(40, ge=1, le=1000)
+    shutdown_grace_seconds: float = Field(10.0, ge=0, le=600)
+    limit_max_requests: int | None = Field(None, ge=1)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("memory_limit_mb", "limit_max_requests", "admin_token", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("memory_profile", mode="before")
+    @classmethod
+    def _known_profile(cls, value: object) -> object:
+        if value in (None, ""):
+            return None
+        try:
+            names = load_profiles().names
+        except ProfileError as exc:
+            raise ValueError(str(exc)) from None
+        if value not in names:
+            raise ValueError(f"not a profile; allowed: {', '.join(names)}")
+        return value
+
+    @field_validator("admin_token")
+    @classmethod
+    def _strong_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_ADMIN_TOKEN_CHARS:
+            raise ValueError(f"must be at least {MIN_ADMIN_TOKEN_CHARS} characters (or unset)")
+        return value
+
+    @model_validator(mode="after")
+    def _threshold_under_limit(self) -> Settings:
+        if self.memory_cleanup_threshold_mb >= self.limit_mb:
+            raise ValueError(
+                f"MEMORY_CLEANUP_THRESHOLD_MB={self.memory_cleanup_threshold_mb:g} must be below "
+                f"the memory limit ({self.limit_mb:g} MB, from {self.limit_source})"
+            )
+        return self
+
+    @cached_property
+    def _cgroup_limit_mb(self) -> float | None:
+        reading = read_cgroup_memory()
+        if reading is None or reading.limit_bytes is None:
+            return None
+        return reading.limit_bytes / MB
+
+    @property
+    def limit_mb(self) -> float:
+        """MEMORY_LIMIT_MB, else the cgroup's limit, else 500 MB."""
+        if self.memory_limit_mb is not None:
+            return self.memory_limit_mb
+        return self._cgroup_limit_mb or FALLBACK_LIMIT_MB
+
+    @property
+    def limit_source(self) -> str:
+        if self.memory_limit_mb is not None:
+            return "MEMORY_LIMIT_MB"
+        return "cgroup" if self._cgroup_limit_mb else "default"
+
+
+def _describe(error: dict) -> str:
+    loc = [str(part) for part in error.get("loc", ())]
+    message = error.get("msg", "invalid").removeprefix("Value error, ")
+    if not loc:  # model-level checks already name their variables
+        return f"configuration error: {message}"
+    name = loc[0].upper()
+    value = error.get("input")
+    shown = "<hidden>" if name == "ADMIN_TOKEN" else repr(value)
+    return f"configuration error: {name}={shown}: {message}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings, or ConfigError with one line per bad variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError([_describe(err) for err in exc.errors()]) from None

@@ -1,0 +1,108 @@
+"""Start the service under an allocator profile: `python -m app.launch`.
+
+The profile's variables (LD_PRELOAD above all) only work if they are in the environment before
+the interpreter starts, so this sets them and then execs uvicorn in place of itself: signals from
+Docker or Railway reach uvicorn directly.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import platform
+import sys
+from collections.abc import Mapping
+
+from app.config import ConfigError, Settings, load_settings
+from app.profiles import Profile, ProfileError, load_profiles
+
+log = logging.getLogger("launch")
+
+# Where Debian/Ubuntu (both architectures), Alpine and RHEL put shared libraries.
+LIBRARY_DIRS = ("/usr/lib/*-linux-gnu", "/lib/*-linux-gnu", "/usr/lib64", "/usr/lib", "/lib")
+
+
+def library_available(soname: str) -> bool:
+    """Whether the dynamic linker can find a bare soname; checked before exec, because ld.so only
+    warns about a missing LD_PRELOAD entry and runs on without it."""
+    extra = os.environ.get("LD_LIBRARY_PATH", "").split(":")
+    for folder in [*filter(None, extra), *LIBRARY_DIRS]:
+        if any(os.path.exists(os.path.join(d, soname)) for d in glob.glob(folder)):
+            return True
+    return False
+
+
+def choose_profile(environ: Mapping[str, str]) -> Profile:
+    """The requested profile; the default one falls back to glibc, loudly, where it cannot load.
+
+    A profile named explicitly must be honoured or startup fails: running without the allocator
+    someone asked for would make every memory figure afterwards a lie.
+    """
+    profiles = load_profiles()
+    requested = environ.get("MEMORY_PROFILE") or None
+    profile = profiles.get(requested)
+    if profile.preload is None or library_available(profile.preload):
+        if profile.preload and platform.system() != "Linux":
+            raise ProfileError(f"MEMORY_PROFILE={profile.name!r} preloads a library; that needs Linux")
+        return profile
+    if requested is not None:
+        raise ProfileError(
+            f"MEMORY_PROFILE={profile.name!r} needs {profile.preload}, which is not installed "
+            f"(Debian/Ubuntu: apt-get install libjemalloc2)"
+        )
+    log.warning(
+        "default profile %r needs %s, which is not installed: falling back to 'glibc'",
+        profile.name,
+        profile.preload,
+    )
+    return profiles.get("glibc")
+
+
+def uvicorn_argv(settings: Settings) -> list[str]:
+    argv = [
+        sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory",
+        "--host", settings.host, "--port", str(settings.port),
+        "--workers", str(settings.web_concurrency),
+        "--log-level", settings.log_level,
+        "--timeout-graceful-shutdown", f"{settings.shutdown_grace_seconds:g}",
+        "--proxy-headers", "--forwarded-allow-ips", "*",
+        "--no-server-header",
+    ]
+    if settings.limit_max_requests:
+        argv += ["--limit-max-requests", str(settings.limit_max_requests)]
+    return argv
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     [launch] %(message)s")
+    try:
+        profile = choose_profile(os.environ)
+        env, kept = profile.environment(os.environ)
+        os.environ.update(env)  # Settings must see the profile's values, as the server will
+        settings = load_settings()
+    except ProfileError as exc:
+        sys.stderr.write(f"configuration error: {exc}\n")
+        raise SystemExit(2) from None
+    except ConfigError as exc:
+        sys.stderr.write("\n".join(exc.lines) + "\n")
+        raise SystemExit(2) from None
+    for name in kept:
+        log.info("%s set in the environment; profile %r value not applied", name, profile.name)
+    log.info(
+        "profile %s (allocator %s%s) on %s:%d, %d worker(s)",
+        profile.name,
+        profile.allocator,
+        f", LD_PRELOAD={env['LD_PRELOAD']}" if profile.preload else "",
+        settings.host,
+        settings.port,
+        settings.web_concurrency,
+    )
+    argv = uvicorn_argv(settings)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(argv[0], argv, env)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""The container's memory limit and usage, read from the cgroup files (v2 and v1).
+
+Railway does not document how it meters memory, so the service reads what the kernel enforces.
+Paths are arguments so tests can point them at fixture trees.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+PROC_SELF_CGROUP = Path("/proc/self/cgroup")
+# cgroup v1 writes "unlimited" as PAGE_COUNTER_MAX pages (9223372036854771712 on 4 KiB pages);
+# anything this large is no limit at all.
+UNLIMITED_FROM = 1 << 60
+
+
+@dataclass(frozen=True)
+class CgroupMemory:
+    """One reading. Bytes; ``None`` where the kernel says unlimited or a file was unreadable."""
+
+    version: int
+    path: str
+    limit_bytes: int | None
+    usage_bytes: int | None
+    # usage minus inactive page cache: the figure `docker stats` and the kubelet report, and the
+    # one closest to what the OOM killer will not reclaim first.
+    working_set_bytes: int | None
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    if text == "max":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        return None
+    return None if value >= UNLIMITED_FROM else value
+
+
+def _read_stat(path: Path) -> dict[str, int]:
+    stats: dict[str, int] = {}
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return stats
+    for line in lines:
+        key, _, value = line.partition(" ")
+        if value.strip().isdigit():
+            stats[key] = int(value)
+    return stats
+
+
+def _own_paths(proc_self_cgroup: Path) -> tuple[str | None, str | None]:
+    """(v2 path, v1 memory-controller path) from /proc/self/cgroup."""
+    v2 = v1 = None
+    try:
+        lines = proc_self_cgroup.read_text().splitlines()
+    except OSError:
+        return None, None
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        _, controllers, path = parts
+        if controllers == "":
+            v2 = path
+        elif "memory" in controllers.split(","):
+            v1 = path
+    return v2, v1
+
+
+def _within(base: Path, path: str) -> Path:
+    """The cgroup's folder; inside a container's cgroup namespace the mount is the cgroup itself."""
+    candidate = base / path.lstrip("/")
+    return candidate if candidate.is_dir() else base
+
+
+def _min_limit(*limits: int | None) -> int | None:
+    known = [limit for limit in limits if limit is not None]
+    return min(known) if known else None
+
+
+def _working_set(usage: int | None, inactive_file: int | None) -> int | None:
+    if usage is None:
+        return None
+    return max(usage - (inactive_file or 0), 0)
+
+
+def _read_v2(root: Path, path: str) -> CgroupMemory | None:
+    folder = _within(root, path)
+    if not (folder / "memory.current").exists() and not (folder / "memory.max").exists():
+        return None
+    # A limit set on a parent applies too: walk up to the mount and keep the smallest.
+    limit: int | None = None
+    current = folder
+    while True:
+        limit = _min_limit(limit, _read_int(current / "memory.max"))
+        if current == root or root not in current.parents:
+            break
+        current = current.parent
+    usage = _read_int(folder / "memory.current")
+    stat = _read_stat(folder / "memory.stat")
+    return CgroupMemory(2, path, limit, usage, _working_set(usage, stat.get("inactive_file")))
+
+
+def _read_v1(root: Path, path: str) -> CgroupMemory | None:
+    base = root / "memory"
+    if not base.is_dir():
+        return None
+    folder = _within(base, path)
+    if not (folder / "memory.limit_in_bytes").exists():
+        return None
+    stat = _read_stat(folder / "memory.stat")
+    hierarchical = stat.get("hierarchical_memory_limit")
+    if hierarchical is not None and hierarchical >= UNLIMITED_FROM:
+        hierarchical = None
+    limit = _min_limit(_read_int(folder / "memory.limit_in_bytes"), hierarchical)
+    usage = _read_int(folder / "memory.usage_in_bytes")
+    inactive = stat.get("total_inactive_file", stat.get("inactive_file"))
+    return CgroupMemory(1, path, limit, usage, _working_set(usage, inactive))
+
+
+def read_cgroup_memory(
+    root: Path = CGROUP_ROOT, proc_self_cgroup: Path = PROC_SELF_CGROUP
+) -> CgroupMemory | None:
+    """The memory cgroup this process is in, or ``None`` outside Linux or without one."""
+    v2_path, v1_path = _own_paths(proc_self_cgroup)
+    if v1_path is not None:
+        found = _read_v1(root, v1_path)
+        if found is not None:
+            return found
+    if v2_path is not None:
+        return _read_v2(root, v2_path)
+    return None
