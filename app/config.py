@@ -20,13 +20,12 @@ FALLBACK_LIMIT_MB = 500.0  # Railway's Free plan limit, used only when no cgroup
 MIN_ADMIN_TOKEN_CHARS = 16
 
 
-class ConfigError(SystemExit):
-    """Raised with the operator-facing lines; exits the process with status 2 when unhandled."""
+class ConfigError(ValueError):
+    """Bad configuration; ``lines`` holds one operator-facing line per bad variable."""
 
     def __init__(self, lines: list[str]) -> None:
         self.lines = lines
         super().__init__("\n".join(lines))
-        self.code = 2
 
 
 class Settings(BaseSettings):
@@ -36,6 +35,7 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535)
     web_concurrency: int = Field(1, ge=1, le=64)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    access_log: bool = True
     memory_profile: str | None = None
 
     memory_cleanup: bool = True
@@ -44,7 +44,7 @@ class Settings(BaseSettings):
     memory_limit_mb: float | None = Field(None, gt=0)
     memory_idle_release_seconds: float = Field(5.0, ge=0, le=3600)
     memory_check_min_seconds: float = Field(1.0, gt=0, le=3600)
-    memory_release_min_mb: float = Field(0.0, ge=0)
+    memory_release_min_mb: float = Field(4.0, ge=0)
 
     admin_token: SecretStr | None = None
     database_path: str = "data/service.db"

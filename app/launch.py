@@ -44,7 +44,9 @@ def choose_profile(environ: Mapping[str, str]) -> Profile:
     profile = profiles.get(requested)
     if profile.preload is None or library_available(profile.preload):
         if profile.preload and platform.system() != "Linux":
-            raise ProfileError(f"MEMORY_PROFILE={profile.name!r} preloads a library; that needs Linux")
+            raise ProfileError(
+                f"MEMORY_PROFILE={profile.name!r} preloads a library; that needs Linux"
+            )
         return profile
     if requested is not None:
         raise ProfileError(
@@ -61,14 +63,28 @@ def choose_profile(environ: Mapping[str, str]) -> Profile:
 
 def uvicorn_argv(settings: Settings) -> list[str]:
     argv = [
-        sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory",
-        "--host", settings.host, "--port", str(settings.port),
-        "--workers", str(settings.web_concurrency),
-        "--log-level", settings.log_level,
-        "--timeout-graceful-shutdown", f"{settings.shutdown_grace_seconds:g}",
-        "--proxy-headers", "--forwarded-allow-ips", "*",
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "app.main:create_app",
+        "--factory",
+        "--host",
+        settings.host,
+        "--port",
+        str(settings.port),
+        "--workers",
+        str(settings.web_concurrency),
+        "--log-level",
+        settings.log_level,
+        "--timeout-graceful-shutdown",
+        f"{settings.shutdown_grace_seconds:g}",
+        "--proxy-headers",
+        "--forwarded-allow-ips",
+        "*",
         "--no-server-header",
     ]
+    if not settings.access_log:
+        argv.append("--no-access-log")
     if settings.limit_max_requests:
         argv += ["--limit-max-requests", str(settings.limit_max_requests)]
     return argv

@@ -58,7 +58,9 @@ class ProfileSet:
             return self.profiles[chosen]
         except KeyError:
             allowed = ", ".join(self.profiles)
-            raise ProfileError(f"MEMORY_PROFILE={chosen!r} is not a profile; allowed: {allowed}") from None
+            raise ProfileError(
+                f"MEMORY_PROFILE={chosen!r} is not a profile; allowed: {allowed}"
+            ) from None
 
     @property
     def names(self) -> list[str]:
@@ -74,7 +76,9 @@ def _parse_profile(name: str, raw: Mapping[str, object]) -> Profile:
         raise ProfileError(f"profile {name!r}: env must map names to strings")
     preload = raw.get("preload")
     if preload is not None and (not isinstance(preload, str) or "/" in preload):
-        raise ProfileError(f"profile {name!r}: preload must be a bare soname such as libjemalloc.so.2")
+        raise ProfileError(
+            f"profile {name!r}: preload must be a bare soname such as libjemalloc.so.2"
+        )
     if allocator == "jemalloc" and not preload:
         raise ProfileError(f"profile {name!r}: a jemalloc profile needs preload")
     return Profile(

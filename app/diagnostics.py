@@ -1,0 +1,69 @@
+"""Health, metrics, memory diagnostics and the admin release.
+
+/debug/memory and /admin/* are closed unless ADMIN_TOKEN is set: no token means 404, as if the
+routes did not exist; a missing token gets 401, a wrong one 403, compared in constant time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from app.memory.manager import MemoryManager
+
+router = APIRouter(tags=["diagnostics"])
+
+
+def require_admin(request: Request) -> None:
+    token: bytes | None = request.app.state.admin_token
+    if token is None:
+        raise HTTPException(404, "Not Found")
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not given:
+        raise HTTPException(401, "bearer token required", headers={"WWW-Authenticate": "Bearer"})
+    if not hmac.compare_digest(given.strip().encode(), token):
+        raise HTTPException(403, "wrong token")
+
+
+Admin = Annotated[None, Depends(require_admin)]
+
+
+def manager(request: Request) -> MemoryManager:
+    return request.app.state.memory  # type: ignore[no-any-return]
+
+
+Manager = Annotated[MemoryManager, Depends(manager)]
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """Liveness: answers while the event loop runs."""
+    return {"status": "ok"}
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics(request: Request) -> Response:
+    """Prometheus metrics: memory, releases, cache."""
+    body = await asyncio.to_thread(generate_latest, request.app.state.registry)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/debug/memory", responses={401: {}, 403: {}, 404: {}})
+async def debug_memory(_: Admin, memory: Manager, request: Request) -> dict[str, Any]:
+    """RSS, the smaps breakdown, allocator, cgroup, recent releases, cleanup settings, identity."""
+    report = await asyncio.to_thread(memory.report)
+    stats = request.app.state.bulk.cache.stats()
+    report["profile"] = request.app.state.profile
+    report["cache"] = {"entries": stats.entries, "bytes": stats.bytes}
+    return report
+
+
+@router.post("/admin/memory/release", responses={401: {}, 403: {}, 404: {}})
+async def admin_release(_: Admin, memory: Manager) -> dict[str, object]:
+    """Run a release now (after one already running) and return its result."""
+    result = await memory.release("admin")
+    return result.as_dict()

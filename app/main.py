@@ -1,0 +1,128 @@
+"""The application factory: wiring only. `uvicorn app.main:create_app --factory`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+
+import anyio.to_thread
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry, GCCollector, ProcessCollector
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from app import diagnostics
+from app.config import MB, ConfigError, Settings, load_settings
+from app.memory.cleanup import CleanupConfig
+from app.memory.guard import MemoryMiddleware
+from app.memory.manager import MemoryManager
+from app.profiles import load_profiles
+from app.workload import database
+from app.workload.bulk import BulkService
+from app.workload.cache import BulkCache
+from app.workload.routes import router as bulk_router
+
+log = logging.getLogger("app")
+
+
+class CacheCollector(Collector):
+    def __init__(self, cache: BulkCache) -> None:
+        self.cache = cache
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        stats = self.cache.stats()
+        yield GaugeMetricFamily("bulk_cache_entries", "Results in the bulk cache.", stats.entries)
+        yield GaugeMetricFamily("bulk_cache_bytes", "Bytes held by the bulk cache.", stats.bytes)
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(levelname)-9s [%(process)d] %(message)s", force=True
+    )
+
+
+def memory_manager(settings: Settings) -> MemoryManager:
+    config = CleanupConfig(
+        enabled=settings.memory_cleanup,
+        interval_seconds=settings.memory_cleanup_interval,
+        threshold_bytes=int(settings.memory_cleanup_threshold_mb * MB),
+        idle_release_seconds=settings.memory_idle_release_seconds,
+        release_min_bytes=int(settings.memory_release_min_mb * MB),
+    )
+    return MemoryManager(config, int(settings.limit_mb * MB), settings.memory_check_min_seconds)
+
+
+def check_profile(settings: Settings, memory: MemoryManager) -> None:
+    """A profile that names an allocator the process does not have is a deployment error."""
+    if settings.memory_profile is None:
+        return
+    expected = load_profiles().get(settings.memory_profile).allocator
+    if memory.allocator.name != expected:
+        raise ConfigError(
+            [
+                f"configuration error: MEMORY_PROFILE={settings.memory_profile!r} needs {expected} "
+                f"but {memory.allocator.name} is running: start with `python -m app.launch`"
+            ]
+        )
+
+
+def build_app(settings: Settings) -> FastAPI:
+    memory = memory_manager(settings)
+    check_profile(settings, memory)
+    cache = BulkCache(
+        settings.cache_ttl_seconds, settings.cache_max_entries, int(settings.cache_max_mb * MB)
+    )
+    memory.add_cleanup_hook(cache.purge_expired)
+    registry = CollectorRegistry()
+    registry.register(memory.collector)
+    registry.register(CacheCollector(cache))
+    ProcessCollector(registry=registry)
+    GCCollector(registry=registry)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        products = await asyncio.to_thread(database.initialize, settings.database_path)
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.threadpool_size
+        log.info(
+            "[app] database %s ready (%d products); threadpool %d",
+            settings.database_path,
+            products,
+            settings.threadpool_size,
+        )
+        memory.start()
+        try:
+            yield
+        finally:
+            await memory.stop()
+
+    app = FastAPI(
+        title="Lean memory service",
+        summary="A FastAPI service that returns memory to the OS after a traffic spike.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.memory = memory
+    app.state.registry = registry
+    app.state.profile = settings.memory_profile
+    app.state.bulk = BulkService(settings.database_path, cache, settings.max_bulk_records)
+    app.state.max_body_bytes = int(settings.max_body_mb * MB)
+    secret = settings.admin_token
+    app.state.admin_token = secret.get_secret_value().encode() if secret else None
+    app.include_router(diagnostics.router)
+    app.include_router(bulk_router)
+    app.add_middleware(MemoryMiddleware, activity=memory.activity, guard=memory.guard)
+    return app
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The app; bad configuration exits with one line per bad variable and status 2."""
+    try:
+        settings = settings or load_settings()
+        configure_logging(settings.log_level)
+        return build_app(settings)
+    except ConfigError as exc:
+        sys.stderr.write("\n".join(exc.lines) + "\n")
+        raise SystemExit(2) from None

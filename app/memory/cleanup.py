@@ -1,0 +1,184 @@
+"""The background cleanup loop: release memory on a clock, when traffic stops, and when the
+request path reports RSS over the threshold.
+
+Three triggers, one loop, so releases stay serial and their rate bounded:
+- interval: every ``interval_seconds`` (the seed guide's loop);
+- idle: ``idle_release_seconds`` after the last request of a burst, so a spike is returned in
+  seconds rather than up to a whole interval later;
+- threshold: the request path saw RSS over the threshold; honoured at most once per interval,
+  because releasing under load frees little and contends with the requests.
+A run releases only when RSS is over the threshold and has grown by ``release_min_bytes`` since
+the last release: re-trimming an idle heap frees nothing and still pauses for gc.collect().
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from app.memory.guard import Activity
+from app.memory.measure import MB, fmt_mb, rss_bytes
+from app.memory.release import Releaser, ReleaseResult
+
+log = logging.getLogger(__name__)
+
+CleanupHook = Callable[[], int]  # e.g. drop expired cache entries; returns how many
+
+
+@dataclass(frozen=True)
+class CleanupConfig:
+    enabled: bool = True
+    interval_seconds: float = 60.0
+    threshold_bytes: int = 100 * MB
+    idle_release_seconds: float = 5.0  # 0 turns the idle trigger off
+    release_min_bytes: int = 4 * MB
+
+
+class CleanupLoop:
+    def __init__(
+        self,
+        config: CleanupConfig,
+        releaser: Releaser,
+        activity: Activity,
+        hooks: Sequence[CleanupHook] = (),
+        read_rss: Callable[[], int] = rss_bytes,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.releaser = releaser
+        self.activity = activity
+        self.hooks = list(hooks)
+        self._read_rss = read_rss
+        self._clock = clock
+        self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._requests_seen = activity.requests
+        self._last_run = clock()
+        self.runs = 0
+        self.failures = 0
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def wake(self, rss: int) -> None:
+        """Called from the request path (on the event loop thread) when RSS is over threshold."""
+        self._wake.set()
+
+    def start(self) -> None:
+        if not self.config.enabled:
+            log.info("[memory-cleanup] Disabled (MEMORY_CLEANUP=0)")
+            return
+        self._stop.clear()
+        self._task = asyncio.create_task(self._run(), name="memory-cleanup")
+        idle = self.config.idle_release_seconds
+        log.info(
+            "[memory-cleanup] Background cleanup task running every %gs (threshold %s, %s)",
+            self.config.interval_seconds,
+            fmt_mb(self.config.threshold_bytes),
+            f"idle release after {idle:g}s" if idle else "idle release off",
+        )
+
+    async def stop(self, timeout: float = 1.0) -> None:
+        """Stop within ``timeout``; a release already in its worker thread finishes on its own."""
+        if self._task is None:
+            return
+        self._stop.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), timeout)
+        except (TimeoutError, asyncio.CancelledError):
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            log.info("[memory-cleanup] Stopped (cancelled a run in progress)")
+        else:
+            log.info("[memory-cleanup] Stopped")
+        self._task = None
+
+    async def _run(self) -> None:
+        next_interval = self._clock() + self.config.interval_seconds
+        while not self._stop.is_set():
+            trigger = await self._next_trigger(next_interval)
+            if trigger is None:
+                break
+            if trigger == "interval":
+                next_interval = self._clock() + self.config.interval_seconds
+            try:
+                await self.run_once(trigger)
+            except Exception:
+                self.failures += 1
+                log.exception("[memory-cleanup] Run failed (%s); the loop goes on", trigger)
+
+    async def _next_trigger(self, next_interval: float) -> str | None:
+        """Sleep until something is due; None once stopping."""
+        while True:
+            now = self._clock()
+            if now >= next_interval:
+                return "interval"
+            if self._idle_due():
+                return "idle"
+            deadline = next_interval
+            idle = self.config.idle_release_seconds
+            if idle and self.activity.requests != self._requests_seen:
+                deadline = min(deadline, now + max(idle - self.activity.idle_for(), 0.05))
+            waiters = [
+                asyncio.ensure_future(self._stop.wait()),
+                asyncio.ensure_future(self._wake.wait()),
+            ]
+            _, pending = await asyncio.wait(
+                waiters, timeout=max(deadline - now, 0.0), return_when=asyncio.FIRST_COMPLETED
+            )
+            for waiter in pending:
+                waiter.cancel()
+            if self._stop.is_set():
+                return None
+            if self._wake.is_set():
+                self._wake.clear()
+                if self._clock() - self._last_run >= self.config.interval_seconds:
+                    return "threshold"
+
+    def _idle_due(self) -> bool:
+        idle = self.config.idle_release_seconds
+        return (
+            bool(idle)
+            and self.activity.requests != self._requests_seen
+            and (self.activity.idle_for() >= idle)
+        )
+
+    def _worth_releasing(self, rss: int) -> str | None:
+        """Why not to release now, or None to go ahead."""
+        if rss <= self.config.threshold_bytes:
+            return f"under threshold {fmt_mb(self.config.threshold_bytes)}"
+        last = self.releaser.last
+        if last is not None and rss < last.rss_after_bytes + self.config.release_min_bytes:
+            grown = rss - last.rss_after_bytes
+            return f"grew {fmt_mb(max(grown, 0))} since the last release"
+        return None
+
+    async def run_once(self, trigger: str) -> ReleaseResult | None:
+        """One cleanup: hooks (expired cache entries), then a release if it is worth one."""
+        self.runs += 1
+        self._last_run = self._clock()
+        self._requests_seen = self.activity.requests
+        rss = self._read_rss()
+        skip = self._worth_releasing(rss)
+        if skip is not None:
+            log.info("[memory-cleanup] Skipped %s run (RSS: %s, %s)", trigger, fmt_mb(rss), skip)
+            return None
+        log.info("[memory-cleanup] Running %s cleanup (RSS: %s)", trigger, fmt_mb(rss))
+        cleaned = sum(hook() for hook in self.hooks)
+        result = await self.releaser.release_async(trigger, wait=False)
+        if result is None:
+            log.info("[memory-cleanup] Another release is running; this one is skipped")
+            return None
+        log.info(
+            "[memory-cleanup] Completed - Cache entries cleaned: %d, Memory freed: %s",
+            cleaned,
+            fmt_mb(max(result.freed_bytes, 0)),
+        )
+        return result

@@ -1,0 +1,93 @@
+"""The request path's part: note traffic, and check memory without slowing requests down.
+
+The check is sampled (RSS is read at most once per ``check_min_seconds``) and never releases
+inline: a release on the request path would add its pause to that request's latency, so the
+guard only wakes the cleanup loop.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from app.memory.measure import rss_bytes
+
+# Probes and operator calls are not traffic: a health check, a scrape or a verifier polling
+# /debug/memory every second must not keep the service from ever looking idle.
+QUIET_PATHS = frozenset({"/healthz", "/metrics", "/debug/memory", "/admin/memory/release"})
+
+
+class Activity:
+    """Requests in flight and when traffic last stopped, for idle detection."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self.in_flight = 0
+        self.requests = 0
+        self.last_seen = clock()
+
+    def begin(self) -> None:
+        self.in_flight += 1
+        self.requests += 1
+        self.last_seen = self._clock()
+
+    def end(self) -> None:
+        self.in_flight -= 1
+        self.last_seen = self._clock()
+
+    def idle_for(self) -> float:
+        """Seconds since the last request finished; 0 while any is in flight."""
+        return 0.0 if self.in_flight else self._clock() - self.last_seen
+
+
+class MemoryGuard:
+    """``check_memory_and_gc()`` of the seed guide, made cheap and non-blocking."""
+
+    def __init__(
+        self,
+        threshold_bytes: int,
+        on_over_threshold: Callable[[int], None],
+        check_min_seconds: float = 1.0,
+        read_rss: Callable[[], int] = rss_bytes,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.threshold_bytes = threshold_bytes
+        self._on_over = on_over_threshold
+        self._every = check_min_seconds
+        self._read_rss = read_rss
+        self._clock = clock
+        self._next_check = 0.0
+        self.checks = 0
+
+    def check(self) -> None:
+        now = self._clock()
+        if now < self._next_check:
+            return
+        self._next_check = now + self._every
+        self.checks += 1
+        rss = self._read_rss()
+        if rss > self.threshold_bytes:
+            self._on_over(rss)
+
+
+class MemoryMiddleware:
+    """Pure ASGI middleware (no per-request task or body copy): counts traffic and samples RSS."""
+
+    def __init__(self, app: ASGIApp, activity: Activity, guard: MemoryGuard | None) -> None:
+        self.app = app
+        self.activity = activity
+        self.guard = guard
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("path") in QUIET_PATHS:
+            await self.app(scope, receive, send)
+            return
+        self.activity.begin()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.activity.end()
+            if self.guard is not None:
+                self.guard.check()

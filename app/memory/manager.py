@@ -1,0 +1,113 @@
+"""The memory manager: one object an ASGI app creates, starts in its lifespan and stops on
+shutdown. It knows nothing about the app's workload; the app hands it cleanup hooks."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+from starlette.types import ASGIApp
+
+from app.memory.allocator import Allocator, detect_allocator
+from app.memory.cgroup import read_cgroup_memory
+from app.memory.cleanup import CleanupConfig, CleanupHook, CleanupLoop
+from app.memory.guard import Activity, MemoryGuard, MemoryMiddleware
+from app.memory.measure import MB, fmt_mb, process_memory, rss_bytes
+from app.memory.metrics import MemoryCollector
+from app.memory.release import Releaser, ReleaseResult
+from app.memory.smaps import read_breakdown
+
+log = logging.getLogger(__name__)
+
+
+class MemoryManager:
+    def __init__(
+        self,
+        config: CleanupConfig,
+        limit_bytes: int,
+        check_min_seconds: float = 1.0,
+        allocator: Allocator | None = None,
+        read_rss: Callable[[], int] = rss_bytes,
+    ) -> None:
+        self.config = config
+        self.limit_bytes = limit_bytes
+        self.read_rss = read_rss
+        self.allocator = allocator or detect_allocator()
+        self.releaser = Releaser(self.allocator, read_rss)
+        self.activity = Activity()
+        self.loop = CleanupLoop(config, self.releaser, self.activity, read_rss=read_rss)
+        self.guard = (
+            MemoryGuard(config.threshold_bytes, self.loop.wake, check_min_seconds, read_rss)
+            if config.enabled
+            else None
+        )
+        self.collector = MemoryCollector(self)
+
+    def add_cleanup_hook(self, hook: CleanupHook) -> None:
+        self.loop.hooks.append(hook)
+
+    def middleware(self, app: ASGIApp) -> ASGIApp:
+        return MemoryMiddleware(app, self.activity, self.guard)
+
+    @property
+    def failures(self) -> int:
+        return self.loop.failures + self.releaser.failures
+
+    def start(self) -> None:
+        cgroup = read_cgroup_memory()
+        log.info(
+            "[memory] allocator %s%s, release by %s; limit %s; cgroup %s; RSS %s",
+            self.allocator.name,
+            f" ({self.allocator.library})" if self.allocator.library else "",
+            self.allocator.method,
+            fmt_mb(self.limit_bytes),
+            f"v{cgroup.version} limit {fmt_mb(cgroup.limit_bytes)}" if cgroup else "none",
+            fmt_mb(self.read_rss()),
+        )
+        self.loop.start()
+
+    async def stop(self) -> None:
+        await self.loop.stop()
+
+    async def release(self, trigger: str = "admin") -> ReleaseResult:
+        """A release now, waiting for one already running to finish first."""
+        result = await self.releaser.release_async(trigger, wait=True)
+        assert result is not None
+        return result
+
+    def report(self) -> dict[str, Any]:
+        """Everything /debug/memory shows; reads smaps, so run it off the event loop."""
+        cgroup = read_cgroup_memory()
+        return {
+            **process_memory().as_dict(),
+            "replica_id": os.environ.get("RAILWAY_REPLICA_ID"),
+            "limit_mb": self.limit_bytes / MB,
+            "cgroup": None
+            if cgroup is None
+            else {
+                "version": cgroup.version,
+                "limit_bytes": cgroup.limit_bytes,
+                "usage_bytes": cgroup.usage_bytes,
+                "working_set_bytes": cgroup.working_set_bytes,
+            },
+            "allocator": {
+                "name": self.allocator.name,
+                "library": self.allocator.library,
+                "release_method": self.allocator.method,
+            },
+            "breakdown": [usage.as_dict() for usage in read_breakdown()],
+            "releases": [result.as_dict() for result in self.releaser.history],
+            "cleanup": {
+                "enabled": self.config.enabled,
+                "running": self.loop.running,
+                "interval_seconds": self.config.interval_seconds,
+                "threshold_bytes": self.config.threshold_bytes,
+                "idle_release_seconds": self.config.idle_release_seconds,
+                "release_min_bytes": self.config.release_min_bytes,
+                "runs": self.loop.runs,
+                "failures": self.failures,
+                "requests_seen": self.activity.requests,
+            },
+        }

@@ -1,0 +1,124 @@
+"""The workload's SQLite database: a product catalogue to enrich records from, and a row per
+accepted submission.
+
+WAL with synchronous=NORMAL: a commit survives the process being killed (the OS holds the log),
+and readers never wait for the writer. Connections are short-lived, one per unit of work, so the
+sync endpoints' worker threads never share one.
+"""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import NamedTuple
+
+PRODUCT_COUNT = 5000
+CATEGORIES = ("books", "garden", "grocery", "hardware", "music", "office", "outdoor", "toys")
+SQLITE_MAX_PARAMS = 500  # stay far below SQLITE_MAX_VARIABLE_NUMBER on old builds
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS products (
+    sku TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    category TEXT NOT NULL,
+    unit_weight_g INTEGER NOT NULL,
+    tax_rate REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS submissions (
+    id TEXT PRIMARY KEY,
+    created_at REAL NOT NULL,
+    path TEXT NOT NULL,
+    records INTEGER NOT NULL,
+    total_amount REAL NOT NULL,
+    unknown_skus INTEGER NOT NULL
+);
+"""
+
+
+class Product(NamedTuple):
+    sku: str
+    name: str
+    category: str
+    unit_weight_g: int
+    tax_rate: float
+
+
+def sku_for(index: int) -> str:
+    return f"SKU-{index:05d}"
+
+
+@contextmanager
+def connect(path: str | Path) -> Iterator[sqlite3.Connection]:
+    conn = sqlite3.connect(path, timeout=10.0)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        yield conn
+    finally:
+        conn.close()
+
+
+def _seed_rows() -> Iterator[Product]:
+    rng = random.Random(20240601)  # the same catalogue on every machine
+    for index in range(PRODUCT_COUNT):
+        category = CATEGORIES[index % len(CATEGORIES)]
+        yield Product(
+            sku_for(index),
+            f"{category.title()} item {index}",
+            category,
+            rng.randint(20, 5000),
+            rng.choice((0.0, 0.07, 0.19)),
+        )
+
+
+def initialize(path: str | Path) -> int:
+    """Create the schema and seed the catalogue on first start; returns the product count."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with connect(path) as conn:
+        conn.executescript(SCHEMA)
+        (count,) = conn.execute("SELECT COUNT(*) FROM products").fetchone()
+        if count == 0:
+            with conn:
+                conn.executemany("INSERT INTO products VALUES (?, ?, ?, ?, ?)", _seed_rows())
+            count = PRODUCT_COUNT
+        return int(count)
+
+
+def products_by_sku(conn: sqlite3.Connection, skus: Iterable[str]) -> dict[str, Product]:
+    wanted = sorted(set(skus))
+    found: dict[str, Product] = {}
+    for start in range(0, len(wanted), SQLITE_MAX_PARAMS):
+        chunk = wanted[start : start + SQLITE_MAX_PARAMS]
+        marks = ",".join("?" * len(chunk))
+        for row in conn.execute(f"SELECT * FROM products WHERE sku IN ({marks})", chunk):
+            found[row[0]] = Product(*row)
+    return found
+
+
+def product(conn: sqlite3.Connection, sku: str) -> Product | None:
+    row = conn.execute("SELECT * FROM products WHERE sku = ?", (sku,)).fetchone()
+    return Product(*row) if row else None
+
+
+def record_submission(
+    conn: sqlite3.Connection,
+    submission_id: str,
+    created_at: float,
+    path: str,
+    records: int,
+    total_amount: float,
+    unknown_skus: int,
+) -> None:
+    with conn:
+        conn.execute(
+            "INSERT INTO submissions VALUES (?, ?, ?, ?, ?, ?)",
+            (submission_id, created_at, path, records, total_amount, unknown_skus),
+        )
+
+
+def submission_count(conn: sqlite3.Connection) -> int:
+    (count,) = conn.execute("SELECT COUNT(*) FROM submissions").fetchone()
+    return int(count)
