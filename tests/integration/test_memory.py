@@ -1,0 +1,114 @@
+"""Memory goes back after a spike, in a real server process, measured in this one run.
+
+Figures are ratios of the same process's own RSS (start, peak, after release), never absolute
+megabytes: these machines are shared and a fixed figure would be noise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from app.launch import library_available
+from tests.integration.conftest import Server
+
+
+def bulk_body(records: int, seed: int) -> bytes:
+    rng = random.Random(seed)
+    return json.dumps({"records": [
+        {
+            "sku": f"SKU-{rng.randrange(5200):05d}",
+            "quantity": rng.randint(1, 50),
+            "unit_price": round(rng.uniform(0.5, 500), 2),
+            "customer": f"c-{rng.randrange(10_000)}",
+            "tags": rng.sample(["promo", "b2b", "gift", "export", "rush"], k=rng.randint(0, 3)),
+            "note": "x" * rng.randint(0, 120),
+        }
+        for _ in range(records)
+    ]}).encode()
+
+
+def spike(server: Server, requests: int = 24, concurrency: int = 8) -> int:
+    """Concurrent bulk submits on both paths; returns the peak RSS sampled meanwhile."""
+    bodies = [bulk_body(15_000, seed) for seed in range(4)]
+    peak = server.rss()
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.wait(0.05):
+            peak = max(peak, server.rss())
+
+    def submit(i: int) -> int:
+        path = "/bulk/sync" if i % 2 else "/bulk/async"
+        response = server.client.post(path, content=bodies[i % len(bodies)],
+                                      headers={"content-type": "application/json"})
+        return response.status_code
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        with ThreadPoolExecutor(concurrency) as pool:
+            codes = list(pool.map(submit, range(requests)))
+    finally:
+        done.set()
+        sampler.join()
+    assert codes == [201] * requests
+    return max(peak, server.rss())
+
+
+def release(server: Server) -> dict[str, object]:
+    response = server.client.post("/admin/memory/release", headers=server.auth)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+# A small cache keeps the live data after the spike small, so what stays resident is the
+# allocator's retention, which is what a release is for.
+QUIET = {"MEMORY_CLEANUP": "0", "CACHE_MAX_MB": "4"}
+
+
+@pytest.mark.slow
+def test_glibc_release_returns_part_of_the_spike(server_factory) -> None:
+    server = server_factory(MEMORY_PROFILE="glibc", **QUIET)
+    start = server.rss()
+    peak = spike(server)
+    held = server.rss()
+    result = release(server)
+    after = server.rss()
+    growth = peak - start
+    assert growth > 50 * 2**20, f"the spike should grow RSS clearly (start {start}, peak {peak})"
+    assert result["method"] == "malloc_trim" and result["ok"] is True
+    # What the release itself gives back of the spike that glibc was holding. Measured here:
+    # 0.23-0.36 (the rest sits in pymalloc arenas pinned by a few live objects, which no trim
+    # reaches). 0.15 leaves room for noise and still fails when the trim does nothing: gc alone
+    # collects a few dozen objects here and returns well under 0.05.
+    returned = (held - after) / growth
+    assert returned >= 0.15, f"returned {returned:.2f} ({start=} {peak=} {held=} {after=})"
+
+
+@pytest.mark.slow
+def test_jemalloc_purge_path_is_taken(server_factory) -> None:
+    if not library_available("libjemalloc.so.2"):
+        if os.environ.get("CI") == "true":
+            pytest.fail("libjemalloc.so.2 is missing in CI: .ci/run installs libjemalloc2")
+        pytest.skip("libjemalloc.so.2 not installed (apt-get install libjemalloc2)")
+    server = server_factory(MEMORY_PROFILE="jemalloc", **QUIET)
+    debug = server.client.get("/debug/memory", headers=server.auth).json()
+    assert debug["allocator"]["name"] == "jemalloc"
+    assert "libjemalloc" in debug["allocator"]["library"]
+    start = server.rss()
+    peak = spike(server)
+    result = release(server)
+    after = server.rss()
+    assert result["method"] == "jemalloc_purge" and result["ok"] is True
+    assert result["allocator_released"] is True
+    returned = (peak - after) / (peak - start)
+    # jemalloc's background thread returns pages by decay and the purge takes the rest of the
+    # dirty pages: measured here 0.48-0.56 of the spike gone; 0.3 leaves room for noise.
+    assert returned >= 0.3, f"returned {returned:.2f} ({start=} {peak=} {after=})"
