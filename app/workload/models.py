@@ -22,10 +22,14 @@ class Record(BaseModel):
 
 
 def bulk_request_model(max_records: int) -> type[BaseModel]:
-    """The request body model, bounded by MAX_BULK_RECORDS (a setting, hence built at start)."""
+    """The request body model, bounded by MAX_BULK_RECORDS (a setting, hence built at start).
+
+    cache_strings="keys": pydantic would otherwise keep up to 16k request strings (customers,
+    notes) in a process-wide cache, long-lived objects that pin the pymalloc arenas they sit in.
+    """
     return create_model(
         "BulkRequest",
-        __config__=ConfigDict(extra="forbid", strict=True),
+        __config__=ConfigDict(extra="forbid", strict=True, cache_strings="keys"),
         records=(list[Record], Field(min_length=1, max_length=max_records)),
     )
 
