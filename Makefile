@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: run test test-fast load verify bench lint lock clean
+.PHONY: run test test-fast test-container image load verify bench lint lock clean
 
 $(VENV)/.runtime: requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -28,8 +28,16 @@ test: $(VENV)/.dev
 test-fast: $(VENV)/.dev
 	$(BIN)/python -m pytest -m "not container and not slow" $(PYTEST_ARGS)
 
+## test-container: build the image and run it per profile under a 500 MB limit (Docker, or root)
+test-container: $(VENV)/.dev
+	$(BIN)/python -m pytest tests/container $(PYTEST_ARGS)
+
+## image: build lean-memory-service:test (starts a private dockerd as root when none runs)
+image: $(VENV)/.dev
+	$(BIN)/python -m scripts.docker_engine build
+
 lint: $(VENV)/.dev
-	$(BIN)/ruff check app scripts loadtest tests
+	$(BIN)/ruff check app scripts loadtest tests .railway
 
 ## lock: re-resolve the lock files (needs network to the package index)
 lock:
@@ -41,3 +49,7 @@ lock:
 
 clean:
 	rm -rf $(VENV) .lockvenv .pytest_cache
+
+## clean-docker: drop the cached base image tarball and the private engine's state
+clean-docker:
+	rm -rf .cache/docker .cache/base
