@@ -29,7 +29,9 @@ class ConfigError(ValueError):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", frozen=True, allow_inf_nan=False
+    )
 
     host: str = "0.0.0.0"
     port: int = Field(8000, ge=1, le=65535)
@@ -54,7 +56,7 @@ class Settings(BaseSettings):
     max_bulk_records: int = Field(20000, ge=1, le=1_000_000)
     max_body_mb: float = Field(8.0, gt=0, le=1024)
     threadpool_size: int = Field(40, ge=1, le=1000)
-    shutdown_grace_seconds: float = Field(10.0, ge=0, le=600)
+    shutdown_grace_seconds: int = Field(10, ge=0, le=600)  # uvicorn takes whole seconds
     limit_max_requests: int | None = Field(None, ge=1)
 
     @field_validator("log_level", mode="before")

@@ -11,6 +11,7 @@ import glob
 import logging
 import os
 import platform
+import subprocess
 import sys
 from collections.abc import Mapping
 
@@ -23,9 +24,25 @@ log = logging.getLogger("launch")
 LIBRARY_DIRS = ("/usr/lib/*-linux-gnu", "/lib/*-linux-gnu", "/usr/lib64", "/usr/lib", "/lib")
 
 
+def _in_linker_cache(soname: str) -> bool:
+    """Whether `ldconfig -p` lists the soname: the folders ld.so.conf adds (/usr/local/lib...)."""
+    for ldconfig in ("/sbin/ldconfig", "/usr/sbin/ldconfig"):
+        if os.path.exists(ldconfig):
+            try:
+                listing = subprocess.run(
+                    [ldconfig, "-p"], capture_output=True, text=True, timeout=5, check=False
+                ).stdout
+            except (OSError, subprocess.SubprocessError):
+                return False
+            return any(line.split(" (", 1)[0].strip() == soname for line in listing.splitlines())
+    return False
+
+
 def library_available(soname: str) -> bool:
     """Whether the dynamic linker can find a bare soname; checked before exec, because ld.so only
     warns about a missing LD_PRELOAD entry and runs on without it."""
+    if _in_linker_cache(soname):
+        return True
     extra = os.environ.get("LD_LIBRARY_PATH", "").split(":")
     for folder in [*filter(None, extra), *LIBRARY_DIRS]:
         if any(os.path.exists(os.path.join(d, soname)) for d in glob.glob(folder)):
@@ -77,7 +94,7 @@ def uvicorn_argv(settings: Settings) -> list[str]:
         "--log-level",
         settings.log_level,
         "--timeout-graceful-shutdown",
-        f"{settings.shutdown_grace_seconds:g}",
+        str(settings.shutdown_grace_seconds),
         "--proxy-headers",
         "--forwarded-allow-ips",
         "*",

@@ -7,6 +7,7 @@ variables are never written out twice.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -41,7 +42,9 @@ class Profile:
         for key, value in self.env.items():
             env.setdefault(key, value)
         if self.preload:
-            current = [p for p in env.get("LD_PRELOAD", "").split() if p != self.preload]
+            # ld.so separates LD_PRELOAD entries with spaces or colons.
+            entries = re.split(r"[:\s]+", env.get("LD_PRELOAD", ""))
+            current = [p for p in entries if p and p != self.preload]
             env["LD_PRELOAD"] = " ".join([self.preload, *current])
         env["MEMORY_PROFILE"] = self.name
         return env, kept
@@ -67,7 +70,9 @@ class ProfileSet:
         return list(self.profiles)
 
 
-def _parse_profile(name: str, raw: Mapping[str, object]) -> Profile:
+def _parse_profile(name: str, raw: object) -> Profile:
+    if not isinstance(raw, dict):
+        raise ProfileError(f"profile {name!r}: must be a [profiles.{name}] table")
     allocator = raw.get("allocator")
     if allocator not in ALLOCATORS:
         raise ProfileError(f"profile {name!r}: allocator must be one of {', '.join(ALLOCATORS)}")
@@ -79,6 +84,9 @@ def _parse_profile(name: str, raw: Mapping[str, object]) -> Profile:
         raise ProfileError(
             f"profile {name!r}: preload must be a bare soname such as libjemalloc.so.2"
         )
+    deploy = raw.get("deploy", True)
+    if not isinstance(deploy, bool):
+        raise ProfileError(f"profile {name!r}: deploy must be true or false (unquoted)")
     if allocator == "jemalloc" and not preload:
         raise ProfileError(f"profile {name!r}: a jemalloc profile needs preload")
     return Profile(
@@ -87,7 +95,7 @@ def _parse_profile(name: str, raw: Mapping[str, object]) -> Profile:
         allocator=str(allocator),
         preload=preload,
         env=dict(env),
-        deploy=bool(raw.get("deploy", True)),
+        deploy=deploy,
     )
 
 

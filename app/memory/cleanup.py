@@ -55,8 +55,8 @@ class CleanupLoop:
         self._read_rss = read_rss
         self._clock = clock
         self._task: asyncio.Task[None] | None = None
-        self._stop = asyncio.Event()
-        self._wake = asyncio.Event()
+        self._stop: asyncio.Event | None = None
+        self._wake: asyncio.Event | None = None
         self._requests_seen = activity.requests
         self._last_run = clock()
         self.runs = 0
@@ -68,13 +68,17 @@ class CleanupLoop:
 
     def wake(self, rss: int) -> None:
         """Called from the request path (on the event loop thread) when RSS is over threshold."""
-        self._wake.set()
+        if self._wake is not None:
+            self._wake.set()
 
     def start(self) -> None:
         if not self.config.enabled:
             log.info("[memory-cleanup] Disabled (MEMORY_CLEANUP=0)")
             return
-        self._stop.clear()
+        # Events belong to the loop that runs this task; a lifespan run again (a second
+        # TestClient, a reloaded server) gets fresh ones.
+        self._stop = asyncio.Event()
+        self._wake = asyncio.Event()
         self._task = asyncio.create_task(self._run(), name="memory-cleanup")
         idle = self.config.idle_release_seconds
         log.info(
@@ -86,7 +90,7 @@ class CleanupLoop:
 
     async def stop(self, timeout: float = 1.0) -> None:
         """Stop within ``timeout``; a release already in its worker thread finishes on its own."""
-        if self._task is None:
+        if self._task is None or self._stop is None:
             return
         self._stop.set()
         try:
@@ -101,6 +105,7 @@ class CleanupLoop:
         self._task = None
 
     async def _run(self) -> None:
+        assert self._stop is not None
         next_interval = self._clock() + self.config.interval_seconds
         while not self._stop.is_set():
             trigger = await self._next_trigger(next_interval)
@@ -116,6 +121,7 @@ class CleanupLoop:
 
     async def _next_trigger(self, next_interval: float) -> str | None:
         """Sleep until something is due; None once stopping."""
+        assert self._stop is not None and self._wake is not None
         while True:
             now = self._clock()
             if now >= next_interval:
@@ -124,8 +130,13 @@ class CleanupLoop:
                 return "idle"
             deadline = next_interval
             idle = self.config.idle_release_seconds
-            if idle and self.activity.requests != self._requests_seen:
-                deadline = min(deadline, now + max(idle - self.activity.idle_for(), 0.05))
+            if idle:
+                # Requests do not wake the loop, so while the idle trigger is on it looks at
+                # least every `idle` seconds: a burst is returned within twice that.
+                pending_for = idle - self.activity.idle_for()
+                if self.activity.requests == self._requests_seen:
+                    pending_for = idle
+                deadline = min(deadline, now + max(pending_for, 0.05))
             waiters = [
                 asyncio.ensure_future(self._stop.wait()),
                 asyncio.ensure_future(self._wake.wait()),
@@ -165,13 +176,20 @@ class CleanupLoop:
         self.runs += 1
         self._last_run = self._clock()
         self._requests_seen = self.activity.requests
+        # Hooks run on every run: expired entries must go even when no release is worth it.
+        cleaned = sum(hook() for hook in self.hooks)
         rss = self._read_rss()
         skip = self._worth_releasing(rss)
         if skip is not None:
-            log.info("[memory-cleanup] Skipped %s run (RSS: %s, %s)", trigger, fmt_mb(rss), skip)
+            log.info(
+                "[memory-cleanup] Skipped %s run (RSS: %s, %s; cache entries cleaned: %d)",
+                trigger,
+                fmt_mb(rss),
+                skip,
+                cleaned,
+            )
             return None
         log.info("[memory-cleanup] Running %s cleanup (RSS: %s)", trigger, fmt_mb(rss))
-        cleaned = sum(hook() for hook in self.hooks)
         result = await self.releaser.release_async(trigger, wait=False)
         if result is None:
             log.info("[memory-cleanup] Another release is running; this one is skipped")

@@ -7,6 +7,7 @@ document) because that is what fragments a heap; the service's memory story depe
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from collections import defaultdict
@@ -18,6 +19,8 @@ from pydantic import BaseModel, ValidationError
 from app.workload import database
 from app.workload.cache import BulkCache
 from app.workload.models import BulkSummary, Record, bulk_request_model
+
+log = logging.getLogger(__name__)
 
 
 class TooManyRecords(ValueError):
@@ -56,7 +59,12 @@ class BulkService:
                 {**summary.model_dump(), "created_at": created_at, "path": path, "lines": lines},
                 separators=(",", ":"),
             ).encode()
-            self.cache.put(summary.id, document)
+            if not self.cache.put(summary.id, document):
+                log.warning(
+                    "[bulk] result %s of %.1fMB is over CACHE_MAX_MB; not kept for GET",
+                    summary.id,
+                    len(document) / 2**20,
+                )
             # The summary row is committed before the response: an acknowledged submission
             # survives a restart even though its cached lines do not.
             database.record_submission(

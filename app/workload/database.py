@@ -79,11 +79,19 @@ def initialize(path: str | Path) -> int:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with connect(path) as conn:
         conn.executescript(SCHEMA)
-        (count,) = conn.execute("SELECT COUNT(*) FROM products").fetchone()
-        if count == 0:
-            with conn:
+        # Workers start together on a fresh file: the count and the seed are one write
+        # transaction, so the second worker waits and then finds the catalogue seeded.
+        conn.isolation_level = None
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            (count,) = conn.execute("SELECT COUNT(*) FROM products").fetchone()
+            if count == 0:
                 conn.executemany("INSERT INTO products VALUES (?, ?, ?, ?, ?)", _seed_rows())
-            count = PRODUCT_COUNT
+                count = PRODUCT_COUNT
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
         return int(count)
 
 

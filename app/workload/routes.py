@@ -19,6 +19,11 @@ from app.workload.bulk import BulkService, TooManyRecords
 from app.workload.models import SKU_PATTERN, BulkSummary, Product, Record, inline_schema
 
 router = APIRouter(tags=["bulk"])
+BULK_ERRORS: dict[int | str, dict[str, object]] = {
+    413: {"description": "Body over MAX_BODY_MB or more than MAX_BULK_RECORDS records"},
+    415: {"description": "Content type is not application/json"},
+    422: {"description": "Malformed JSON or invalid records; nothing is stored"},
+}
 
 SubmissionId = Annotated[str, PathParam(pattern=r"^[0-9a-f]{32}$")]
 Sku = Annotated[str, PathParam(pattern=SKU_PATTERN)]
@@ -78,14 +83,16 @@ def _submit(service: BulkService, body: bytes, path: str) -> BulkSummary:
     except TooManyRecords as exc:
         raise HTTPException(413, str(exc)) from None
     except ValidationError as exc:
-        raise RequestValidationError(exc.errors(include_url=False, include_context=False)) from None
+        # No input echo: for a JSON syntax error pydantic's input is the whole body.
+        errors = exc.errors(include_url=False, include_context=False, include_input=False)
+        raise RequestValidationError(errors) from None
 
 
 @router.post(
     "/bulk/sync",
     status_code=201,
     openapi_extra=_request_body_schema(),
-    responses={413: {"description": "Body or record count over the limit"}},
+    responses=BULK_ERRORS,
 )
 def bulk_sync(body: Body, service: Service) -> BulkSummary:
     """Process a batch of records in the threadpool."""
@@ -96,7 +103,7 @@ def bulk_sync(body: Body, service: Service) -> BulkSummary:
     "/bulk/async",
     status_code=201,
     openapi_extra=_request_body_schema(),
-    responses={413: {"description": "Body or record count over the limit"}},
+    responses=BULK_ERRORS,
 )
 async def bulk_async(body: Body, service: Service) -> BulkSummary:
     """Process a batch of records on the event loop."""

@@ -109,7 +109,8 @@ def test_bad_configuration_stops_startup_with_one_line(tmp_path) -> None:
     )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("configuration error: MEMORY_CLEANUP_INTERVAL='abc'")
+    assert len(lines) == 1
+    assert lines[0].startswith("configuration error: MEMORY_CLEANUP_INTERVAL='abc'")
 
 
 def test_unreachable_port_is_not_served(server_factory) -> None:

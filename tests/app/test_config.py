@@ -1,0 +1,303 @@
+"""Settings: every bad value stops startup with one line naming the variable and the value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from app import config
+from app.config import ConfigError, load_settings
+from app.memory.cgroup import CgroupMemory
+from app.profiles import load_profiles
+
+MB = 1024 * 1024
+
+BAD_VALUES = [
+    ("PORT", "abc"),
+    ("PORT", "0"),
+    ("PORT", "70000"),
+    ("WEB_CONCURRENCY", "0"),
+    ("WEB_CONCURRENCY", "two"),
+    ("LOG_LEVEL", "verbose"),
+    ("ACCESS_LOG", "maybe"),
+    ("MEMORY_CLEANUP", "sometimes"),
+    ("MEMORY_CLEANUP_INTERVAL", "abc"),
+    ("MEMORY_CLEANUP_INTERVAL", "-5"),
+    ("MEMORY_CLEANUP_INTERVAL", "0"),
+    ("MEMORY_CLEANUP_INTERVAL", "nan"),
+    ("MEMORY_CLEANUP_THRESHOLD_MB", "-1"),
+    ("MEMORY_CLEANUP_THRESHOLD_MB", "lots"),
+    ("MEMORY_LIMIT_MB", "0"),
+    ("MEMORY_LIMIT_MB", "-512"),
+    ("MEMORY_LIMIT_MB", "512MB"),
+    ("MEMORY_IDLE_RELEASE_SECONDS", "-1"),
+    ("MEMORY_IDLE_RELEASE_SECONDS", "soon"),
+    ("MEMORY_CHECK_MIN_SECONDS", "0"),
+    ("MEMORY_RELEASE_MIN_MB", "-4"),
+    ("CACHE_TTL_SECONDS", "0"),
+    ("CACHE_MAX_ENTRIES", "0"),
+    ("CACHE_MAX_ENTRIES", "1.5"),
+    ("CACHE_MAX_MB", "0"),
+    ("MAX_BULK_RECORDS", "0"),
+    ("MAX_BODY_MB", "0"),
+    ("MAX_BODY_MB", "4096"),
+    ("THREADPOOL_SIZE", "0"),
+    ("SHUTDOWN_GRACE_SECONDS", "-1"),
+    ("LIMIT_MAX_REQUESTS", "0"),
+    ("LIMIT_MAX_REQUESTS", "many"),
+]
+
+
+def only_line(exc: ConfigError) -> str:
+    assert len(exc.lines) == 1, exc.lines
+    (line,) = exc.lines
+    assert "\n" not in line
+    return line
+
+
+@pytest.fixture
+def cgroup_limit(monkeypatch: pytest.MonkeyPatch) -> list[int | None]:
+    """The cgroup limit Settings sees; append a value (bytes or None) to set it."""
+    limits: list[int | None] = []
+
+    def fake() -> CgroupMemory | None:
+        if not limits:
+            return None
+        return CgroupMemory(2, "/", limits[-1], 64 * MB, 60 * MB)
+
+    monkeypatch.setattr(config, "read_cgroup_memory", fake)
+    return limits
+
+
+@pytest.mark.parametrize(("name", "value"), BAD_VALUES)
+def test_bad_value_stops_with_one_line_naming_variable_and_value(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    line = only_line(info.value)
+    assert line.startswith(f"configuration error: {name}={value!r}: ")
+    assert len(line) > len(f"configuration error: {name}={value!r}: ")  # says why
+
+
+def test_each_bad_variable_gets_its_own_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PORT", "abc")
+    monkeypatch.setenv("MEMORY_CLEANUP_INTERVAL", "-5")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert sorted(line.split("=")[0] for line in info.value.lines) == [
+        "configuration error: MEMORY_CLEANUP_INTERVAL",
+        "configuration error: PORT",
+    ]
+    assert str(info.value) == "\n".join(info.value.lines)
+
+
+def test_short_admin_token_is_refused_and_never_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = "s3cr3t-tok"
+    monkeypatch.setenv("ADMIN_TOKEN", secret)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    line = only_line(info.value)
+    assert line.startswith("configuration error: ADMIN_TOKEN=")
+    assert "16" in line
+    assert secret not in line
+    assert secret not in str(info.value)
+    assert secret not in repr(info.value)
+
+
+def test_good_admin_token_is_kept_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = "0123456789abcdef-long-enough"
+    monkeypatch.setenv("ADMIN_TOKEN", secret)
+    settings = load_settings()
+    assert settings.admin_token is not None
+    assert settings.admin_token.get_secret_value() == secret
+    assert secret not in repr(settings)
+    assert secret not in str(settings.model_dump())
+
+
+def test_unknown_memory_profile_lists_the_allowed_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MEMORY_PROFILE", "tcmalloc")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    line = only_line(info.value)
+    assert line.startswith("configuration error: MEMORY_PROFILE='tcmalloc': ")
+    names = load_profiles().names
+    assert len(names) >= 2
+    for name in names:
+        assert name in line
+
+
+def test_known_memory_profile_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MEMORY_PROFILE", "glibc-tuned")
+    assert load_settings().memory_profile == "glibc-tuned"
+
+
+def test_threshold_at_the_limit_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MEMORY_LIMIT_MB", "100")
+    monkeypatch.setenv("MEMORY_CLEANUP_THRESHOLD_MB", "100")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    line = only_line(info.value)
+    assert line.startswith("configuration error: MEMORY_CLEANUP_THRESHOLD_MB=100 ")
+    assert "100 MB" in line
+    assert "MEMORY_LIMIT_MB" in line
+
+
+def test_threshold_over_a_cgroup_limit_names_the_cgroup(
+    monkeypatch: pytest.MonkeyPatch, cgroup_limit: list[int | None]
+) -> None:
+    cgroup_limit.append(64 * MB)
+    with pytest.raises(ConfigError) as info:
+        load_settings()  # default threshold 100 MB over a 64 MB container
+    line = only_line(info.value)
+    assert "MEMORY_CLEANUP_THRESHOLD_MB=100" in line
+    assert "64 MB" in line
+    assert "cgroup" in line
+
+
+def test_threshold_just_under_the_limit_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MEMORY_LIMIT_MB", "100")
+    monkeypatch.setenv("MEMORY_CLEANUP_THRESHOLD_MB", "99.5")
+    assert load_settings().memory_cleanup_threshold_mb == 99.5
+
+
+def test_defaults_are_the_documented_ones(cgroup_limit: list[int | None]) -> None:
+    settings = load_settings()
+    assert (settings.host, settings.port, settings.web_concurrency) == ("0.0.0.0", 8000, 1)
+    assert settings.log_level == "info"
+    assert settings.memory_profile is None
+    assert settings.memory_cleanup is True
+    assert settings.memory_cleanup_interval == 60
+    assert settings.memory_cleanup_threshold_mb == 100
+    assert settings.memory_limit_mb is None
+    assert settings.memory_idle_release_seconds == 5
+    assert settings.admin_token is None
+    assert settings.database_path == "data/service.db"
+    assert (settings.cache_ttl_seconds, settings.cache_max_entries) == (300, 256)
+    assert settings.cache_max_mb == 64
+    assert (settings.max_bulk_records, settings.max_body_mb) == (20000, 8)
+    assert (settings.threadpool_size, settings.shutdown_grace_seconds) == (40, 10)
+    assert settings.limit_max_requests is None
+
+
+def test_good_values_are_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
+    values = {
+        "HOST": "127.0.0.1",
+        "PORT": "8123",
+        "WEB_CONCURRENCY": "3",
+        "LOG_LEVEL": "DEBUG",
+        "ACCESS_LOG": "false",
+        "MEMORY_CLEANUP": "0",
+        "MEMORY_CLEANUP_INTERVAL": "2.5",
+        "MEMORY_CLEANUP_THRESHOLD_MB": "0",
+        "MEMORY_LIMIT_MB": "2048",
+        "MEMORY_IDLE_RELEASE_SECONDS": "0",
+        "DATABASE_PATH": "/var/lib/service/x.db",
+        "CACHE_MAX_ENTRIES": "7",
+        "MAX_BULK_RECORDS": "10",
+        "LIMIT_MAX_REQUESTS": "5000",
+    }
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings()
+    assert (settings.host, settings.port, settings.web_concurrency) == ("127.0.0.1", 8123, 3)
+    assert settings.log_level == "debug"
+    assert settings.access_log is False
+    assert settings.memory_cleanup is False
+    assert settings.memory_cleanup_interval == 2.5
+    assert settings.memory_cleanup_threshold_mb == 0
+    assert (settings.limit_mb, settings.limit_source) == (2048, "MEMORY_LIMIT_MB")
+    assert settings.memory_idle_release_seconds == 0
+    assert settings.database_path == "/var/lib/service/x.db"
+    assert (settings.cache_max_entries, settings.max_bulk_records) == (7, 10)
+    assert settings.limit_max_requests == 5000
+
+
+@pytest.mark.parametrize(
+    "name", ["MEMORY_LIMIT_MB", "LIMIT_MAX_REQUESTS", "ADMIN_TOKEN", "MEMORY_PROFILE"]
+)
+def test_empty_optional_variable_means_unset(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    # A dashboard often leaves a variable present but empty.
+    monkeypatch.setenv(name, "")
+    assert getattr(load_settings(), name.lower()) is None
+
+
+def test_dotenv_file_is_read(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text(
+        "MEMORY_CLEANUP_INTERVAL=15\nADMIN_TOKEN=abcdefghijklmnopqrstuvwxyz\nUNRELATED=1\n"
+    )
+    settings = load_settings()
+    assert settings.memory_cleanup_interval == 15
+    assert settings.admin_token is not None
+    assert settings.admin_token.get_secret_value() == "abcdefghijklmnopqrstuvwxyz"
+
+
+def test_environment_wins_over_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("MEMORY_CLEANUP_INTERVAL=15\n")
+    monkeypatch.setenv("MEMORY_CLEANUP_INTERVAL", "30")
+    assert load_settings().memory_cleanup_interval == 30
+
+
+def test_bad_value_in_dotenv_is_reported_like_the_environment(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("MEMORY_CLEANUP_INTERVAL=abc\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert only_line(info.value).startswith("configuration error: MEMORY_CLEANUP_INTERVAL='abc'")
+
+
+def test_dotenv_is_read_from_the_working_directory_only(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / ".env").write_text("MEMORY_CLEANUP_INTERVAL=15\n")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert load_settings().memory_cleanup_interval == 60
+
+
+def test_limit_from_the_cgroup(cgroup_limit: list[int | None]) -> None:
+    cgroup_limit.append(256 * MB)
+    settings = load_settings()
+    assert (settings.limit_mb, settings.limit_source) == (256, "cgroup")
+
+
+def test_memory_limit_mb_wins_over_the_cgroup(
+    monkeypatch: pytest.MonkeyPatch, cgroup_limit: list[int | None]
+) -> None:
+    cgroup_limit.append(256 * MB)
+    monkeypatch.setenv("MEMORY_LIMIT_MB", "300")
+    settings = load_settings()
+    assert (settings.limit_mb, settings.limit_source) == (300, "MEMORY_LIMIT_MB")
+
+
+@pytest.mark.parametrize("limit", ["no cgroup", None])
+def test_fallback_limit_without_a_cgroup_limit(
+    cgroup_limit: list[int | None], limit: str | None
+) -> None:
+    if limit is None:
+        cgroup_limit.append(None)  # a cgroup without a limit ("max")
+    settings = load_settings()
+    assert (settings.limit_mb, settings.limit_source) == (500, "default")
+
+
+def test_cgroup_is_read_once_per_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+
+    def fake() -> CgroupMemory:
+        calls.append(1)
+        return CgroupMemory(2, "/", 1024 * MB, None, None)
+
+    monkeypatch.setattr(config, "read_cgroup_memory", fake)
+    settings = load_settings()
+    assert settings.limit_mb == settings.limit_mb == 1024
+    assert settings.limit_source == "cgroup"
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize("name", ["MEMORY_LIMIT_MB", "MEMORY_RELEASE_MIN_MB", "CACHE_MAX_MB"])
+def test_infinite_sizes_are_refused(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    monkeypatch.setenv(name, "inf")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert only_line(info.value).startswith(f"configuration error: {name}='inf'")

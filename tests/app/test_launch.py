@@ -1,0 +1,244 @@
+"""The launcher: library check, profile choice, uvicorn's argv, and how bad config exits."""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from uvicorn.main import main as uvicorn_cli
+
+from app import launch
+from app.config import ConfigError, load_settings
+from app.profiles import ProfileError
+from tests.app.conftest import REPO, linker_cache, service_free_environ
+
+
+def parse_uvicorn(argv: list[str]) -> dict[str, object]:
+    """uvicorn's own command line parser over the arguments after `python -m uvicorn`."""
+    assert argv[:3] == [sys.executable, "-m", "uvicorn"]
+    with uvicorn_cli.make_context("uvicorn", argv[3:]) as ctx:
+        return dict(ctx.params)
+
+
+def run_launch(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    environ = service_free_environ()
+    environ.update(PYTHONPATH=str(REPO), **env)
+    return subprocess.run(
+        [sys.executable, "-m", "app.launch"],
+        cwd=tmp_path,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+# library_available
+
+
+def test_installed_jemalloc_is_found(jemalloc: str) -> None:
+    assert launch.library_available(jemalloc)
+
+
+def test_made_up_soname_is_not_found() -> None:
+    assert not launch.library_available("libnot-an-allocator-7f3a.so.9")
+
+
+def test_library_available_agrees_with_the_linker_cache() -> None:
+    standard = {os.path.realpath(d) for pattern in launch.LIBRARY_DIRS for d in glob.glob(pattern)}
+    elsewhere = [
+        soname
+        for soname, path in linker_cache().items()
+        if os.path.realpath(os.path.dirname(path)) not in standard and os.path.exists(path)
+    ]
+    if not elsewhere:
+        pytest.skip("every library the linker knows here sits in a standard folder")
+    assert [soname for soname in elsewhere if not launch.library_available(soname)] == []
+
+
+def test_ld_library_path_is_searched(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / "libcustom-alloc.so.1").write_bytes(b"")
+    assert not launch.library_available("libcustom-alloc.so.1")
+    monkeypatch.setenv("LD_LIBRARY_PATH", f"/nonexistent:{tmp_path}")
+    assert launch.library_available("libcustom-alloc.so.1")
+
+
+# choose_profile
+
+
+def test_default_profile_when_its_library_is_there(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(launch, "library_available", lambda soname: True)
+    assert launch.choose_profile({}).name == "jemalloc"
+    assert launch.choose_profile({"MEMORY_PROFILE": ""}).name == "jemalloc"
+
+
+def test_default_profile_falls_back_to_glibc_loudly(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(launch, "library_available", lambda soname: False)
+    with caplog.at_level(logging.WARNING, logger="launch"):
+        profile = launch.choose_profile({})
+    assert profile.name == "glibc"
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    message = warnings[0].getMessage()
+    assert "'jemalloc'" in message and "libjemalloc.so.2" in message and "'glibc'" in message
+
+
+@pytest.mark.parametrize("name", ["jemalloc", "jemalloc-nopymalloc"])
+def test_explicit_profile_with_missing_library_is_an_error(
+    monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    monkeypatch.setattr(launch, "library_available", lambda soname: False)
+    with pytest.raises(ProfileError) as info:
+        launch.choose_profile({"MEMORY_PROFILE": name})
+    message = str(info.value)
+    assert "\n" not in message
+    assert f"MEMORY_PROFILE={name!r}" in message
+    assert "libjemalloc.so.2" in message
+
+
+def test_explicit_glibc_profile_needs_no_library(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(launch, "library_available", lambda soname: False)
+    assert launch.choose_profile({"MEMORY_PROFILE": "glibc-tuned"}).name == "glibc-tuned"
+
+
+def test_unknown_profile_is_an_error() -> None:
+    with pytest.raises(ProfileError, match="MEMORY_PROFILE='mimalloc' is not a profile"):
+        launch.choose_profile({"MEMORY_PROFILE": "mimalloc"})
+
+
+def test_preload_profile_needs_linux(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(launch, "library_available", lambda soname: True)
+    monkeypatch.setattr(launch.platform, "system", lambda: "Darwin")
+    with pytest.raises(ProfileError, match="needs Linux"):
+        launch.choose_profile({"MEMORY_PROFILE": "jemalloc"})
+    assert launch.choose_profile({"MEMORY_PROFILE": "glibc"}).name == "glibc"
+
+
+# uvicorn_argv
+
+
+def test_uvicorn_argv_is_accepted_by_uvicorn() -> None:
+    settings = load_settings(host="127.0.0.1", port=8123, web_concurrency=2, log_level="warning")
+    argv = launch.uvicorn_argv(settings)
+    params = parse_uvicorn(argv)
+    assert params["app"] == "app.main:create_app"
+    assert params["factory"] is True
+    assert (params["host"], params["port"], params["workers"]) == ("127.0.0.1", 8123, 2)
+    assert params["log_level"] == "warning"
+    assert params["timeout_graceful_shutdown"] == 10
+    assert params["proxy_headers"] is True
+    assert params["server_header"] is False
+    assert params["access_log"] is True
+    assert params["limit_max_requests"] is None
+
+
+def test_uvicorn_argv_passes_access_log_and_request_limit() -> None:
+    settings = load_settings(access_log=False, limit_max_requests=5000, shutdown_grace_seconds=3)
+    params = parse_uvicorn(launch.uvicorn_argv(settings))
+    assert params["access_log"] is False
+    assert params["limit_max_requests"] == 5000
+    assert params["timeout_graceful_shutdown"] == 3
+
+
+def test_fractional_shutdown_grace_is_refused_before_uvicorn_sees_it() -> None:
+    # uvicorn's --timeout-graceful-shutdown takes whole seconds; 2.5 must stop at the config.
+    with pytest.raises(ConfigError) as info:
+        load_settings(shutdown_grace_seconds=2.5)
+    assert info.value.lines[0].startswith("configuration error: SHUTDOWN_GRACE_SECONDS=2.5")
+
+
+# main(), in process: everything up to the exec
+
+
+def test_main_execs_uvicorn_with_the_profile_environment(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls: list[tuple[str, list[str], dict[str, str]]] = []
+
+    class Execed(Exception):
+        pass
+
+    def fake_execve(path: str, argv: list[str], env: dict[str, str]) -> None:
+        calls.append((path, argv, env))
+        raise Execed
+
+    monkeypatch.setattr(launch.os, "execve", fake_execve)
+    monkeypatch.setattr(launch, "library_available", lambda soname: True)
+    monkeypatch.setenv("MEMORY_PROFILE", "jemalloc")
+    monkeypatch.setenv("MALLOC_CONF", "narenas:1")
+    monkeypatch.setenv("PORT", "8124")
+    with caplog.at_level(logging.INFO, logger="launch"), pytest.raises(Execed):
+        launch.main()
+    ((path, argv, env),) = calls
+    assert path == sys.executable == argv[0]
+    assert parse_uvicorn(argv)["port"] == 8124
+    assert env["LD_PRELOAD"].split()[0] == "libjemalloc.so.2"
+    assert env["MALLOC_CONF"] == "narenas:1"
+    assert env["MEMORY_PROFILE"] == "jemalloc"
+    assert any("MALLOC_CONF set in the environment" in r.getMessage() for r in caplog.records)
+
+
+# python -m app.launch, as a real process
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("MEMORY_CLEANUP_INTERVAL", "abc"), ("PORT", "-1"), ("MEMORY_CLEANUP", "perhaps")],
+)
+def test_bad_variable_exits_2_with_one_stderr_line(tmp_path: Path, name: str, value: str) -> None:
+    done = run_launch(tmp_path, MEMORY_PROFILE="glibc", **{name: value})
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"configuration error: {name}={value!r}: ")
+    assert done.stdout == ""
+
+
+def test_two_bad_variables_give_two_lines(tmp_path: Path) -> None:
+    done = run_launch(tmp_path, MEMORY_PROFILE="glibc", PORT="x", CACHE_MAX_ENTRIES="0")
+    assert done.returncode == 2
+    assert sorted(line.split("=")[0] for line in done.stderr.splitlines()) == [
+        "configuration error: CACHE_MAX_ENTRIES",
+        "configuration error: PORT",
+    ]
+
+
+def test_unknown_profile_exits_2_with_one_line(tmp_path: Path) -> None:
+    done = run_launch(tmp_path, MEMORY_PROFILE="tcmalloc")
+    assert done.returncode == 2
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("configuration error: MEMORY_PROFILE='tcmalloc' is not a profile")
+
+
+def test_explicit_profile_without_its_library_exits_2(tmp_path: Path) -> None:
+    profiles = tmp_path / "profiles.toml"
+    profiles.write_text(
+        'default = "glibc"\n[profiles.glibc]\nallocator = "glibc"\n'
+        '[profiles.ghost]\nallocator = "jemalloc"\npreload = "libghost-alloc.so.3"\n'
+    )
+    done = run_launch(tmp_path, MEMORY_PROFILES_FILE=str(profiles), MEMORY_PROFILE="ghost")
+    assert done.returncode == 2
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "MEMORY_PROFILE='ghost' needs libghost-alloc.so.3" in lines[0]
+
+
+def test_threshold_over_limit_exits_2_with_one_line(tmp_path: Path) -> None:
+    done = run_launch(
+        tmp_path,
+        MEMORY_PROFILE="glibc",
+        MEMORY_LIMIT_MB="64",
+        MEMORY_CLEANUP_THRESHOLD_MB="80",
+    )
+    assert done.returncode == 2
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("configuration error: MEMORY_CLEANUP_THRESHOLD_MB=80 ")

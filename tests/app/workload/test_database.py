@@ -1,0 +1,124 @@
+"""The SQLite catalogue: idempotent, deterministic seed, WAL, lookups, submissions."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from app.workload import database
+
+
+def catalogue_digest(path: Path) -> str:
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute("SELECT * FROM products ORDER BY sku").fetchall()
+    return hashlib.sha256(repr(rows).encode()).hexdigest()
+
+
+def test_initialize_seeds_5000_products_once(tmp_path: Path) -> None:
+    path = tmp_path / "nested" / "dir" / "db.sqlite"  # parent folders are created
+    assert database.initialize(path) == 5000
+    assert database.initialize(path) == 5000
+    with database.connect(path) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM products").fetchone() == (5000,)
+        skus = [row[0] for row in conn.execute("SELECT sku FROM products ORDER BY sku")]
+    assert (skus[0], skus[-1]) == ("SKU-00000", "SKU-04999")
+
+
+def test_seed_is_the_same_every_time(tmp_path: Path) -> None:
+    database.initialize(tmp_path / "a.sqlite")
+    database.initialize(tmp_path / "b.sqlite")
+    assert catalogue_digest(tmp_path / "a.sqlite") == catalogue_digest(tmp_path / "b.sqlite")
+
+
+def test_seeded_products_are_sensible(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite"
+    database.initialize(path)
+    with database.connect(path) as conn:
+        rows = [database.Product(*row) for row in conn.execute("SELECT * FROM products")]
+    assert {p.category for p in rows} == set(database.CATEGORIES)
+    assert all(20 <= p.unit_weight_g <= 5000 for p in rows)
+    assert {p.tax_rate for p in rows} <= {0.0, 0.07, 0.19}
+    assert len({p.tax_rate for p in rows}) == 3
+
+
+def test_existing_rows_survive_initialize(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite"
+    database.initialize(path)
+    with database.connect(path) as conn:
+        database.record_submission(conn, "a" * 32, 1.0, "sync", 3, 9.5, 1)
+        with conn:
+            conn.execute("UPDATE products SET name = 'renamed' WHERE sku = 'SKU-00001'")
+    database.initialize(path)
+    with database.connect(path) as conn:
+        assert database.submission_count(conn) == 1
+        product = database.product(conn, "SKU-00001")
+    assert product is not None and product.name == "renamed"
+
+
+def test_connections_use_wal(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite"
+    database.initialize(path)
+    with database.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert conn.execute("PRAGMA synchronous").fetchone() == (1,)  # NORMAL
+    # WAL is a property of the file: a plain connection sees it too.
+    with sqlite3.connect(path) as plain:
+        assert plain.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+def test_lookups(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite"
+    database.initialize(path)
+    wanted = [database.sku_for(i) for i in range(0, 5000, 7)] + ["SKU-99999", "SKU-00007"]
+    with database.connect(path) as conn:
+        found = database.products_by_sku(conn, iter(wanted))  # more than one chunk of params
+        assert database.product(conn, "SKU-00042") == found.get("SKU-00042")
+        assert database.product(conn, "SKU-99999") is None
+    assert len(found) == len(range(0, 5000, 7))
+    assert "SKU-99999" not in found
+    assert all(sku == product.sku for sku, product in found.items())
+
+
+def test_record_submission_commits(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite"
+    database.initialize(path)
+    with database.connect(path) as conn:
+        database.record_submission(conn, "f" * 32, 123.5, "async", 10, 99.99, 2)
+    with sqlite3.connect(path) as other:  # visible to another connection: committed
+        row = other.execute("SELECT * FROM submissions").fetchone()
+    assert row == ("f" * 32, 123.5, "async", 10, 99.99, 2)
+
+
+def test_two_workers_initializing_together(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Both reach the seed step having counted 0: the window two fresh workers race through.
+    seed = database._seed_rows
+    both_counted = threading.Barrier(2)
+
+    def gated_seed() -> Iterator[database.Product]:
+        # A broken barrier means the other worker never got here: initialize serialised it.
+        with contextlib.suppress(threading.BrokenBarrierError):
+            both_counted.wait(timeout=2)
+        yield from seed()
+
+    monkeypatch.setattr(database, "_seed_rows", gated_seed)
+    path = tmp_path / "db.sqlite"
+    outcomes: list[object] = []
+
+    def start() -> None:
+        try:
+            outcomes.append(database.initialize(path))
+        except Exception as exc:
+            outcomes.append(exc)
+
+    workers = [threading.Thread(target=start) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(30)
+    assert outcomes == [5000, 5000]

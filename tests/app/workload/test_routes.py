@@ -1,0 +1,227 @@
+"""The bulk endpoints over HTTP, with the app's lifespan and cleanup loop running."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from starlette.types import Message
+
+from app.config import Settings
+from app.main import create_app
+
+MB = 1024 * 1024
+PATHS = ["/bulk/sync", "/bulk/async"]
+
+
+def record(**overrides: Any) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "sku": "SKU-00042",
+        "quantity": 3,
+        "unit_price": 9.99,
+        "customer": "c-17",
+        "tags": ["promo"],
+        "note": "free text",
+    }
+    values.update(overrides)
+    return values
+
+
+@pytest.fixture
+def client(serve: Callable[..., TestClient]) -> TestClient:
+    return serve(max_bulk_records=50, max_body_mb=0.01)  # 10 KiB bodies at most
+
+
+def submissions(client: TestClient) -> int:
+    settings: Settings = client.app.state.settings  # type: ignore[attr-defined]
+    with sqlite3.connect(settings.database_path) as conn:
+        (count,) = conn.execute("SELECT COUNT(*) FROM submissions").fetchone()
+    return int(count)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_submit_and_read_back(client: TestClient, path: str) -> None:
+    records = [record(), record(sku="SKU-00100", quantity=1), record(sku="SKU-09999")]
+    response = client.post(path, json={"records": records})
+    assert response.status_code == 201, response.text
+    summary = response.json()
+    assert set(summary) == {"id", "records", "total_amount", "unknown_skus", "by_category"}
+    assert len(summary["id"]) == 32 and int(summary["id"], 16) >= 0
+    assert (summary["records"], summary["unknown_skus"]) == (3, 1)
+    assert summary["total_amount"] == pytest.approx(
+        sum(c["gross"] for c in summary["by_category"].values())
+    )
+    assert submissions(client) == 1
+
+    stored = client.get(f"/bulk/{summary['id']}")
+    assert stored.status_code == 200
+    assert stored.headers["content-type"] == "application/json"
+    document = stored.json()
+    assert {k: document[k] for k in summary} == summary
+    assert document["path"] == path.rsplit("/", 1)[1]
+    assert [line["sku"] for line in document["lines"]] == [r["sku"] for r in records]
+
+
+def test_unknown_result_is_404(client: TestClient) -> None:
+    assert client.get(f"/bulk/{'0' * 32}").status_code == 404
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize(
+    "payload",
+    [
+        pytest.param(b'{"records": [', id="malformed-json"),
+        pytest.param(json.dumps({"records": [record(quantity="3")]}).encode(), id="string-qty"),
+        pytest.param(json.dumps({"records": [record(sku="SKU-1")]}).encode(), id="bad-sku"),
+        pytest.param(json.dumps({"records": []}).encode(), id="no-records"),
+        pytest.param(json.dumps({"records": [record(extra=1)]}).encode(), id="extra-field"),
+        pytest.param(json.dumps([record()]).encode(), id="not-an-object"),
+    ],
+)
+def test_invalid_body_is_422_and_stores_nothing(
+    client: TestClient, path: str, payload: bytes
+) -> None:
+    response = client.post(path, content=payload, headers={"content-type": "application/json"})
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"]
+    assert submissions(client) == 0
+    assert client.app.state.bulk.cache.stats().entries == 0  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_declared_body_over_max_body_mb_is_413(client: TestClient, path: str) -> None:
+    payload = json.dumps({"records": [record(note="n" * 500)] * 40}).encode()
+    assert len(payload) > 0.01 * MB
+    response = client.post(path, content=payload, headers={"content-type": "application/json"})
+    assert response.status_code == 413
+    assert "MAX_BODY_MB" in response.json()["detail"]
+    assert submissions(client) == 0
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_streamed_body_over_max_body_mb_is_413(client: TestClient, path: str) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"records": ['
+        for _ in range(40):
+            yield json.dumps(record(note="n" * 500)).encode() + b","
+        yield json.dumps(record()).encode() + b"]}"
+
+    response = client.post(path, content=chunks(), headers={"content-type": "application/json"})
+    assert "content-length" not in response.request.headers
+    assert response.request.headers["transfer-encoding"] == "chunked"
+    assert response.status_code == 413
+    assert submissions(client) == 0
+
+
+def test_body_is_not_read_past_the_limit(make_settings: Callable[..., Settings]) -> None:
+    """Straight over ASGI: an endless body is cut off at the limit, not buffered."""
+    app = create_app(make_settings(max_body_mb=0.01))
+    reads = 0
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        nonlocal reads
+        reads += 1
+        return {"type": "http.request", "body": b" " * 1024, "more_body": True}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/bulk/async",
+        "raw_path": b"/bulk/async",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 1),
+        "server": ("testserver", 80),
+        "state": {},
+    }
+    asyncio.run(asyncio.wait_for(app(scope, receive, send), 10))
+    assert sent[0]["status"] == 413
+    assert reads <= 0.01 * MB / 1024 + 2
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_more_than_max_bulk_records_is_413(client: TestClient, path: str) -> None:
+    response = client.post(
+        path,
+        json={
+            "records": [{"sku": "SKU-00001", "quantity": 1, "unit_price": 1, "customer": "c"}] * 51
+        },
+    )
+    assert response.status_code == 413
+    assert "MAX_BULK_RECORDS" in response.json()["detail"]
+    assert submissions(client) == 0
+    exactly = client.post(path, json={"records": [record(tags=[], note="")] * 50})
+    assert exactly.status_code == 201
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", ""])
+def test_wrong_content_type_is_415(client: TestClient, path: str, content_type: str) -> None:
+    payload = json.dumps({"records": [record()]}).encode()
+    response = client.post(path, content=payload, headers={"content-type": content_type})
+    assert response.status_code == 415
+    assert submissions(client) == 0
+
+
+def test_json_content_type_with_charset_is_accepted(client: TestClient) -> None:
+    payload = json.dumps({"records": [record()]}).encode()
+    headers = {"content-type": "Application/JSON; charset=utf-8"}
+    assert client.post("/bulk/sync", content=payload, headers=headers).status_code == 201
+
+
+def test_product_lookup(client: TestClient) -> None:
+    found = client.get("/products/SKU-00042")
+    assert found.status_code == 200
+    product = found.json()
+    assert set(product) == {"sku", "name", "category", "unit_weight_g", "tax_rate"}
+    assert product["sku"] == "SKU-00042"
+    assert client.get("/products/SKU-09999").status_code == 404
+    assert client.get("/products/not-a-sku").status_code == 422
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_openapi_documents_the_request_body(client: TestClient, path: str) -> None:
+    operation = client.get("/openapi.json").json()["paths"][path]["post"]
+    body = operation["requestBody"]
+    assert body["required"] is True
+    schema = body["content"]["application/json"]["schema"]
+    assert schema["required"] == ["records"]
+    assert schema["additionalProperties"] is False
+    records = schema["properties"]["records"]
+    assert records["type"] == "array" and records["minItems"] == 1
+    item = records["items"]
+    assert "$ref" not in json.dumps(schema), "the schema must be self-contained"
+    assert set(item["properties"]) == {"sku", "quantity", "unit_price", "customer", "tags", "note"}
+    assert set(item["required"]) == {"sku", "quantity", "unit_price", "customer"}
+    assert item["properties"]["sku"]["pattern"] == r"^SKU-\d{5}$"
+    assert {"201", "413"} <= set(operation["responses"])
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_openapi_documents_every_error_status(client: TestClient, path: str) -> None:
+    responses = client.get("/openapi.json").json()["paths"][path]["post"]["responses"]
+    assert {"201", "413", "415", "422"} <= set(responses)
+
+
+def test_422_does_not_echo_a_large_body(serve: Callable[..., TestClient]) -> None:
+    client = serve(max_body_mb=1)
+    payload = b'{"records": [' + json.dumps(record(note="n" * 500)).encode() * 1500
+    assert len(payload) > 500_000
+    response = client.post(
+        "/bulk/async", content=payload, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422
+    assert len(response.content) < 64 * 1024
