@@ -28,6 +28,20 @@ test: $(VENV)/.dev
 test-fast: $(VENV)/.dev
 	$(BIN)/python -m pytest -m "not container and not slow" $(PYTEST_ARGS)
 
+## load: the spike-then-idle Locust scenario against LOCUST_HOST (default http://127.0.0.1:8000)
+load: $(VENV)/.dev
+	mkdir -p results
+	$(BIN)/locust -f loadtest/locustfile.py --headless --host $${LOCUST_HOST:-http://127.0.0.1:8000} \
+		--csv results/load --only-summary $(LOAD_ARGS)
+
+## verify: start the service, spike it, prove memory comes back (short preset, ~1 min; exit 0/1/2)
+verify: $(VENV)/.dev
+	$(BIN)/python -m scripts.verify --preset short $(VERIFY_ARGS)
+
+## bench: every allocator profile under the standard spike, one table (~25 min)
+bench: $(VENV)/.dev
+	$(BIN)/python -m scripts.verify --compare --preset standard $(VERIFY_ARGS)
+
 ## test-container: build the image and run it per profile under a 500 MB limit (Docker, or root)
 test-container: $(VENV)/.dev
 	$(BIN)/python -m pytest tests/container $(PYTEST_ARGS)

@@ -161,11 +161,14 @@ class CleanupLoop:
             and (self.activity.idle_for() >= idle)
         )
 
-    def _worth_releasing(self, rss: int) -> str | None:
-        """Why not to release now, or None to go ahead."""
+    def _worth_releasing(self, rss: int, cleaned: int) -> str | None:
+        """Why not to release now, or None to go ahead. Entries the hooks just dropped are
+        freed memory whatever RSS did since the last release, so they always justify one."""
         if rss <= self.config.threshold_bytes:
             return f"under threshold {fmt_mb(self.config.threshold_bytes)}"
         last = self.releaser.last
+        if cleaned:
+            return None
         if last is not None and rss < last.rss_after_bytes + self.config.release_min_bytes:
             grown = rss - last.rss_after_bytes
             return f"grew {fmt_mb(max(grown, 0))} since the last release"
@@ -179,7 +182,7 @@ class CleanupLoop:
         # Hooks run on every run: expired entries must go even when no release is worth it.
         cleaned = sum(hook() for hook in self.hooks)
         rss = self._read_rss()
-        skip = self._worth_releasing(rss)
+        skip = self._worth_releasing(rss, cleaned)
         if skip is not None:
             log.info(
                 "[memory-cleanup] Skipped %s run (RSS: %s, %s; cache entries cleaned: %d)",

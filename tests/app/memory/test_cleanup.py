@@ -211,6 +211,21 @@ def test_skip_until_rss_grew_by_release_min(caplog: pytest.LogCaptureFixture) ->
     assert len(loop.releaser.history) == 2
 
 
+def test_dropped_cache_entries_justify_a_release_without_growth() -> None:
+    rss = Rss(50 * MB)
+    dropped = [0]
+    loop = make_loop(
+        config(threshold_bytes=10 * MB, release_min_bytes=4 * MB),
+        rss=rss,
+        hooks=[lambda: dropped[0]],
+    )
+    assert asyncio.run(loop.run_once("interval")) is not None
+    assert asyncio.run(loop.run_once("interval")) is None  # no growth, nothing dropped
+    dropped[0] = 3  # expired results just went: their memory is free whatever RSS says
+    assert asyncio.run(loop.run_once("interval")) is not None
+    assert len(loop.releaser.history) == 2
+
+
 def test_hooks_run_before_the_release(caplog: pytest.LogCaptureFixture) -> None:
     events: list[str] = []
 
