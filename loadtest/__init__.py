@@ -1,0 +1,1 @@
+"""The Locust scenario of a traffic spike followed by silence (loadtest/locustfile.py)."""

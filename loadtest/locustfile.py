@@ -1,0 +1,170 @@
+"""Clients of the service during a traffic spike, then silence.
+
+    locust -f loadtest/locustfile.py --headless --host http://127.0.0.1:8000 --csv results/run
+
+Each user submits bulk orders of varied sizes (mostly small, now and then the maximum) to both
+the sync and the async path, reads back results it created, looks up products and checks health,
+with think time between requests. The spike's size and timing come from the --spike-* arguments
+or SPIKE_* variables (loadtest.spike); --bulk-sizes and --think-time shape the traffic.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+
+from locust import FastHttpUser, between, events, task
+from locust.env import Environment
+
+from loadtest.payloads import (
+    DEFAULT_SIZES,
+    DEFAULT_THINK,
+    KNOWN_SKUS,
+    PayloadBank,
+    parse_buckets,
+    parse_think,
+)
+from loadtest.shape import SpikeShape
+from loadtest.spike import ENV_NAMES, SpikePlan
+
+__all__ = ["ServiceClient", "SpikeShape"]
+
+JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
+KEPT_RESULTS = 16  # ids a client remembers to read back; older ones it forgets, as real ones do
+UNKNOWN_PRODUCT_SHARE = 0.1
+
+_bank = PayloadBank(parse_buckets(DEFAULT_SIZES))
+
+
+@events.init_command_line_parser.add_listener
+def _add_arguments(parser) -> None:  # type: ignore[no-untyped-def]
+    standard = SpikePlan()
+    group = parser.add_argument_group("spike", "spike-then-idle shape (loadtest.spike)")
+    group.add_argument(
+        "--spike-users",
+        type=int,
+        env_var=ENV_NAMES["users"],
+        default=None,
+        help=f"users at the top of the spike (default {standard.users})",
+    )
+    group.add_argument(
+        "--spike-spawn-rate",
+        type=float,
+        env_var=ENV_NAMES["spawn_rate"],
+        default=None,
+        help="users started per second (default: users / ramp)",
+    )
+    group.add_argument(
+        "--spike-ramp",
+        type=float,
+        env_var=ENV_NAMES["ramp_seconds"],
+        default=None,
+        help=f"seconds to reach the top (default {standard.ramp_seconds:g})",
+    )
+    group.add_argument(
+        "--spike-hold",
+        type=float,
+        env_var=ENV_NAMES["hold_seconds"],
+        default=None,
+        help=f"seconds at the top (default {standard.hold_seconds:g})",
+    )
+    group.add_argument(
+        "--spike-idle",
+        type=float,
+        env_var=ENV_NAMES["idle_seconds"],
+        default=None,
+        help=f"seconds with zero users before Locust stops (default {standard.idle_seconds:g})",
+    )
+    group.add_argument(
+        "--bulk-sizes",
+        env_var="BULK_SIZES",
+        default=DEFAULT_SIZES,
+        help=f"records per bulk submit and their weights (default {DEFAULT_SIZES})",
+    )
+    group.add_argument(
+        "--think-time",
+        env_var="THINK_SECONDS",
+        default=DEFAULT_THINK,
+        help=f"min,max seconds a user waits between requests (default {DEFAULT_THINK})",
+    )
+
+
+@events.init.add_listener
+def _configure(environment: Environment, **_kwargs: object) -> None:
+    """Apply the traffic options and build every body before the first user starts."""
+    global _bank
+    options = environment.parsed_options
+    if options is not None:
+        _bank = PayloadBank(parse_buckets(options.bulk_sizes))
+        ServiceClient.wait_time = between(*parse_think(options.think_time))
+    _bank.warm()
+
+
+class ServiceClient(FastHttpUser):
+    """A client system: submits orders, reads back its own results, browses products."""
+
+    host = "http://127.0.0.1:8000"
+    wait_time = between(*parse_think(DEFAULT_THINK))
+    network_timeout = 90.0  # a 20,000-record submit queued behind others can take a while
+
+    def on_start(self) -> None:
+        self.rng = random.Random()
+        self.results: deque[str] = deque(maxlen=KEPT_RESULTS)
+
+    def _submit(self, path: str) -> None:
+        records, data = _bank.pick(self.rng)
+        with self.client.post(
+            path, data=data, headers=JSON_HEADERS, name=path, catch_response=True
+        ) as response:
+            if response.status_code != 201:
+                response.failure(f"{response.status_code} for {records} records")
+                return
+            try:
+                self.results.append(response.json()["id"])
+            except (ValueError, KeyError, TypeError):
+                response.failure("201 without an id")
+
+    @task(3)
+    def submit_sync(self) -> None:
+        self._submit("/bulk/sync")
+
+    @task(3)
+    def submit_async(self) -> None:
+        self._submit("/bulk/async")
+
+    @task(4)
+    def read_result(self) -> None:
+        if not self.results:
+            self.health()
+            return
+        submission = self.rng.choice(self.results)
+        with self.client.get(
+            f"/bulk/{submission}", name="/bulk/[id]", catch_response=True
+        ) as response:
+            if response.status_code == 404:
+                # The result cache is bounded by age and size: an evicted result is expected.
+                self.results.remove(submission)
+                response.success()
+            elif response.status_code != 200:
+                response.failure(f"{response.status_code}")
+
+    @task(4)
+    def read_product(self) -> None:
+        unknown = self.rng.random() < UNKNOWN_PRODUCT_SHARE
+        number = (
+            self.rng.randrange(KNOWN_SKUS, 100_000) if unknown else self.rng.randrange(KNOWN_SKUS)
+        )
+        expected = 404 if unknown else 200
+        with self.client.get(
+            f"/products/SKU-{number:05d}", name="/products/[sku]", catch_response=True
+        ) as response:
+            if response.status_code == expected:
+                response.success()
+            else:
+                response.failure(f"{response.status_code}, expected {expected}")
+
+    @task(1)
+    def health(self) -> None:
+        with self.client.get("/healthz", name="/healthz", catch_response=True) as response:
+            if response.status_code != 200:
+                response.failure(f"{response.status_code}")

@@ -1,0 +1,70 @@
+"""Comparing profiles: baseline runs first, a profile that cannot run does not stop the others,
+and only deployable profiles decide the exit code. Runs are replayed from recorded timelines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from app.profiles import Profile, ProfileSet
+from scripts.verifier import compare
+from scripts.verifier.errors import RunNotMade
+from scripts.verifier.loadrun import LoadStats
+from scripts.verifier.run import RunResult, judge_timeline
+from scripts.verifier.timeline import read_json
+from scripts.verifier.verdict import Criteria
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def replay(name: str, label: str) -> RunResult:
+    timeline = read_json(FIXTURES / f"timeline_{name}.json")
+    load = LoadStats.from_dict(timeline.extra["load"])
+    results = judge_timeline(
+        timeline, Criteria(), str(timeline.meta["metric"]), timeline.meta["idle_tail_seconds"], load
+    )
+    return RunResult(label, timeline, load, results)
+
+
+PROFILES = ProfileSet(
+    default="jemalloc",
+    profiles={
+        "glibc": Profile("glibc", "", "glibc"),
+        "jemalloc": Profile("jemalloc", "", "jemalloc", preload="libjemalloc.so.2"),
+        "baseline": Profile("baseline", "", "glibc", deploy=False),
+    },
+)
+
+
+def test_baseline_runs_first_and_a_failing_baseline_does_not_fail_the_comparison() -> None:
+    ran: list[str] = []
+
+    def run(name: str) -> RunResult:
+        ran.append(name)
+        return replay("stays_high" if name == "baseline" else "passes", name)
+
+    outcomes = compare.run_all(PROFILES, run)
+    assert ran == ["baseline", "glibc", "jemalloc"]
+    assert not outcomes[0].result.passed  # type: ignore[union-attr]
+    assert compare.exit_code(outcomes) == 0
+    rows = compare.all_rows(outcomes)
+    assert [r.label for r in rows] == ["baseline", "glibc", "jemalloc"]
+
+
+def test_a_failing_deployable_profile_fails_the_comparison() -> None:
+    outcomes = compare.run_all(
+        PROFILES, lambda name: replay("stays_high" if name == "glibc" else "passes", name)
+    )
+    assert compare.exit_code(outcomes) == 1
+
+
+def test_a_profile_that_cannot_run_is_recorded_and_the_rest_still_run() -> None:
+    def run(name: str) -> RunResult:
+        if name == "jemalloc":
+            raise RunNotMade("libjemalloc.so.2 is not installed")
+        return replay("passes", name)
+
+    outcomes = compare.run_all(PROFILES, run)
+    assert [o.profile for o in outcomes if o.result is not None] == ["baseline", "glibc"]
+    assert compare.exit_code(outcomes) == 2
+    not_made = compare.all_rows(outcomes)[-1]
+    assert not_made.status == "NOT MADE" and "libjemalloc" in not_made.reasons[0]

@@ -1,0 +1,48 @@
+"""Locust's command line and its CSV statistics (a file recorded from a real short run)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from loadtest.spike import SpikePlan
+from scripts.verifier.errors import RunNotMade
+from scripts.verifier.loadrun import LoadStats, check_delivered, locust_argv, read_stats
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def test_recorded_stats_give_the_aggregate_and_the_bulk_submits() -> None:
+    stats = read_stats(FIXTURES / "locust_stats.csv")
+    assert stats.requests > stats.bulk_submits > 0
+    assert stats.failures == 0 and stats.failure_share == 0.0
+    assert stats.requests_per_second > 0
+    assert stats.p50_ms is not None and stats.p99_ms is not None and stats.p50_ms <= stats.p99_ms
+    assert LoadStats.from_dict(stats.as_dict()) == stats
+
+
+def test_missing_statistics_mean_the_run_was_not_made(tmp_path: Path) -> None:
+    with pytest.raises(RunNotMade):
+        read_stats(tmp_path / "locust_stats.csv")
+    (tmp_path / "empty.csv").write_text("Type,Name,Request Count,Failure Count\n")
+    with pytest.raises(RunNotMade, match="Aggregated"):
+        read_stats(tmp_path / "empty.csv")
+
+
+def test_a_spike_whose_submits_all_failed_was_not_delivered() -> None:
+    failed = LoadStats(40, 40, 2.0, 5.0, 9.0, bulk_submits=20, bulk_failures=20)
+    with pytest.raises(RunNotMade, match="not delivered"):
+        check_delivered(failed)
+    check_delivered(LoadStats(40, 1, 2.0, 5.0, 9.0, bulk_submits=20, bulk_failures=1))
+
+
+def test_locust_runs_the_spike_without_its_idle_window(tmp_path: Path) -> None:
+    plan = SpikePlan(users=4, ramp_seconds=2, hold_seconds=9, idle_seconds=30)
+    argv = locust_argv("http://127.0.0.1:9", plan, tmp_path / "locust", "0.1,0.5", "200:1")
+    options = dict(zip(argv[3::1], argv[4::1], strict=False))
+    assert options["--spike-users"] == "4"
+    assert options["--spike-hold"] == "9"
+    assert options["--spike-idle"] == "0"
+    assert options["--think-time"] == "0.1,0.5"
+    assert "--headless" in argv

@@ -1,0 +1,126 @@
+"""Figures and verdicts on recorded timelines (real short runs on a 2-core machine) and on small
+made-up ones for the edges a real run rarely hits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from scripts.verifier import phases as ph
+from scripts.verifier.sampling import MB, Sample
+from scripts.verifier.timeline import Timeline, read_json
+from scripts.verifier.verdict import Criteria, NotEnoughSamples, compute, judge
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def recorded(name: str) -> Timeline:
+    return read_json(FIXTURES / f"timeline_{name}.json")
+
+
+def criteria_of(timeline: Timeline) -> Criteria:
+    return Criteria(
+        limit_mb=float(timeline.meta["limit_mb"]),
+        min_returned=float(timeline.meta["min_returned"]),
+    )
+
+
+def figures_of(timeline: Timeline, min_returned: float = 0.5):  # type: ignore[no-untyped-def]
+    return compute(
+        timeline.samples,
+        timeline.phases,
+        str(timeline.meta["metric"]),
+        float(timeline.meta["idle_tail_seconds"]),
+        min_returned,
+    )
+
+
+def test_recorded_run_that_gives_its_spike_back_passes() -> None:
+    timeline = recorded("passes")
+    figures = figures_of(timeline)
+    verdict = judge(figures, criteria_of(timeline), failure_share=0.0)
+    assert verdict.passed, verdict.reasons
+    assert figures.start_bytes < figures.idle_bytes < figures.peak_bytes
+    assert figures.returned is not None and figures.returned >= 0.5
+    assert figures.seconds_to_return is not None
+    assert 0 <= figures.seconds_to_return <= figures.idle_window_seconds
+
+
+def test_recorded_run_that_keeps_its_spike_fails_on_the_return_share() -> None:
+    timeline = recorded("stays_high")
+    figures = figures_of(timeline)
+    verdict = judge(figures, criteria_of(timeline), failure_share=0.0)
+    assert not verdict.passed
+    assert figures.returned is not None and figures.returned < 0.5
+    assert any("returned" in reason for reason in verdict.reasons)
+    assert not any("limit" in reason for reason in verdict.reasons)
+
+
+def test_recorded_run_over_its_limit_fails_on_the_limit() -> None:
+    timeline = recorded("over_limit")
+    figures = figures_of(timeline)
+    verdict = judge(figures, criteria_of(timeline), failure_share=0.0)
+    assert not verdict.passed
+    assert figures.idle_bytes / MB >= float(timeline.meta["limit_mb"])
+    assert any("limit" in reason for reason in verdict.reasons)
+
+
+def test_the_same_run_passes_under_a_higher_limit() -> None:
+    timeline = recorded("over_limit")
+    figures = figures_of(timeline)
+    generous = Criteria(limit_mb=figures.idle_bytes / MB * 2, min_returned=0.0)
+    assert judge(figures, generous, failure_share=0.0).passed
+
+
+def test_too_many_failed_requests_fail_an_otherwise_good_run() -> None:
+    timeline = recorded("passes")
+    verdict = judge(figures_of(timeline), criteria_of(timeline), failure_share=0.2)
+    assert not verdict.passed
+    assert any("failed" in reason for reason in verdict.reasons)
+
+
+# Made-up timelines: MB values at one-second samples over fixed phases.
+PHASES = ph.run_phases(0.0, 3.0, ramp_seconds=2.0, load_end=10.0, idle_end=20.0)
+
+
+def made_up(values_mb: list[float]) -> list[Sample]:
+    return [Sample(t=float(t), pss_bytes=int(v * MB)) for t, v in enumerate(values_mb)]
+
+
+BASE = [50, 50, 50]
+LOAD = [100, 200, 300, 300, 300, 300, 300]
+
+
+def test_median_figures_ignore_one_stray_sample() -> None:
+    idle = [250, 150, 100, 80, 80, 80, 80, 80, 400, 80, 80]  # one spike inside the tail
+    figures = compute(made_up([50, 900, 50, *LOAD, *idle]), PHASES, "pss", idle_tail_seconds=5)
+    assert figures.start_bytes == 50 * MB
+    assert figures.idle_bytes == 80 * MB
+    assert figures.returned == pytest.approx((400 - 80) / (400 - 50))
+
+
+def test_time_to_return_counts_from_the_end_of_the_load() -> None:
+    idle = [300, 290, 250, 170, 120, 100, 100, 100, 100, 100, 100]
+    figures = compute(made_up([*BASE, *LOAD, *idle]), PHASES, "pss", idle_tail_seconds=5)
+    # Half of the 250 MB spike is back at 175 MB: first reached at t=13, 3 s after the load.
+    assert figures.seconds_to_return == 3.0
+    assert figures.peak_t in {float(t) for t in range(5, 11)}
+
+
+def test_a_spike_too_small_to_judge_passes_with_a_note() -> None:
+    flat = [50.0] * 21
+    figures = compute(made_up(flat[:5] + [60.0] + flat[6:]), PHASES, "pss", idle_tail_seconds=5)
+    verdict = judge(figures, Criteria(), failure_share=0.0)
+    assert figures.returned is None
+    assert verdict.passed and verdict.notes
+
+
+def test_no_samples_in_the_idle_tail_cannot_be_judged() -> None:
+    with pytest.raises(NotEnoughSamples):
+        compute(made_up([*BASE, *LOAD]), PHASES, "pss", idle_tail_seconds=5)
+
+
+def test_a_missing_metric_cannot_be_judged() -> None:
+    with pytest.raises(NotEnoughSamples):
+        compute(made_up([*BASE, *LOAD, *[80] * 11]), PHASES, "uss", idle_tail_seconds=5)

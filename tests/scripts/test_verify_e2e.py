@@ -1,0 +1,84 @@
+"""The verifier for real: the service on a free port, a real Locust process, the short preset.
+
+About a minute each; `make test-fast` leaves them out.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from app.launch import library_available
+from scripts.verifier.cgroup_limit import V1_MEMORY_ROOT
+from scripts.verifier.loadrun import locust_available, read_stats
+from scripts.verifier.timeline import read_json
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+needs_v1_root = pytest.mark.skipif(
+    os.geteuid() != 0 or not (V1_MEMORY_ROOT / "memory.limit_in_bytes").exists(),
+    reason="needs root and the cgroup v1 memory controller",
+)
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not library_available("libjemalloc.so.2"), reason="the default profile needs libjemalloc2"
+    ),
+    pytest.mark.skipif(not locust_available(), reason="Locust is not installed"),
+]
+
+
+def verify(out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "scripts.verify", "--preset", "short", "--out", str(out), *extra],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def check_outputs(run_dir: Path, out: Path, profile: str) -> None:
+    timeline = read_json(run_dir / "timeline.json")
+    assert [p.name for p in timeline.phases] == ["baseline", "ramp", "hold", "idle"]
+    assert len(timeline.samples) >= 30  # a minute of one-second samples, give or take
+    assert timeline.meta["profile"] == profile
+    assert timeline.meta["service_at_end"]["profile"] == profile
+    with (run_dir / "timeline.csv").open() as handle:
+        assert len(list(csv.DictReader(handle))) == len(timeline.samples)
+    assert (run_dir / "memory.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert read_stats(run_dir / "locust_stats.csv").bulk_submits > 0
+    assert f"| {profile} |" in (out / "summary.md").read_text()
+
+
+def test_short_run_of_the_default_profile_passes(tmp_path: Path) -> None:
+    done = verify(tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "PASS" in done.stdout
+    check_outputs(tmp_path / "jemalloc", tmp_path, "jemalloc")
+
+
+@needs_v1_root
+def test_short_run_inside_a_real_500_mb_cgroup_passes(tmp_path: Path) -> None:
+    done = verify(tmp_path, "--limit-mode", "cgroup", "--limit-mb", "500")
+    assert done.returncode == 0, done.stdout + done.stderr
+    run_dir = tmp_path / "jemalloc"
+    check_outputs(run_dir, tmp_path, "jemalloc")
+    timeline = read_json(run_dir / "timeline.json")
+    assert timeline.meta["service_at_start"]["cgroup_limit_bytes"] == 500 * 1024 * 1024
+    assert all(s.cgroup_usage_bytes for s in timeline.samples)
+    assert timeline.meta["cgroup"]["oom_kills"] == 0
+
+
+@needs_v1_root
+def test_a_server_oom_killed_in_a_tight_cgroup_fails_with_the_reason(tmp_path: Path) -> None:
+    done = verify(tmp_path, "--limit-mode", "cgroup", "--limit-mb", "150", "--no-plot")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "OOM-killed in the 150 MB cgroup" in done.stdout
+    timeline = read_json(tmp_path / "jemalloc" / "timeline.json")
+    assert timeline.meta["cgroup"]["oom_kills"] >= 1
