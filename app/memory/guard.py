@@ -7,12 +7,15 @@ guard only wakes the cleanup loop.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.memory.measure import rss_bytes
+
+log = logging.getLogger(__name__)
 
 # Probes and operator calls are not traffic: a health check, a scrape or a verifier polling
 # /debug/memory every second must not keep the service from ever looking idle.
@@ -60,6 +63,7 @@ class MemoryGuard:
         self._clock = clock
         self._next_check = 0.0
         self.checks = 0
+        self.failures = 0
 
     def check(self) -> None:
         now = self._clock()
@@ -67,7 +71,12 @@ class MemoryGuard:
             return
         self._next_check = now + self._every
         self.checks += 1
-        rss = self._read_rss()
+        try:
+            rss = self._read_rss()
+        except Exception as exc:  # it runs after a response: never let it reach the server
+            self.failures += 1
+            log.warning("[memory-guard] cannot read RSS: %s: %s", type(exc).__name__, exc)
+            return
         if rss > self.threshold_bytes:
             self._on_over(rss)
 

@@ -53,7 +53,8 @@ class MemoryManager:
 
     @property
     def failures(self) -> int:
-        return self.loop.failures + self.releaser.failures
+        guard = self.guard.failures if self.guard is not None else 0
+        return self.loop.failures + self.releaser.failures + guard
 
     def start(self) -> None:
         cgroup = read_cgroup_memory()
@@ -64,9 +65,15 @@ class MemoryManager:
             self.allocator.method,
             fmt_mb(self.limit_bytes),
             f"v{cgroup.version} limit {fmt_mb(cgroup.limit_bytes)}" if cgroup else "none",
-            fmt_mb(self.read_rss()),
+            fmt_mb(self._rss_or_none()),
         )
         self.loop.start()
+
+    def _rss_or_none(self) -> int | None:
+        try:
+            return self.read_rss()
+        except Exception:
+            return None
 
     async def stop(self) -> None:
         await self.loop.stop()
@@ -77,11 +84,19 @@ class MemoryManager:
         assert result is not None
         return result
 
+    def _process_memory(self) -> dict[str, int | None]:
+        """Process figures, or the pid alone where /proc cannot be read: a diagnostics page
+        that fails exactly when something is wrong is no diagnostics page."""
+        try:
+            return process_memory().as_dict()
+        except Exception:
+            return {"pid": os.getpid(), "rss_bytes": None, "uss_bytes": None, "pss_bytes": None}
+
     def report(self) -> dict[str, Any]:
         """Everything /debug/memory shows; reads smaps, so run it off the event loop."""
         cgroup = read_cgroup_memory()
         return {
-            **process_memory().as_dict(),
+            **self._process_memory(),
             "replica_id": os.environ.get("RAILWAY_REPLICA_ID"),
             "limit_mb": self.limit_bytes / MB,
             "cgroup": None

@@ -21,9 +21,14 @@ class MemoryCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         manager = self.manager
         releaser = manager.releaser
-        yield GaugeMetricFamily(
-            "memory_rss_bytes", "Resident set size of this process.", value=manager.read_rss()
-        )
+        try:
+            rss: int | None = manager.read_rss()
+        except Exception:  # psutil/proc failure: leave the gauge out, keep the rest scrapeable
+            rss = None
+        if rss is not None:
+            yield GaugeMetricFamily(
+                "memory_rss_bytes", "Resident set size of this process.", value=rss
+            )
         yield GaugeMetricFamily(
             "memory_limit_bytes", "Memory limit the manager works to.", value=manager.limit_bytes
         )

@@ -115,16 +115,17 @@ class Releaser:
     def _release(self, trigger: str) -> ReleaseResult:
         started_at = time.time()
         start = time.perf_counter()
-        before = self._read_rss()
+        errors: list[str] = []
+        before = self._rss_or_zero(errors)
         collected = gc.collect()
         released: bool | None = None
-        error: str | None = None
         if self.allocator.release is not None:
             try:
                 released = self.allocator.release()
             except Exception as exc:  # an allocator failure must not take the service down
-                error = f"{type(exc).__name__}: {exc}"
-        after = self._read_rss()
+                errors.append(f"{type(exc).__name__}: {exc}")
+        after = self._rss_or_zero(errors)
+        error = "; ".join(errors) or None
         return ReleaseResult(
             trigger=trigger,
             started_at=started_at,
@@ -138,6 +139,15 @@ class Releaser:
             ok=error is None,
             error=error,
         )
+
+    def _rss_or_zero(self, errors: list[str]) -> int:
+        """RSS, or 0 with the reason noted: a failed reading makes the result not ok, it does
+        not turn a release into an exception."""
+        try:
+            return self._read_rss()
+        except Exception as exc:
+            errors.append(f"RSS unreadable: {type(exc).__name__}: {exc}")
+            return 0
 
     def _record(self, result: ReleaseResult) -> None:
         self.history.append(result)

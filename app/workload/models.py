@@ -4,17 +4,27 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
-SKU_PATTERN = r"^SKU-\d{5}$"
+SKU_PATTERN = r"^SKU-[0-9]{5}$"  # not \d: the Rust regex engine matches any Unicode digit
 Tag = Annotated[str, Field(max_length=32)]
+
+
+def _whole_number(value: object) -> object:
+    # JSON Schema's "integer" includes 3.0; strings and booleans stay refused by strict mode.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+Quantity = Annotated[int, Field(ge=1, le=10_000), BeforeValidator(_whole_number)]
 
 
 class Record(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     sku: str = Field(pattern=SKU_PATTERN, description="Product code; unknown codes are counted.")
-    quantity: int = Field(ge=1, le=10_000)
+    quantity: Quantity
     unit_price: float = Field(ge=0, le=1_000_000, allow_inf_nan=False)
     customer: str = Field(min_length=1, max_length=64)
     tags: list[Tag] = Field(default_factory=list, max_length=8)

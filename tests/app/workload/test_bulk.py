@@ -60,7 +60,7 @@ def test_parse_accepts_the_documented_record(service: BulkService) -> None:
     [
         ("quantity", "3", "int_type"),
         ("quantity", True, "int_type"),
-        ("quantity", 3.0, "int_type"),
+        ("quantity", 3.5, "int_type"),
         ("unit_price", "9.99", "float_type"),
         ("customer", 17, "string_type"),
         ("tags", "promo", "list_type"),
