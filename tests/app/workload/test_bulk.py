@@ -13,25 +13,9 @@ from pydantic import ValidationError
 from app.workload import database
 from app.workload.bulk import BulkService, TooManyRecords
 from app.workload.cache import BulkCache
+from tests.app.workload.records import body, record
 
 MB = 1024 * 1024
-
-
-def record(**overrides: Any) -> dict[str, Any]:
-    values: dict[str, Any] = {
-        "sku": "SKU-00042",
-        "quantity": 3,
-        "unit_price": 9.99,
-        "customer": "c-17",
-        "tags": ["promo"],
-        "note": "free text",
-    }
-    values.update(overrides)
-    return values
-
-
-def body(*records: dict[str, Any], **top: Any) -> bytes:
-    return json.dumps({"records": list(records), **top}).encode()
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import asyncio
 import json
 import sqlite3
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -14,22 +13,10 @@ from starlette.types import Message
 
 from app.config import Settings
 from app.main import create_app
+from tests.app.workload.records import record
 
 MB = 1024 * 1024
 PATHS = ["/bulk/sync", "/bulk/async"]
-
-
-def record(**overrides: Any) -> dict[str, Any]:
-    values: dict[str, Any] = {
-        "sku": "SKU-00042",
-        "quantity": 3,
-        "unit_price": 9.99,
-        "customer": "c-17",
-        "tags": ["promo"],
-        "note": "free text",
-    }
-    values.update(overrides)
-    return values
 
 
 @pytest.fixture
