@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -13,9 +14,12 @@ from scripts.verifier.cgroup_limit import MemoryCgroup
 from scripts.verifier.local import LocalServer
 from scripts.verifier.progress import Progress
 from scripts.verifier.remote import RemoteService
-from scripts.verifier.run import RunResult, RunSettings, execute
+from scripts.verifier.run import RunResult, RunSettings, Target, execute
 
 LIMIT_MODES = ("none", "cgroup", "docker")
+# What is done with the started service: the verifier's one spike (run.execute) by default; the
+# soak passes one that repeats it (scripts.verifier.soak_run).
+Executor = Callable[[Target, RunSettings, dict[str, Any], Progress], RunResult]
 # Extra idle time past two of the deployed service's cleanup intervals: a release takes a moment.
 REMOTE_IDLE_MARGIN_SECONDS = 10.0
 
@@ -45,12 +49,15 @@ def run_local(
     web_concurrency: int = 1,
     progress: Progress | None = None,
     overrides: dict[str, str] | None = None,
+    executor: Executor = execute,
 ) -> RunResult:
     """Start the service under ``profile``, run the spike against it, stop it, clean up.
 
     ``overrides`` are service settings (NAME=value) applied last, over the preset's."""
     if limit_mode == "docker":
-        return run_docker(profile, settings, progress, overrides)
+        if web_concurrency != 1:
+            overrides = {"WEB_CONCURRENCY": str(web_concurrency), **(overrides or {})}
+        return run_docker(profile, settings, progress, overrides, executor)
     settings.out_dir.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="lean-memory-verify-"))
     cgroup = MemoryCgroup(settings.criteria.limit_mb).create() if limit_mode == "cgroup" else None
@@ -80,7 +87,7 @@ def run_local(
             "overrides": dict(overrides or {}),
             "service_at_start": service_summary(server.debug_memory()),
         }
-        result = execute(server, settings, meta, progress)
+        result = executor(server, settings, meta, progress)
         result.timeline.meta["service_at_end"] = service_summary(server.debug_memory())
         result.timeline.meta["release_log_lines"] = server.release_lines()
         if cgroup is not None:
@@ -132,12 +139,15 @@ def run_docker(
     settings: RunSettings,
     progress: Progress | None = None,
     overrides: dict[str, str] | None = None,
+    executor: Executor = execute,
 ) -> RunResult:
-    """The service image under `docker run --memory=<limit> --memory-swap=<limit>`."""
+    """The service image under `docker run --memory=<limit> --memory-swap=<limit>`; workers as
+    WEB_CONCURRENCY in ``overrides`` says (the image's default is one)."""
     from scripts.verifier import container
 
     settings.out_dir.mkdir(parents=True, exist_ok=True)
     progress = progress or Progress(settings.label, settings.preset.expected_seconds)
+    workers = (overrides or {}).get("WEB_CONCURRENCY", "1")
     progress.note("preparing the Docker engine and building the service image")
     engine = container.prepare_engine(settings.out_dir / "docker-build.log")
     service = container.ContainerService(
@@ -161,11 +171,11 @@ def run_docker(
             "image": service.image,
             "cleanup_interval_seconds": settings.preset.cleanup_interval_seconds,
             "cache_ttl_seconds": settings.preset.cache_ttl_seconds,
-            "web_concurrency": 1,
+            "web_concurrency": int(workers) if workers.isdigit() else workers,
             "overrides": dict(overrides or {}),
             "service_at_start": service_summary(service.debug_memory()),
         }
-        result = execute(service, settings, meta, progress)
+        result = executor(service, settings, meta, progress)
         result.timeline.meta["service_at_end"] = service_summary(service.debug_memory())
         if service.cgroup is not None:
             result.timeline.meta["cgroup"] = {

@@ -5,7 +5,9 @@ matplotlib is imported here only, and only when a plot is asked for: the verdict
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from scripts.verifier import phases as ph
 from scripts.verifier.sampling import MB
@@ -22,8 +24,16 @@ def plotting_available() -> bool:
     return True
 
 
-def plot(timeline: Timeline, path: Path, title: str) -> Path:
-    """Write the PNG; the verdict's metric solid, RSS dashed, the cgroup's working set dotted."""
+def plot(
+    timeline: Timeline,
+    path: Path,
+    title: str,
+    annotate: Callable[[Any], None] | None = None,
+) -> Path:
+    """Write the PNG; the verdict's metric solid, RSS dashed, the cgroup's working set dotted.
+
+    Phases that repeat (a soak's cycles) are each shaded, named once in the legend;
+    ``annotate`` is called with the axes before the legend is drawn, to add marks of its own."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -33,6 +43,7 @@ def plot(timeline: Timeline, path: Path, title: str) -> Path:
     limit_mb = timeline.meta.get("limit_mb")
     figure, axes = plt.subplots(figsize=(10, 5), dpi=110)
     try:
+        named: set[str] = set()
         for phase in timeline.phases:
             if phase.seconds > 0:
                 axes.axvspan(
@@ -41,8 +52,9 @@ def plot(timeline: Timeline, path: Path, title: str) -> Path:
                     color=PHASE_COLOURS.get(phase.name, "#eeeeee"),
                     alpha=0.6,
                     lw=0,
-                    label=phase.name,
+                    label=None if phase.name in named else phase.name,
                 )
+                named.add(phase.name)
         for series in timeline.series():
             samples = timeline.of_series(series)
             times = [s.t for s in samples]
@@ -72,6 +84,8 @@ def plot(timeline: Timeline, path: Path, title: str) -> Path:
                 )
         if isinstance(limit_mb, int | float):
             axes.axhline(limit_mb, color="#c62828", lw=1.2, ls="-.", label=f"limit {limit_mb:g} MB")
+        if annotate is not None:
+            annotate(axes)
         axes.set_xlabel("seconds")
         axes.set_ylabel("MB")
         axes.set_ylim(bottom=0)

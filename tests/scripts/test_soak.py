@@ -1,0 +1,390 @@
+"""The soak's bookkeeping and verdict, on a recorded soak of the image (3 short cycles, two
+workers, 500 MB limit) and on made-up timelines for what a healthy run does not show: creep, a
+failed request, an OOM kill, a replaced worker. No network, no Docker."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from loadtest.spike import DROP_RATE, PlanError, SpikePlan, plan_from_env, target_at
+from scripts import soak
+from scripts.verifier import cycles as cy
+from scripts.verifier import modes, soak_report
+from scripts.verifier import phases as ph
+from scripts.verifier.loadrun import LoadStats
+from scripts.verifier.run import RunSettings
+from scripts.verifier.sampling import MB, Sample
+from scripts.verifier.soak_presets import SOAK_PRESETS, SoakPreset
+from scripts.verifier.soak_verdict import (
+    DriftRule,
+    EndState,
+    SoakCriteria,
+    assess,
+    drift_of,
+    judge_soak,
+)
+from scripts.verifier.timeline import Timeline, read_json, write_json
+from scripts.verifier.verdict import Criteria
+
+FIXTURES = Path(__file__).parent / "fixtures"
+RECORDED = FIXTURES / "soak_short_w2.json"
+# The 10-minute default with two workers: each worker was OOM-killed once and replaced by
+# uvicorn; the container itself kept running and docker reported OOMKilled false.
+RECORDED_OOM = FIXTURES / "soak_default_w2_oom.json"
+
+REST, RAMP, HOLD, IDLE = 3.0, 3.0, 20.0, 20.0
+
+
+def load(requests: int = 300, failures: int = 0) -> LoadStats:
+    return LoadStats(requests, failures, 12.0, 150.0, 1800.0, requests // 3, 0)
+
+
+def made_up(
+    idles_mb: Sequence[float],
+    peak_mb: float = 250.0,
+    start_mb: float = 45.0,
+    failures: Sequence[int] = (),
+    **meta: Any,
+) -> Timeline:
+    """A soak timeline, one sample a second: at rest, up to ``peak_mb`` for the load, back to
+    each cycle's idle figure five seconds into its idle window. PSS sits 10 MB above."""
+    phases: list[ph.Phase] = []
+    samples: list[Sample] = []
+    t, level = 0.0, start_mb
+    for idle_mb in idles_mb:
+        marks = (t, t + REST, t + REST + RAMP + HOLD, t + REST + RAMP + HOLD + IDLE)
+        phases += ph.run_phases(marks[0], marks[1], RAMP, marks[2], marks[3])
+        for second in range(int(marks[0]), int(marks[3])):
+            if second < marks[1]:
+                value = level
+            elif second < marks[2] + 5:
+                value = peak_mb
+            else:
+                value = idle_mb
+            samples.append(
+                Sample(
+                    t=float(second),
+                    cgroup_working_set_bytes=int(value * MB),
+                    pss_bytes=int((value + 10) * MB),
+                    processes=1,
+                )
+            )
+        t, level = marks[3], idle_mb
+    samples.append(replace(samples[-1], t=t))
+    count = len(idles_mb)
+    return Timeline(
+        meta={
+            "label": "made-up",
+            "idle_tail_seconds": 5,
+            "cycles_planned": count,
+            "cycles_run": count,
+            **meta,
+        },
+        phases=phases,
+        samples=samples,
+        extra={"loads": [load(failures=f).as_dict() for f in (failures or [0] * count)]},
+    )
+
+
+def outcome_of(timeline: Timeline, criteria: SoakCriteria | None = None):  # type: ignore[no-untyped-def]
+    return assess(timeline, criteria or SoakCriteria(), "cgroup")
+
+
+# --- cycles on the timeline -------------------------------------------------------------------
+
+
+def test_phases_split_into_cycles_of_four_end_to_end() -> None:
+    timeline = made_up([90, 92, 91])
+    parts = cy.split(timeline.phases)
+    assert len(parts) == 3
+    assert all([p.name for p in part] == list(ph.ORDER) for part in parts)
+    assert parts[1][0].start == parts[0][-1].end
+
+
+@pytest.mark.parametrize(
+    ("cut", "message"),
+    [
+        (lambda p: p[:-1], "cycles of 4"),
+        (lambda p: [*p[:4], p[5], p[4], *p[6:]], "cycle 2"),
+        (lambda p: [*p[:4], *cy.shift_phases(p[4:], 5.0)], "starts +5.000 s"),
+    ],
+)
+def test_phases_that_are_not_whole_cycles_in_order_are_refused(cut, message: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ph.PhaseError, match=re.escape(message)):
+        cy.split(cut(made_up([90, 92]).phases))
+
+
+def test_each_cycle_gets_the_verifiers_figures_and_starts_where_the_last_one_idled() -> None:
+    timeline = made_up([90, 95, 93])
+    cycles = cy.cycles_of(timeline, "cgroup", 5, cy.loads_of(timeline))
+    assert [c.index for c in cycles] == [1, 2, 3]
+    assert [round(c.figures.idle_bytes / MB) for c in cycles if c.figures] == [90, 95, 93]
+    assert [round(c.figures.start_bytes / MB) for c in cycles if c.figures] == [45, 90, 95]
+    first = cycles[0].figures
+    assert first is not None and first.returned == pytest.approx((250 - 90) / (250 - 45))
+    assert cycles[0].pss is not None and cycles[0].pss.idle_bytes == int(100 * MB)
+    assert all(c.load is not None and c.load.requests == 300 for c in cycles)
+
+
+def test_a_cycle_the_service_died_in_has_no_figures_and_fails_the_soak() -> None:
+    timeline = made_up([90, 95], cycles_planned=3, cycles_run=2)
+    cut = timeline.phases[-1].start + 2  # samples stop early in the last idle window
+    timeline.samples = [s for s in timeline.samples if s.t <= cut]
+    timeline.meta["died"] = "container exited with code 137 in cycle 2"
+    outcome = outcome_of(timeline)
+    assert outcome.cycles[1].figures is None
+    assert not outcome.passed
+    reasons = " | ".join(outcome.verdict.reasons)
+    assert "code 137 in cycle 2" in reasons
+    assert "only 2 of 3 cycles ran" in reasons
+    assert "cycle 2: no samples" in reasons
+
+
+def test_cycle_loads_add_up_and_keep_the_worst_percentiles() -> None:
+    total = cy.total_load([load(300, 1), None, replace(load(100), p99_ms=9000.0)])
+    assert total is not None
+    assert (total.requests, total.failures, total.p99_ms) == (400, 1, 9000.0)
+    assert total.requests_per_second == pytest.approx(12.0)
+    assert cy.total_load([None]) is None
+
+
+# --- the drift rule and the verdict -----------------------------------------------------------
+
+
+def test_drift_allowed_is_the_larger_of_megabytes_and_share() -> None:
+    rule = DriftRule(max_mb=24, max_share=0.15)
+    assert rule.allowed_bytes(int(100 * MB)) == 24 * MB
+    assert rule.allowed_bytes(int(300 * MB)) == pytest.approx(45 * MB)
+
+
+def test_level_idle_figures_pass() -> None:
+    outcome = outcome_of(made_up([90, 96, 94, 92]))
+    assert outcome.passed, outcome.verdict.reasons
+    assert outcome.drift is not None and outcome.drift.drift_bytes == int(2 * MB)
+
+
+def test_idle_that_creeps_up_every_cycle_fails_on_drift() -> None:
+    outcome = outcome_of(made_up([90, 100, 110, 120]))
+    assert not outcome.passed
+    assert outcome.drift is not None and outcome.drift.drift_bytes == int(30 * MB)
+    assert any("crept" in r and "+30.0 MB" in r for r in outcome.verdict.reasons)
+
+
+def test_drift_compares_the_last_cycle_with_the_first_not_a_high_one_between() -> None:
+    assert outcome_of(made_up([90, 130, 95])).passed
+    assert not outcome_of(made_up([90, 95, 130])).passed
+
+
+def test_a_looser_rule_lets_the_same_creep_pass() -> None:
+    timeline = made_up([90, 100, 110, 120])
+    assert outcome_of(timeline, SoakCriteria(drift=DriftRule(max_mb=40, max_share=0))).passed
+
+
+def test_one_failed_request_fails_the_soak_and_names_its_cycle() -> None:
+    outcome = outcome_of(made_up([90, 92, 91], failures=[0, 1, 0]))
+    assert not outcome.passed
+    assert any("1 requests failed (cycle 2: 1)" in r for r in outcome.verdict.reasons)
+    lenient = SoakCriteria(max_failures=1)
+    assert outcome_of(made_up([90, 92, 91], failures=[0, 1, 0]), lenient).passed
+
+
+def test_an_idle_window_over_the_limit_fails_however_level_it_is() -> None:
+    outcome = outcome_of(made_up([480, 505, 485], peak_mb=499), SoakCriteria(limit_mb=500))
+    assert not outcome.passed
+    assert [r for r in outcome.verdict.reasons if "limit" in r] == [
+        "cycle 2: idle cgroup 505.0 MB is not under the 500 MB limit"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("meta", "reason"),
+    [
+        ({"cgroup": {"oom_kills": 1}}, "1 OOM kill(s)"),
+        ({"container_state": {"Running": True, "OOMKilled": True}}, "OOMKilled"),
+        ({"container_state": {"Running": False, "OOMKilled": False}}, "not running"),
+        ({"pids_at_start": [1, 11, 13], "pids_at_end": [1, 11, 40]}, "gone [13], new [40]"),
+    ],
+)
+def test_an_oom_kill_a_stopped_container_or_a_replaced_worker_fails(
+    meta: dict[str, Any], reason: str
+) -> None:
+    outcome = outcome_of(made_up([90, 92, 91], **meta))
+    assert not outcome.passed
+    assert any(reason in r for r in outcome.verdict.reasons), outcome.verdict.reasons
+
+
+def test_a_single_cycle_has_no_drift_to_judge() -> None:
+    timeline = made_up([90])
+    cycles = cy.cycles_of(timeline, "cgroup", 5)
+    assert drift_of(cycles, DriftRule()) is None
+    verdict = judge_soak(cycles, SoakCriteria(), EndState(1, 1))
+    assert not verdict.passed and "no drift to judge" in verdict.reasons[-1]
+
+
+# --- a recorded soak ----------------------------------------------------------------------------
+
+
+def test_recorded_soak_of_the_image_passes_with_its_workers_summed() -> None:
+    timeline = read_json(RECORDED)
+    outcome = outcome_of(timeline)
+    assert outcome.passed, outcome.verdict.reasons
+    assert len(outcome.cycles) == timeline.meta["cycles_planned"] == 3
+    assert timeline.meta["web_concurrency"] == 2
+    # Supervisor and two workers at least, every second: both workers are in every sample.
+    assert min(s.processes or 0 for s in timeline.samples) >= 3
+    for before, after in zip(outcome.cycles, outcome.cycles[1:], strict=False):
+        assert before.figures is not None and after.figures is not None
+        # A cycle starts at rest where the one before it idled: within 10% of it.
+        assert after.figures.start_bytes == pytest.approx(before.figures.idle_bytes, rel=0.1)
+        assert after.figures.peak_bytes > 1.3 * after.figures.start_bytes  # a real spike
+    assert outcome.end.running is True and outcome.end.oom_killed is False
+
+
+def test_recorded_soak_with_memory_added_to_its_last_cycle_fails_on_drift() -> None:
+    timeline = read_json(RECORDED)
+    last = cy.split(timeline.phases)[-1]
+    extra = 60 * MB
+    timeline.samples = [
+        replace(s, cgroup_working_set_bytes=(s.cgroup_working_set_bytes or 0) + extra)
+        if s.t >= last[0].start
+        else s
+        for s in timeline.samples
+    ]
+    outcome = outcome_of(timeline)
+    assert not outcome.passed
+    assert any("crept" in r for r in outcome.verdict.reasons)
+
+
+def test_recorded_soak_whose_workers_were_oom_killed_fails_though_docker_saw_nothing() -> None:
+    timeline = read_json(RECORDED_OOM)
+    outcome = outcome_of(timeline)
+    assert outcome.end.running is True and outcome.end.oom_killed is False
+    assert not outcome.passed
+    reasons = " | ".join(outcome.verdict.reasons)
+    assert "2 OOM kill(s)" in reasons
+    assert "server processes were replaced" in reasons
+    assert "12 requests failed (cycle 2: 5, cycle 4: 7)" in reasons
+    # A replaced worker starts small again: the idle figure fell, which is why a restart is
+    # judged on its own and not left to the drift.
+    assert outcome.drift is not None and outcome.drift.drift_bytes < 0
+
+
+# --- presets and the plan's cycles --------------------------------------------------------------
+
+
+def test_default_preset_takes_about_ten_minutes_and_short_under_three() -> None:
+    assert 480 <= SOAK_PRESETS["default"].expected_seconds <= 600
+    assert SOAK_PRESETS["short"].expected_seconds < 180
+    assert SOAK_PRESETS["default"].plan.cycles == SOAK_PRESETS["default"].cycles
+
+
+def test_a_soak_of_one_cycle_is_refused() -> None:
+    with pytest.raises(ValueError, match="drift needs 2"):
+        SoakPreset("one", SOAK_PRESETS["short"].cycle, cycles=1, summary="")
+
+
+def test_plan_repeats_spike_and_idle_for_each_cycle_then_ends() -> None:
+    plan = SpikePlan(users=8, ramp_seconds=4, hold_seconds=10, idle_seconds=6, cycles=3)
+    assert plan.total_seconds == 60
+    assert target_at(plan, 13.9) == (8, 2.0)
+    assert target_at(plan, 14.0) == (0, DROP_RATE)
+    assert target_at(plan, 20.0) == (8, 2.0)  # the second cycle starts where the idle ends
+    assert target_at(plan, 54.0) == (0, DROP_RATE)
+    assert target_at(plan, 60.0) is None
+
+
+def test_cycles_come_from_the_environment_and_must_be_whole_and_positive() -> None:
+    assert plan_from_env({"SPIKE_CYCLES": "4"}).cycles == 4
+    assert plan_from_env({}).cycles == 1
+    with pytest.raises(PlanError, match="SPIKE_CYCLES"):
+        plan_from_env({"SPIKE_CYCLES": "2.5"})
+    with pytest.raises(PlanError, match="cycles"):
+        SpikePlan(cycles=0)
+
+
+# --- the command line, the report, and the hook into the verifier's modes -------------------------
+
+
+def test_from_timeline_judges_a_recording_again_with_other_criteria(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert soak.main(["--from-timeline", str(RECORDED)]) == soak.EXIT_PASS
+    text = capsys.readouterr().out
+    assert "verdict: PASS" in text
+    assert len([line for line in text.splitlines() if line.lstrip()[:2] in ("1 ", "2 ", "3 ")]) == 3
+    crept = made_up([90, 100, 110, 120])
+    write_json(tmp_path / "crept.json", crept)
+    assert soak.main(["--from-timeline", str(tmp_path / "crept.json")]) == soak.EXIT_FAIL
+    assert "idle memory crept" in capsys.readouterr().out
+    loose = ["--max-drift-mb", "40", "--from-timeline", str(tmp_path / "crept.json")]
+    assert soak.main(loose) == soak.EXIT_PASS
+
+
+def test_an_unreadable_timeline_is_a_soak_not_made(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "bad.json").write_text(json.dumps({"format": 1, "phases": [], "samples": []}))
+    assert soak.main(["--from-timeline", str(tmp_path / "bad.json")]) == soak.EXIT_NOT_MADE
+    assert "not made" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--cycles", "1"], ["--limit-mode", "none"], ["--set", "lower=1"], ["--web-concurrency", "0"]],
+)
+def test_arguments_that_cannot_make_a_soak_are_refused(argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        soak.main(argv)
+    assert exited.value.code == 2
+
+
+def test_outputs_hold_a_row_per_cycle_and_a_plot(tmp_path: Path) -> None:
+    timeline = made_up([90, 100, 110, 120])
+    outcome = outcome_of(timeline)
+    soak.write_outputs(timeline, outcome, tmp_path, ["made up"], want_plot=True)
+    with (tmp_path / "cycles.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["cycle"], r["idle_mb"], r["failures"]) for r in rows] == [
+        ("1", "90.0", "0"),
+        ("2", "100.0", "0"),
+        ("3", "110.0", "0"),
+        ("4", "120.0", "0"),
+    ]
+    assert read_json(tmp_path / "timeline.json").extra["soak"]["verdict"]["passed"] is False
+    summary = (tmp_path / "summary.md").read_text()
+    assert summary.count("\n| ") == 5 and "verdict: FAIL" in summary
+    if soak_report.plot.plotting_available():
+        assert (tmp_path / "memory.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_docker_mode_hands_workers_and_the_executor_to_the_container(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    seen: dict[str, Any] = {}
+
+    def run_docker(profile, settings, progress, overrides, executor):  # type: ignore[no-untyped-def]
+        seen.update(overrides=overrides, executor=executor)
+        return "ran"
+
+    monkeypatch.setattr(modes, "run_docker", run_docker)
+    marker = object()
+    settings = RunSettings("x", SOAK_PRESETS["short"].cycle, Criteria(), "cgroup", tmp_path)
+    result = modes.run_local(
+        "jemalloc",
+        settings,
+        "docker",
+        web_concurrency=2,
+        overrides={"MEMORY_CLEANUP_THRESHOLD_MB": "50"},
+        executor=marker,  # type: ignore[arg-type]
+    )
+    assert result == "ran"
+    assert seen["overrides"] == {"WEB_CONCURRENCY": "2", "MEMORY_CLEANUP_THRESHOLD_MB": "50"}
+    assert seen["executor"] is marker
