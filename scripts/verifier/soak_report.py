@@ -166,7 +166,11 @@ def annotator(outcome: SoakOutcome, timeline: Timeline) -> Callable[[Any], None]
         if outcome.drift is not None:
             ceiling = (outcome.drift.first_idle_bytes + outcome.drift.allowed_bytes) / MB
             axes.axhline(
-                ceiling, color="#1b5e20", lw=1, ls=":", label=f"idle ceiling (drift) {ceiling:.0f} MB"
+                ceiling,
+                color="#1b5e20",
+                lw=1,
+                ls=":",
+                label=f"idle ceiling (drift) {ceiling:.0f} MB",
             )
 
     return annotate
