@@ -140,6 +140,12 @@ def context_lines(
         f"{settings.grow_posts} bulk posts of {settings.grow_records} records, "
         f"{settings.grow_concurrency} at a time",
         f"target: p99 with releases off the loop within {args.target_ms:g} ms of p99 with none",
+        f"contrast ({sf.ON_LOOP}): "
+        + (
+            "the inline-release harness, its own process, one block"
+            if settings.inline
+            else "not run (--no-inline)"
+        ),
         f"started {started.isoformat(timespec='seconds')} on {os.cpu_count()} CPUs",
     ]
 

@@ -15,6 +15,7 @@ from typing import Any
 import psutil
 
 from scripts.verifier.cycles import shift_phases, shift_samples, total_load
+from scripts.verifier.errors import RunNotMade
 from scripts.verifier.phases import Phase
 from scripts.verifier.progress import Progress
 from scripts.verifier.run import RunResult, RunSettings, Target, execute
@@ -47,11 +48,15 @@ def process_ids(target: Target) -> list[int]:
 
 
 def container_state(target: Target) -> dict[str, Any] | None:
-    """`docker inspect`'s State for a container target, read while it still runs."""
+    """`docker inspect`'s State for a container target, read while it still runs; None for a
+    target that is no container. RunNotMade when the engine no longer knows the container: the
+    engine went away, and what happened to the service cannot be told."""
     state = getattr(target, "state", None)
     if not callable(state):
         return None
     raw = state() or {}
+    if raw.get("Status") is None:
+        raise RunNotMade("the Docker engine no longer answers for the container (engine stopped?)")
     return {key: raw.get(key) for key in STATE_KEYS}
 
 
@@ -86,6 +91,7 @@ class CycleRunner:
             phases += shift_phases(run.timeline.phases, offset)
             samples += shift_samples(run.timeline.samples, offset)
             if (why := target.failure()) is not None:
+                container_state(target)  # an engine that went away is no verdict on the service
                 died = f"{why} in cycle {number}"
                 break
         timeline = Timeline(

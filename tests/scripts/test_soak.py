@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import replace
@@ -17,8 +18,9 @@ import pytest
 from loadtest.spike import DROP_RATE, PlanError, SpikePlan, plan_from_env, target_at
 from scripts import soak
 from scripts.verifier import cycles as cy
-from scripts.verifier import modes, soak_report
+from scripts.verifier import modes, soak_report, soak_run
 from scripts.verifier import phases as ph
+from scripts.verifier.errors import RunNotMade
 from scripts.verifier.loadrun import LoadStats
 from scripts.verifier.run import RunSettings
 from scripts.verifier.sampling import MB, Sample
@@ -41,6 +43,7 @@ RECORDED = FIXTURES / "soak_short_w2.json"
 RECORDED_OOM = FIXTURES / "soak_default_w2_oom.json"
 
 REST, RAMP, HOLD, IDLE = 3.0, 3.0, 20.0, 20.0
+CREEPING = (90, 105, 120, 135)  # +15 MB a cycle: +45 MB, over the default 32 MB (or 25%)
 
 
 def load(requests: int = 300, failures: int = 0) -> LoadStats:
@@ -172,20 +175,20 @@ def test_level_idle_figures_pass() -> None:
 
 
 def test_idle_that_creeps_up_every_cycle_fails_on_drift() -> None:
-    outcome = outcome_of(made_up([90, 100, 110, 120]))
+    outcome = outcome_of(made_up(CREEPING))
     assert not outcome.passed
-    assert outcome.drift is not None and outcome.drift.drift_bytes == int(30 * MB)
-    assert any("crept" in r and "+30.0 MB" in r for r in outcome.verdict.reasons)
+    assert outcome.drift is not None and outcome.drift.drift_bytes == int(45 * MB)
+    assert any("crept" in r and "+45.0 MB" in r for r in outcome.verdict.reasons)
 
 
 def test_drift_compares_the_last_cycle_with_the_first_not_a_high_one_between() -> None:
-    assert outcome_of(made_up([90, 130, 95])).passed
-    assert not outcome_of(made_up([90, 95, 130])).passed
+    assert outcome_of(made_up([90, 140, 95])).passed
+    assert not outcome_of(made_up([90, 95, 140])).passed
 
 
 def test_a_looser_rule_lets_the_same_creep_pass() -> None:
-    timeline = made_up([90, 100, 110, 120])
-    assert outcome_of(timeline, SoakCriteria(drift=DriftRule(max_mb=40, max_share=0))).passed
+    timeline = made_up(CREEPING)
+    assert outcome_of(timeline, SoakCriteria(drift=DriftRule(max_mb=50, max_share=0))).passed
 
 
 def test_one_failed_request_fails_the_soak_and_names_its_cycle() -> None:
@@ -277,6 +280,31 @@ def test_recorded_soak_whose_workers_were_oom_killed_fails_though_docker_saw_not
     assert outcome.drift is not None and outcome.drift.drift_bytes < 0
 
 
+class Stub:
+    """A target as far as the soak asks it: its first process and what docker says."""
+
+    def __init__(self, state: dict[str, Any] | None) -> None:
+        self._state = state
+        self.process = type("Process", (), {"pid": os.getpid()})()
+
+    def state(self) -> dict[str, Any]:
+        return self._state or {}
+
+
+def test_the_service_processes_are_listed_to_tell_a_replaced_worker() -> None:
+    assert os.getpid() in soak_run.process_ids(Stub(None))  # type: ignore[arg-type]
+    assert soak_run.process_ids(object()) == []  # type: ignore[arg-type]
+
+
+def test_a_container_the_engine_no_longer_knows_is_a_soak_not_made() -> None:
+    running = {"Status": "running", "Running": True, "OOMKilled": False, "Pid": 7}
+    state = soak_run.container_state(Stub(running))  # type: ignore[arg-type]
+    assert state is not None and state["Running"] is True and "Pid" not in state
+    assert soak_run.container_state(object()) is None  # type: ignore[arg-type]
+    with pytest.raises(RunNotMade, match="no longer answers"):
+        soak_run.container_state(Stub({}))  # type: ignore[arg-type]
+
+
 # --- presets and the plan's cycles --------------------------------------------------------------
 
 
@@ -320,11 +348,11 @@ def test_from_timeline_judges_a_recording_again_with_other_criteria(
     text = capsys.readouterr().out
     assert "verdict: PASS" in text
     assert len([line for line in text.splitlines() if line.lstrip()[:2] in ("1 ", "2 ", "3 ")]) == 3
-    crept = made_up([90, 100, 110, 120])
+    crept = made_up(CREEPING)
     write_json(tmp_path / "crept.json", crept)
     assert soak.main(["--from-timeline", str(tmp_path / "crept.json")]) == soak.EXIT_FAIL
     assert "idle memory crept" in capsys.readouterr().out
-    loose = ["--max-drift-mb", "40", "--from-timeline", str(tmp_path / "crept.json")]
+    loose = ["--max-drift-mb", "50", "--from-timeline", str(tmp_path / "crept.json")]
     assert soak.main(loose) == soak.EXIT_PASS
 
 
@@ -347,16 +375,16 @@ def test_arguments_that_cannot_make_a_soak_are_refused(argv: list[str]) -> None:
 
 
 def test_outputs_hold_a_row_per_cycle_and_a_plot(tmp_path: Path) -> None:
-    timeline = made_up([90, 100, 110, 120])
+    timeline = made_up(CREEPING)
     outcome = outcome_of(timeline)
     soak.write_outputs(timeline, outcome, tmp_path, ["made up"], want_plot=True)
     with (tmp_path / "cycles.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert [(r["cycle"], r["idle_mb"], r["failures"]) for r in rows] == [
         ("1", "90.0", "0"),
-        ("2", "100.0", "0"),
-        ("3", "110.0", "0"),
-        ("4", "120.0", "0"),
+        ("2", "105.0", "0"),
+        ("3", "120.0", "0"),
+        ("4", "135.0", "0"),
     ]
     assert read_json(tmp_path / "timeline.json").extra["soak"]["verdict"]["passed"] is False
     summary = (tmp_path / "summary.md").read_text()

@@ -157,6 +157,7 @@ def test_exit_code_is_2_if_any_not_made_else_1_if_any_failed() -> None:
         ["--probes", "10"],
         ["--interval-ms", "0"],
         ["--grow-posts", "0"],
+        ["--release-every-ms", "-1"],
     ],
 )
 def test_cli_refuses_arguments_that_cannot_make_a_run(
