@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -92,6 +93,11 @@ def build_app(settings: Settings) -> FastAPI:
             products,
             settings.threadpool_size,
         )
+        # Startup objects (modules, routes, validators: ~70k tracked objects) live for the whole
+        # process; frozen, a release's gc.collect() skips them instead of holding the GIL for
+        # ~30 ms while it walks them.
+        gc.collect()
+        gc.freeze()
         memory.start()
         try:
             yield
