@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from scripts.verifier.run import RunResult
 from scripts.verifier.sampling import MB
+from scripts.verifier.verdict import IDLE_TARGET_RATIO
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,8 @@ class Row:
     idle_mb: float | None
     returned: float | None
     to_return_s: float | None
+    idle_ratio: float | None
+    to_target_s: float | None
     rps: float | None
     p50_ms: float | None
     p99_ms: float | None
@@ -30,7 +33,7 @@ class Row:
 
     @classmethod
     def not_made(cls, label: str, why: str) -> Row:
-        return cls(label, *([None] * 9), status="NOT MADE", reasons=(why,))
+        return cls(label, *([None] * 11), status="NOT MADE", reasons=(why,))
 
 
 def rows_for(result: RunResult) -> list[Row]:
@@ -48,6 +51,8 @@ def rows_for(result: RunResult) -> list[Row]:
                 idle_mb=figures.idle_bytes / MB if figures else None,
                 returned=figures.returned if figures else None,
                 to_return_s=figures.seconds_to_return if figures else None,
+                idle_ratio=figures.idle_ratio if figures else None,
+                to_target_s=figures.seconds_to_target if figures else None,
                 rps=load.requests_per_second if load else None,
                 p50_ms=load.p50_ms if load else None,
                 p99_ms=load.p99_ms if load else None,
@@ -59,17 +64,20 @@ def rows_for(result: RunResult) -> list[Row]:
     return rows
 
 
-Column = tuple[str, Callable[[Row], float | int | None], str]
+# name, value, format, and whether the baseline ratio means anything (not for a run's own ratio)
+Column = tuple[str, Callable[[Row], float | int | None], str, bool]
 COLUMNS: tuple[Column, ...] = (
-    ("start MB", lambda r: r.start_mb, "{:.1f}"),
-    ("peak MB", lambda r: r.peak_mb, "{:.1f}"),
-    ("idle MB", lambda r: r.idle_mb, "{:.1f}"),
-    ("returned", lambda r: r.returned, "{:.0%}"),
-    ("to return s", lambda r: r.to_return_s, "{:.0f}"),
-    ("req/s", lambda r: r.rps, "{:.1f}"),
-    ("p50 ms", lambda r: r.p50_ms, "{:.0f}"),
-    ("p99 ms", lambda r: r.p99_ms, "{:.0f}"),
-    ("failures", lambda r: r.failures, "{:d}"),
+    ("start MB", lambda r: r.start_mb, "{:.1f}", True),
+    ("peak MB", lambda r: r.peak_mb, "{:.1f}", True),
+    ("idle MB", lambda r: r.idle_mb, "{:.1f}", True),
+    ("idle/start", lambda r: r.idle_ratio, "{:.2f}", False),
+    (f"to {IDLE_TARGET_RATIO:g}x s", lambda r: r.to_target_s, "{:.0f}", False),
+    ("returned", lambda r: r.returned, "{:.0%}", True),
+    ("to return s", lambda r: r.to_return_s, "{:.0f}", False),
+    ("req/s", lambda r: r.rps, "{:.1f}", True),
+    ("p50 ms", lambda r: r.p50_ms, "{:.0f}", True),
+    ("p99 ms", lambda r: r.p99_ms, "{:.0f}", True),
+    ("failures", lambda r: r.failures, "{:d}", True),
 )
 
 
@@ -87,12 +95,13 @@ def table_cells(
 ) -> tuple[list[str], list[list[str]]]:
     """Header and cells; with ``baseline`` naming a row, each figure also as a ratio to it."""
     base_row = next((r for r in rows if r.label == baseline), None)
-    header = ["run", *(name for name, _, _ in COLUMNS), "verdict"]
+    header = ["run", *(name for name, _, _, _ in COLUMNS), "verdict"]
     cells = []
     for row in rows:
         line = [row.label]
-        for _, get, fmt in COLUMNS:
-            base_value = get(base_row) if base_row is not None and row is not base_row else None
+        for _, get, fmt, versus in COLUMNS:
+            compared = versus and base_row is not None and row is not base_row
+            base_value = get(base_row) if compared else None
             line.append(_cell(get(row), fmt, base_value))
         line.append(row.status)
         cells.append(line)

@@ -16,6 +16,9 @@ from scripts.verifier.sampling import MB, Sample
 # Below this, the load did not raise memory enough for a share of it to mean anything (a few
 # MB move with every request); the return criterion is then reported as not applicable.
 MIN_SPIKE_MB = 16.0
+# The project's idle target: memory back within 1.5x of the fresh start. A figure, not a verdict
+# criterion: the verdict is about the limit, the target about how well a profile does.
+IDLE_TARGET_RATIO = 1.5
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,14 @@ class Figures:
     seconds_to_return: float | None
     idle_window_seconds: float
     samples: int
+    # Seconds from the end of the load until memory was at or under IDLE_TARGET_RATIO x start
+    # and stayed there to the end of the idle window; None if it never settled there.
+    seconds_to_target: float | None = None
+
+    @property
+    def idle_ratio(self) -> float | None:
+        """Idle over start: how far from a fresh process the service came back to."""
+        return self.idle_bytes / self.start_bytes if self.start_bytes else None
 
     @property
     def spike_bytes(self) -> int:
@@ -88,7 +99,8 @@ def compute(
     last ``idle_tail_seconds`` of the idle window), returned share and time to return.
 
     Time to return: seconds from the end of the load to the first sample at or below the level
-    that passes ``min_returned``.
+    that passes ``min_returned``. Time to target: seconds from the end of the load to the sample
+    after which every one is at or under ``IDLE_TARGET_RATIO`` x start.
     """
     ph.validate(phases)
     baseline = ph.find(phases, ph.BASELINE)
@@ -120,6 +132,7 @@ def compute(
                 to_return = round(t - load_end, 3)
                 break
     return Figures(
+        seconds_to_target=_settled(after_start, load_end, IDLE_TARGET_RATIO * start),
         metric=metric,
         start_bytes=start,
         peak_bytes=int(peak),
@@ -130,6 +143,19 @@ def compute(
         idle_window_seconds=round(idle.seconds, 3),
         samples=len(ordered),
     )
+
+
+def _settled(series: Sequence[tuple[float, int]], load_end: float, level: float) -> float | None:
+    """Seconds after ``load_end`` from which the series stays at or under ``level``."""
+    since: float | None = None
+    for t, value in series:
+        if t < load_end:
+            continue
+        if value > level:
+            since = None
+        elif since is None:
+            since = t
+    return None if since is None else round(max(since - load_end, 0.0), 3)
 
 
 def judge(figures: Figures, criteria: Criteria, failure_share: float | None = None) -> Verdict:

@@ -13,6 +13,8 @@ def row(label: str, idle_mb: float, status: str = "PASS", reasons: tuple[str, ..
         idle_mb=idle_mb,
         returned=(400 - idle_mb) / 350,
         to_return_s=12.0,
+        idle_ratio=idle_mb / 50.0,
+        to_target_s=None if idle_mb > 75.0 else 8.0,
         rps=20.0,
         p50_ms=100.0,
         p99_ms=900.0,
@@ -40,9 +42,21 @@ def test_each_figure_is_also_a_ratio_to_the_baseline_row() -> None:
     assert "(-)" in jemalloc_line  # 0 failures against 0: no ratio
 
 
+def test_a_runs_own_ratio_and_time_to_target_get_no_baseline_ratio() -> None:
+    text = render_markdown([row("baseline", 400.0, "FAIL"), row("jemalloc", 60.0)], "baseline")
+    header, _, baseline_line, jemalloc_line = text.splitlines()
+    names = [cell.strip() for cell in header.strip("|").split("|")]
+    cells = [cell.strip() for cell in jemalloc_line.strip("|").split("|")]
+    base = [cell.strip() for cell in baseline_line.strip("|").split("|")]
+    assert cells[names.index("idle/start")] == "1.20"
+    assert cells[names.index("to 1.5x s")] == "8"
+    assert base[names.index("idle/start")] == "8.00"
+    assert base[names.index("to 1.5x s")] == "n/a"  # never settled under 1.5x its start
+
+
 def test_a_run_not_made_shows_as_such() -> None:
     text = render_markdown([Row.not_made("jemalloc", "libjemalloc.so.2 missing")])
-    assert "NOT MADE" in text and text.count("n/a") == 9
+    assert "NOT MADE" in text and text.count("n/a") == 11
 
 
 def test_summary_markdown_lists_context_table_and_reasons() -> None:

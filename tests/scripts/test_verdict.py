@@ -108,6 +108,21 @@ def test_time_to_return_counts_from_the_end_of_the_load() -> None:
     assert figures.peak_t in {float(t) for t in range(5, 11)}
 
 
+def test_time_to_target_counts_until_memory_stays_within_it() -> None:
+    # Start 50 MB, so the target is 75 MB: first under it at t=13, back over at t=14, then under
+    # for good from t=15, 5 s after the load ended at t=10.
+    idle = [300, 200, 120, 70, 90, 74, 70, 70, 70, 70, 70]
+    figures = compute(made_up([*BASE, *LOAD, *idle]), PHASES, "pss", idle_tail_seconds=5)
+    assert figures.seconds_to_target == 5.0
+    assert figures.idle_ratio == pytest.approx(70 / 50)
+
+
+def test_memory_that_never_settles_within_the_target_has_no_time_to_target() -> None:
+    idle = [300, 200, 120, 70, 70, 70, 70, 70, 70, 70, 80]
+    figures = compute(made_up([*BASE, *LOAD, *idle]), PHASES, "pss", idle_tail_seconds=5)
+    assert figures.seconds_to_target is None
+
+
 def test_a_spike_too_small_to_judge_passes_with_a_note() -> None:
     flat = [50.0] * 21
     figures = compute(made_up(flat[:5] + [60.0] + flat[6:]), PHASES, "pss", idle_tail_seconds=5)
