@@ -52,12 +52,14 @@ class Settings(BaseSettings):
     database_path: str = "data/service.db"
     cache_ttl_seconds: float = Field(300.0, gt=0)
     cache_max_entries: int = Field(256, ge=1)
-    cache_max_mb: float = Field(64.0, gt=0)
+    cache_max_mb: float = Field(64.0, gt=0)  # for the whole service: workers split it
     max_bulk_records: int = Field(20000, ge=1, le=1_000_000)
     max_body_mb: float = Field(8.0, gt=0, le=1024)
     threadpool_size: int = Field(40, ge=1, le=1000)
+    bulk_concurrency: int = Field(2, ge=1, le=1000)  # for the whole service: workers split it
     shutdown_grace_seconds: int = Field(10, ge=0, le=600)  # uvicorn takes whole seconds
     limit_max_requests: int | None = Field(None, ge=1)
+    limit_max_requests_jitter: int = Field(0, ge=0)
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -98,12 +100,31 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _jitter_needs_a_limit(self) -> Settings:
+        if self.limit_max_requests_jitter and self.limit_max_requests is None:
+            raise ValueError(
+                f"LIMIT_MAX_REQUESTS_JITTER={self.limit_max_requests_jitter} needs "
+                "LIMIT_MAX_REQUESTS: there is no restart to spread"
+            )
+        return self
+
     @cached_property
     def _cgroup_limit_mb(self) -> float | None:
         reading = read_cgroup_memory()
         if reading is None or reading.limit_bytes is None:
             return None
         return reading.limit_bytes / MB
+
+    @property
+    def worker_cache_max_mb(self) -> float:
+        """Each worker's share of CACHE_MAX_MB: N workers must not hold N full caches."""
+        return self.cache_max_mb / self.web_concurrency
+
+    @property
+    def worker_bulk_concurrency(self) -> int:
+        """Each worker's share of BULK_CONCURRENCY, at least one."""
+        return max(1, self.bulk_concurrency // self.web_concurrency)
 
     @property
     def limit_mb(self) -> float:

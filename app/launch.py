@@ -104,6 +104,8 @@ def uvicorn_argv(settings: Settings) -> list[str]:
         argv.append("--no-access-log")
     if settings.limit_max_requests:
         argv += ["--limit-max-requests", str(settings.limit_max_requests)]
+        if settings.limit_max_requests_jitter:
+            argv += ["--limit-max-requests-jitter", str(settings.limit_max_requests_jitter)]
     return argv
 
 

@@ -9,6 +9,7 @@ import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 
+import anyio
 import anyio.to_thread
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, GCCollector, ProcessCollector
@@ -74,7 +75,9 @@ def build_app(settings: Settings) -> FastAPI:
     memory = memory_manager(settings)
     check_profile(settings, memory)
     cache = BulkCache(
-        settings.cache_ttl_seconds, settings.cache_max_entries, int(settings.cache_max_mb * MB)
+        settings.cache_ttl_seconds,
+        settings.cache_max_entries,
+        int(settings.worker_cache_max_mb * MB),
     )
     memory.add_cleanup_hook(cache.purge_expired)
     registry = CollectorRegistry()
@@ -88,10 +91,14 @@ def build_app(settings: Settings) -> FastAPI:
         products = await asyncio.to_thread(database.initialize, settings.database_path)
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.threadpool_size
         log.info(
-            "[app] database %s ready (%d products); threadpool %d",
+            "[app] database %s ready (%d products); threadpool %d; this worker's share of %d: "
+            "cache %.1fMB, %d bulk submission(s) at once",
             settings.database_path,
             products,
             settings.threadpool_size,
+            settings.web_concurrency,
+            settings.worker_cache_max_mb,
+            settings.worker_bulk_concurrency,
         )
         # Startup objects (modules, routes, validators: ~70k tracked objects) live for the whole
         # process; frozen, a release's gc.collect() skips them instead of holding the GIL for
@@ -114,6 +121,7 @@ def build_app(settings: Settings) -> FastAPI:
     app.state.registry = registry
     app.state.profile = settings.memory_profile
     app.state.bulk = BulkService(settings.database_path, cache, settings.max_bulk_records)
+    app.state.bulk_limiter = anyio.CapacityLimiter(settings.worker_bulk_concurrency)
     app.state.max_body_bytes = int(settings.max_body_mb * MB)
     secret = settings.admin_token
     app.state.admin_token = secret.get_secret_value().encode() if secret else None

@@ -46,6 +46,9 @@ BAD_VALUES = [
     ("SHUTDOWN_GRACE_SECONDS", "-1"),
     ("LIMIT_MAX_REQUESTS", "0"),
     ("LIMIT_MAX_REQUESTS", "many"),
+    ("LIMIT_MAX_REQUESTS_JITTER", "-1"),
+    ("BULK_CONCURRENCY", "0"),
+    ("BULK_CONCURRENCY", "2.5"),
 ]
 
 
@@ -182,6 +185,27 @@ def test_defaults_are_the_documented_ones(cgroup_limit: list[int | None]) -> Non
     assert settings.limit_max_requests is None
 
 
+def test_jitter_without_a_request_limit_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LIMIT_MAX_REQUESTS_JITTER", "100")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    line = only_line(info.value)
+    assert line.startswith("configuration error: LIMIT_MAX_REQUESTS_JITTER=100 ")
+    assert "LIMIT_MAX_REQUESTS:" in line
+
+
+@pytest.mark.parametrize(
+    ("workers", "cache_mb", "bulk"), [(1, 64.0, 2), (2, 32.0, 1), (3, 64 / 3, 1)]
+)
+def test_workers_split_the_service_wide_budgets(
+    monkeypatch: pytest.MonkeyPatch, workers: int, cache_mb: float, bulk: int
+) -> None:
+    monkeypatch.setenv("WEB_CONCURRENCY", str(workers))
+    settings = load_settings()
+    assert settings.worker_cache_max_mb == pytest.approx(cache_mb)
+    assert settings.worker_bulk_concurrency == bulk
+
+
 def test_good_values_are_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
     values = {
         "HOST": "127.0.0.1",
@@ -198,6 +222,8 @@ def test_good_values_are_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
         "CACHE_MAX_ENTRIES": "7",
         "MAX_BULK_RECORDS": "10",
         "LIMIT_MAX_REQUESTS": "5000",
+        "LIMIT_MAX_REQUESTS_JITTER": "500",
+        "BULK_CONCURRENCY": "6",
     }
     for name, value in values.items():
         monkeypatch.setenv(name, value)
@@ -213,6 +239,8 @@ def test_good_values_are_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.database_path == "/var/lib/service/x.db"
     assert (settings.cache_max_entries, settings.max_bulk_records) == (7, 10)
     assert settings.limit_max_requests == 5000
+    assert settings.limit_max_requests_jitter == 500
+    assert (settings.bulk_concurrency, settings.worker_bulk_concurrency) == (6, 2)
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import threading
+import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from fastapi.testclient import TestClient
@@ -212,3 +215,33 @@ def test_422_does_not_echo_a_large_body(serve: Callable[..., TestClient]) -> Non
     )
     assert response.status_code == 422
     assert len(response.content) < 64 * 1024
+
+
+@pytest.mark.parametrize(("workers", "allowed"), [(1, 2), (2, 1)])
+def test_bulk_submissions_run_at_most_the_workers_share_at_once(
+    serve: Callable[..., TestClient], monkeypatch: pytest.MonkeyPatch, workers: int, allowed: int
+) -> None:
+    client = serve(bulk_concurrency=2, web_concurrency=workers)
+    service = client.app.state.bulk  # type: ignore[attr-defined]
+    lock = threading.Lock()
+    running = [0]
+    most = [0]
+    submit = service.submit
+
+    def slow_submit(body: bytes, path: str) -> object:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.05)  # long enough for the other requests to arrive while it runs
+        try:
+            return submit(body, path)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(service, "submit", slow_submit)
+    body = {"records": [record()]}
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda i: client.post(PATHS[i % 2], json=body), range(8)))
+    assert [a.status_code for a in answers] == [201] * 8
+    assert most[0] == allowed
