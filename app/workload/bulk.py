@@ -1,11 +1,14 @@
 """The bulk submission: validate, enrich from SQLite, aggregate, keep the result.
 
 It builds what real services build (a model per record, a dict per enriched line, one large JSON
-document) because that is what fragments a heap; the service's memory story depends on it.
+document) because that is what fragments a heap; the service's memory story depends on it. The
+lines are encoded one at a time, as a service that cares about its peak would: the models and
+the document are what one submission holds at once.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import time
@@ -52,13 +55,9 @@ class BulkService:
         records = self.parse(body)
         with database.connect(self.db_path) as conn:
             products = database.products_by_sku(conn, (r.sku for r in records))
-            lines = [_enrich(record, products.get(record.sku)) for record in records]
-            summary = _summarize(uuid.uuid4().hex, lines)
+            submission_id = uuid.uuid4().hex
             created_at = time.time()
-            document = json.dumps(
-                {**summary.model_dump(), "created_at": created_at, "path": path, "lines": lines},
-                separators=(",", ":"),
-            ).encode()
+            summary, document = _document(submission_id, created_at, path, records, products)
             if not self.cache.put(summary.id, document):
                 log.warning(
                     "[bulk] result %s of %.1fMB is over CACHE_MAX_MB; not kept for GET",
@@ -102,15 +101,42 @@ def _enrich(record: Record, product: database.Product | None) -> dict[str, Any]:
     }
 
 
-def _summarize(submission_id: str, lines: list[dict[str, Any]]) -> BulkSummary:
+def _document(
+    submission_id: str,
+    created_at: float,
+    path: str,
+    records: list[Record],
+    products: dict[str, database.Product],
+) -> tuple[BulkSummary, bytes]:
+    """The summary and the stored JSON document, written one line at a time.
+
+    Each enriched line is encoded as soon as it is made and only the summary's totals are kept:
+    a list of 20,000 line dicts (and the encoder's chunks for all of them) would be about 40 MB
+    held at once per submission, all of it short-lived and all of it in the peak.
+    """
     totals: dict[str, dict[str, float]] = defaultdict(
         lambda: {"records": 0, "quantity": 0, "gross": 0.0}
     )
-    for line in lines:
+    lines = io.BytesIO()
+    encode = json.JSONEncoder(separators=(",", ":")).encode
+    for i, record in enumerate(records):
+        line = _enrich(record, products.get(record.sku))
         bucket = totals[line["category"]]
         bucket["records"] += 1
         bucket["quantity"] += line["quantity"]
         bucket["gross"] += line["gross"]
+        lines.write(b"," if i else b"[")
+        lines.write(encode(line).encode())
+    lines.write(b"]")
+    summary = _summarize(submission_id, len(records), totals)
+    head = encode({**summary.model_dump(), "created_at": created_at, "path": path})
+    document = b"".join((head[:-1].encode(), b',"lines":', lines.getbuffer(), b"}"))
+    return summary, document
+
+
+def _summarize(
+    submission_id: str, records: int, totals: dict[str, dict[str, float]]
+) -> BulkSummary:
     by_category = {
         name: {
             "records": int(t["records"]),
@@ -121,7 +147,7 @@ def _summarize(submission_id: str, lines: list[dict[str, Any]]) -> BulkSummary:
     }
     return BulkSummary(
         id=submission_id,
-        records=len(lines),
+        records=records,
         total_amount=round(sum(t["gross"] for t in by_category.values()), 2),
         unknown_skus=int(totals["unknown"]["records"]) if "unknown" in totals else 0,
         by_category=by_category,
