@@ -267,18 +267,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_PASS if result.passed else EXIT_FAIL
         if args.compare:
 
-            def one(name: str) -> RunResult:
+            def one(run: compare.Run) -> RunResult:
                 result = run_local(
-                    name,
-                    settings_for(args, name, out / name),
+                    run.profile,
+                    settings_for(args, run.label, out / run.label),
                     args.limit_mode,
-                    args.web_concurrency,
-                    overrides=overrides_of(args),
+                    run.web_concurrency or args.web_concurrency,
+                    overrides={**run.overrides, **overrides_of(args)},
                 )
-                write_run(result, out / name, not args.no_plot)
+                write_run(result, out / run.label, not args.no_plot)
                 return result
 
-            outcomes = compare.run_all(profiles, one)
+            outcomes = compare.run_all(compare.plan(profiles), one)
             finish(
                 compare.all_rows(outcomes),
                 out,

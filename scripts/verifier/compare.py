@@ -2,12 +2,14 @@
 
 `baseline` (glibc as shipped, no cleanup) is the plain service the others are measured against;
 its own verdict is shown but does not decide the exit code: it is expected to keep its spike.
+After the profiles come the variants: a profile run with other server settings, for what is not
+an allocator profile but belongs in the same table (worker recycling, as peers do it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from app.profiles import ProfileSet
 from scripts.verifier.errors import RunNotMade
@@ -15,6 +17,32 @@ from scripts.verifier.report import Row, rows_for
 from scripts.verifier.run import RunResult
 
 BASELINE = "baseline"
+
+
+@dataclass(frozen=True)
+class Run:
+    """One row of the comparison: a profile, and for a variant the workers and settings."""
+
+    label: str
+    profile: str
+    web_concurrency: int | None = None  # None: what the command line asked for
+    overrides: Mapping[str, str] = field(default_factory=dict)
+    deploy: bool = True
+
+
+# Worker recycling instead of releasing: glibc as shipped without the cleanup loop, two workers
+# (uvicorn replaces an exited worker only when it runs several), each restarted after 150-250
+# requests, so that each restarts several times during the standard spike (about 1,700
+# requests) and at least once during the short one (about 500).
+VARIANTS: tuple[Run, ...] = (
+    Run(
+        "baseline-recycle",
+        "baseline",
+        web_concurrency=2,
+        overrides={"LIMIT_MAX_REQUESTS": "150", "LIMIT_MAX_REQUESTS_JITTER": "100"},
+        deploy=False,
+    ),
+)
 
 
 @dataclass
@@ -30,22 +58,26 @@ class Outcome:
         return rows_for(self.result)
 
 
-def run_all(
-    profiles: ProfileSet,
-    run_profile: Callable[[str], RunResult],
-    names: Sequence[str] | None = None,
-) -> list[Outcome]:
-    """Run each profile (baseline first, so ratios exist early); one that cannot run is recorded
-    with its reason and the rest still run."""
+def plan(
+    profiles: ProfileSet, names: Sequence[str] | None = None, variants: Sequence[Run] = VARIANTS
+) -> list[Run]:
+    """Baseline first (so ratios exist early), the other profiles, then the variants."""
     ordered = list(names or profiles.names)
     if BASELINE in ordered:
         ordered.remove(BASELINE)
         ordered.insert(0, BASELINE)
+    runs = [Run(name, name, deploy=profiles.get(name).deploy) for name in ordered]
+    return runs + [v for v in variants if v.profile in profiles.names]
+
+
+def run_all(runs: Sequence[Run], run_one: Callable[[Run], RunResult]) -> list[Outcome]:
+    """Run each in turn; one that cannot run is recorded with its reason and the rest still
+    run."""
     outcomes = []
-    for name in ordered:
-        outcome = Outcome(name, profiles.get(name).deploy)
+    for run in runs:
+        outcome = Outcome(run.label, run.deploy)
         try:
-            outcome.result = run_profile(name)
+            outcome.result = run_one(run)
         except RunNotMade as exc:
             outcome.not_made = str(exc)
         outcomes.append(outcome)

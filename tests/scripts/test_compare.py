@@ -38,11 +38,11 @@ PROFILES = ProfileSet(
 def test_baseline_runs_first_and_a_failing_baseline_does_not_fail_the_comparison() -> None:
     ran: list[str] = []
 
-    def run(name: str) -> RunResult:
-        ran.append(name)
-        return replay("stays_high" if name == "baseline" else "passes", name)
+    def run(spec: compare.Run) -> RunResult:
+        ran.append(spec.label)
+        return replay("stays_high" if spec.label == "baseline" else "passes", spec.label)
 
-    outcomes = compare.run_all(PROFILES, run)
+    outcomes = compare.run_all(compare.plan(PROFILES, variants=()), run)
     assert ran == ["baseline", "glibc", "jemalloc"]
     assert not outcomes[0].result.passed  # type: ignore[union-attr]
     assert compare.exit_code(outcomes) == 0
@@ -52,19 +52,38 @@ def test_baseline_runs_first_and_a_failing_baseline_does_not_fail_the_comparison
 
 def test_a_failing_deployable_profile_fails_the_comparison() -> None:
     outcomes = compare.run_all(
-        PROFILES, lambda name: replay("stays_high" if name == "glibc" else "passes", name)
+        compare.plan(PROFILES, variants=()),
+        lambda spec: replay("stays_high" if spec.label == "glibc" else "passes", spec.label),
     )
     assert compare.exit_code(outcomes) == 1
 
 
 def test_a_profile_that_cannot_run_is_recorded_and_the_rest_still_run() -> None:
-    def run(name: str) -> RunResult:
-        if name == "jemalloc":
+    def run(spec: compare.Run) -> RunResult:
+        if spec.label == "jemalloc":
             raise RunNotMade("libjemalloc.so.2 is not installed")
-        return replay("passes", name)
+        return replay("passes", spec.label)
 
-    outcomes = compare.run_all(PROFILES, run)
+    outcomes = compare.run_all(compare.plan(PROFILES, variants=()), run)
     assert [o.profile for o in outcomes if o.result is not None] == ["baseline", "glibc"]
     assert compare.exit_code(outcomes) == 2
     not_made = compare.all_rows(outcomes)[-1]
     assert not_made.status == "NOT MADE" and "libjemalloc" in not_made.reasons[0]
+
+
+def test_variants_follow_the_profiles_and_a_failing_one_does_not_fail_the_comparison() -> None:
+    runs = compare.plan(PROFILES)
+    assert [r.label for r in runs] == ["baseline", "glibc", "jemalloc", "baseline-recycle"]
+    (recycle,) = runs[3:]
+    assert (recycle.profile, recycle.web_concurrency) == ("baseline", 2)
+    assert int(recycle.overrides["LIMIT_MAX_REQUESTS"]) > 0
+    outcomes = compare.run_all(
+        runs,
+        lambda spec: replay("passes" if spec.deploy else "stays_high", spec.label),
+    )
+    assert compare.exit_code(outcomes) == 0
+
+
+def test_a_variant_of_a_profile_that_is_not_defined_is_left_out() -> None:
+    only = ProfileSet(default="glibc", profiles={"glibc": Profile("glibc", "", "glibc")})
+    assert [r.label for r in compare.plan(only)] == ["glibc"]
