@@ -20,7 +20,7 @@ from typing import Any
 
 # The allocator profile every replica runs (MEMORY_PROFILE). One of: glibc, glibc-tuned,
 # jemalloc, jemalloc-nopymalloc (see profiles/profiles.toml; `baseline` is not deployable).
-PROFILE = "jemalloc"
+PROFILE = "jemalloc-nopymalloc"
 
 SERVICE = "web"
 PROJECT = "lean-memory-service"  # the CLI diffs resources only; the name is informational

@@ -14,7 +14,7 @@ from uvicorn.main import main as uvicorn_cli
 
 from app import launch
 from app.config import ConfigError, load_settings
-from app.profiles import ProfileError
+from app.profiles import ProfileError, load_profiles
 from tests.app.conftest import REPO, linker_cache, service_free_environ
 
 
@@ -73,8 +73,9 @@ def test_ld_library_path_is_searched(monkeypatch: pytest.MonkeyPatch, tmp_path: 
 
 def test_default_profile_when_its_library_is_there(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(launch, "library_available", lambda soname: True)
-    assert launch.choose_profile({}).name == "jemalloc"
-    assert launch.choose_profile({"MEMORY_PROFILE": ""}).name == "jemalloc"
+    default = load_profiles().default
+    assert launch.choose_profile({}).name == default
+    assert launch.choose_profile({"MEMORY_PROFILE": ""}).name == default
 
 
 def test_default_profile_falls_back_to_glibc_loudly(
@@ -87,7 +88,8 @@ def test_default_profile_falls_back_to_glibc_loudly(
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
     message = warnings[0].getMessage()
-    assert "'jemalloc'" in message and "libjemalloc.so.2" in message and "'glibc'" in message
+    assert f"'{load_profiles().default}'" in message
+    assert "libjemalloc.so.2" in message and "'glibc'" in message
 
 
 @pytest.mark.parametrize("name", ["jemalloc", "jemalloc-nopymalloc"])
@@ -137,13 +139,20 @@ def test_uvicorn_argv_is_accepted_by_uvicorn() -> None:
     assert params["server_header"] is False
     assert params["access_log"] is True
     assert params["limit_max_requests"] is None
+    assert params["limit_max_requests_jitter"] == 0
 
 
 def test_uvicorn_argv_passes_access_log_and_request_limit() -> None:
-    settings = load_settings(access_log=False, limit_max_requests=5000, shutdown_grace_seconds=3)
+    settings = load_settings(
+        access_log=False,
+        limit_max_requests=5000,
+        limit_max_requests_jitter=500,
+        shutdown_grace_seconds=3,
+    )
     params = parse_uvicorn(launch.uvicorn_argv(settings))
     assert params["access_log"] is False
     assert params["limit_max_requests"] == 5000
+    assert params["limit_max_requests_jitter"] == 500
     assert params["timeout_graceful_shutdown"] == 3
 
 
