@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: run test test-fast test-container image load verify bench lint lock clean
+.PHONY: run test test-fast test-container image load verify bench audit lint lock clean
 
 $(VENV)/.runtime: requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,10 @@ test-container: $(VENV)/.dev
 ## image: build lean-memory-service:test (starts a private dockerd as root when none runs)
 image: $(VENV)/.dev
 	$(BIN)/python -m scripts.docker_engine build
+
+## audit: known vulnerabilities in the pinned dependencies, from the index's JSON API (exit 0/1/2)
+audit:
+	$(PYTHON) -m scripts.audit
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check app scripts loadtest tests .railway
