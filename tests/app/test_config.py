@@ -85,6 +85,18 @@ def test_bad_value_stops_with_one_line_naming_variable_and_value(
     assert len(line) > len(f"configuration error: {name}={value!r}: ")  # says why
 
 
+# Settings without a bad value above: any string is a value for these two (a host that cannot be
+# bound or a path that cannot be created fails when used), and two have tests of their own below.
+FREE_FORM = {"HOST", "DATABASE_PATH"}
+TESTED_BELOW = {"ADMIN_TOKEN", "MEMORY_PROFILE"}
+
+
+def test_every_setting_is_tried_with_a_bad_value() -> None:
+    tried = {name for name, _ in BAD_VALUES} | FREE_FORM | TESTED_BELOW
+    untried = {name.upper() for name in config.Settings.model_fields} - tried
+    assert not untried, f"add bad values for {sorted(untried)} to BAD_VALUES"
+
+
 def test_each_bad_variable_gets_its_own_line(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PORT", "abc")
     monkeypatch.setenv("MEMORY_CLEANUP_INTERVAL", "-5")
