@@ -59,6 +59,15 @@ def only_line(exc: ConfigError) -> str:
     return line
 
 
+def refusal(monkeypatch: pytest.MonkeyPatch, **environ: str) -> str:
+    """The one line startup stops with under these variables."""
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    return only_line(info.value)
+
+
 @pytest.fixture
 def cgroup_limit(monkeypatch: pytest.MonkeyPatch) -> list[int | None]:
     """The cgroup limit Settings sees; append a value (bytes or None) to set it."""
@@ -77,10 +86,7 @@ def cgroup_limit(monkeypatch: pytest.MonkeyPatch) -> list[int | None]:
 def test_bad_value_stops_with_one_line_naming_variable_and_value(
     monkeypatch: pytest.MonkeyPatch, name: str, value: str
 ) -> None:
-    monkeypatch.setenv(name, value)
-    with pytest.raises(ConfigError) as info:
-        load_settings()
-    line = only_line(info.value)
+    line = refusal(monkeypatch, **{name: value})
     assert line.startswith(f"configuration error: {name}={value!r}: ")
     assert len(line) > len(f"configuration error: {name}={value!r}: ")  # says why
 
@@ -133,10 +139,7 @@ def test_good_admin_token_is_kept_secret(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 def test_unknown_memory_profile_lists_the_allowed_names(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MEMORY_PROFILE", "tcmalloc")
-    with pytest.raises(ConfigError) as info:
-        load_settings()
-    line = only_line(info.value)
+    line = refusal(monkeypatch, MEMORY_PROFILE="tcmalloc")
     assert line.startswith("configuration error: MEMORY_PROFILE='tcmalloc': ")
     names = load_profiles().names
     assert len(names) >= 2
@@ -150,11 +153,7 @@ def test_known_memory_profile_is_accepted(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_threshold_at_the_limit_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MEMORY_LIMIT_MB", "100")
-    monkeypatch.setenv("MEMORY_CLEANUP_THRESHOLD_MB", "100")
-    with pytest.raises(ConfigError) as info:
-        load_settings()
-    line = only_line(info.value)
+    line = refusal(monkeypatch, MEMORY_LIMIT_MB="100", MEMORY_CLEANUP_THRESHOLD_MB="100")
     assert line.startswith("configuration error: MEMORY_CLEANUP_THRESHOLD_MB=100 ")
     assert "100 MB" in line
     assert "MEMORY_LIMIT_MB" in line
@@ -164,9 +163,7 @@ def test_threshold_over_a_cgroup_limit_names_the_cgroup(
     monkeypatch: pytest.MonkeyPatch, cgroup_limit: list[int | None]
 ) -> None:
     cgroup_limit.append(64 * MB)
-    with pytest.raises(ConfigError) as info:
-        load_settings()  # default threshold 100 MB over a 64 MB container
-    line = only_line(info.value)
+    line = refusal(monkeypatch)  # default threshold 100 MB over a 64 MB container
     assert "MEMORY_CLEANUP_THRESHOLD_MB=100" in line
     assert "64 MB" in line
     assert "cgroup" in line
@@ -198,10 +195,7 @@ def test_defaults_are_the_documented_ones(cgroup_limit: list[int | None]) -> Non
 
 
 def test_jitter_without_a_request_limit_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("LIMIT_MAX_REQUESTS_JITTER", "100")
-    with pytest.raises(ConfigError) as info:
-        load_settings()
-    line = only_line(info.value)
+    line = refusal(monkeypatch, LIMIT_MAX_REQUESTS_JITTER="100")
     assert line.startswith("configuration error: LIMIT_MAX_REQUESTS_JITTER=100 ")
     assert "LIMIT_MAX_REQUESTS:" in line
 
