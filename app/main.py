@@ -79,7 +79,7 @@ def build_app(settings: Settings) -> FastAPI:
         settings.cache_max_entries,
         int(settings.worker_cache_max_mb * MB),
     )
-    memory.add_cleanup_hook(cache.purge_expired)
+    memory.add_cleanup_hook(cache.purge_expired, expires_at=cache.all_expired_at)
     registry = CollectorRegistry()
     registry.register(memory.collector)
     registry.register(CacheCollector(cache))

@@ -1,10 +1,13 @@
 """The background cleanup loop: release memory on a clock, when traffic stops, and when the
 request path reports RSS over the threshold.
 
-Three triggers, one loop, so releases stay serial and their rate bounded:
+Four triggers, one loop, so releases stay serial and their rate bounded:
 - interval: every ``interval_seconds`` (the seed guide's loop);
 - idle: ``idle_release_seconds`` after the last request of a burst, so a spike is returned in
   seconds rather than up to a whole interval later;
+- expiry: when everything a hook holds has expired (a cache's newest entry is past its TTL), so
+  data kept only for a while is dropped and returned then, not up to an interval later; it
+  cannot fire while traffic keeps adding entries, and fires once per such moment;
 - threshold: the request path saw RSS over the threshold; honoured at most once per interval,
   because releasing under load frees little and contends with the requests.
 A run releases only when RSS is over the threshold and has grown by ``release_min_bytes`` since
@@ -27,6 +30,8 @@ from app.memory.release import Releaser, ReleaseResult
 log = logging.getLogger(__name__)
 
 CleanupHook = Callable[[], int]  # e.g. drop expired cache entries; returns how many
+# When everything a hook's data holds has expired, on time.monotonic; None while it holds nothing.
+ExpirySource = Callable[[], float | None]
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,8 @@ class CleanupLoop:
         self.releaser = releaser
         self.activity = activity
         self.hooks = list(hooks)
+        self.expiry_sources: list[ExpirySource] = []
+        self._expiry_handled = float("-inf")  # a moment already run for is not run for again
         self._read_rss = read_rss
         self._clock = clock
         self._task: asyncio.Task[None] | None = None
@@ -128,7 +135,13 @@ class CleanupLoop:
                 return "interval"
             if self._idle_due():
                 return "idle"
-            deadline = next_interval
+            expiry = self._all_expired_at()
+            if expiry is not None and expiry <= self._expiry_handled:
+                expiry = None  # its data outlived the purge (a hook that keeps it): not a loop
+            if expiry is not None and expiry <= now:
+                self._expiry_handled = expiry
+                return "expiry"
+            deadline = next_interval if expiry is None else min(next_interval, expiry)
             idle = self.config.idle_release_seconds
             if idle:
                 # Requests do not wake the loop, so while the idle trigger is on it looks at
@@ -152,6 +165,21 @@ class CleanupLoop:
                 self._wake.clear()
                 if self._clock() - self._last_run >= self.config.interval_seconds:
                     return "threshold"
+
+    def _all_expired_at(self) -> float | None:
+        """The earliest moment at which some hook's data has all expired; a source that fails is
+        counted and left out, and the interval still purges what it holds."""
+        moments = []
+        for source in self.expiry_sources:
+            try:
+                moment = source()
+            except Exception:
+                self.failures += 1
+                log.exception("[memory-cleanup] Expiry source failed; the interval still purges")
+                continue
+            if moment is not None:
+                moments.append(moment)
+        return min(moments, default=None)
 
     def _idle_due(self) -> bool:
         idle = self.config.idle_release_seconds

@@ -12,7 +12,7 @@ from starlette.types import ASGIApp
 
 from app.memory.allocator import Allocator, detect_allocator
 from app.memory.cgroup import read_cgroup_memory
-from app.memory.cleanup import CleanupConfig, CleanupHook, CleanupLoop
+from app.memory.cleanup import CleanupConfig, CleanupHook, CleanupLoop, ExpirySource
 from app.memory.guard import Activity, MemoryGuard, MemoryMiddleware
 from app.memory.measure import MB, fmt_mb, process_memory, rss_bytes
 from app.memory.metrics import MemoryCollector
@@ -45,8 +45,12 @@ class MemoryManager:
         )
         self.collector = MemoryCollector(self)
 
-    def add_cleanup_hook(self, hook: CleanupHook) -> None:
+    def add_cleanup_hook(self, hook: CleanupHook, expires_at: ExpirySource | None = None) -> None:
+        """``hook`` runs before every release; ``expires_at`` (when all the hook's data will have
+        expired) also wakes the loop then, so the memory comes back at the end of its TTL."""
         self.loop.hooks.append(hook)
+        if expires_at is not None:
+            self.loop.expiry_sources.append(expires_at)
 
     def middleware(self, app: ASGIApp) -> ASGIApp:
         return MemoryMiddleware(app, self.activity, self.guard)

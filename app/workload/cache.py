@@ -76,6 +76,15 @@ class BulkCache:
             self.expirations += len(expired)
         return len(expired)
 
+    def all_expired_at(self) -> float | None:
+        """When every entry now held will have expired, on this cache's clock; None if empty.
+        The TTL is the same for all and put() appends, so the newest entry is the last."""
+        with self._lock:
+            if not self._items:
+                return None
+            expires, _ = next(reversed(self._items.values()))
+            return expires
+
     def stats(self) -> CacheStats:
         with self._lock:
             return CacheStats(len(self._items), self._bytes, self.evictions, self.expirations)

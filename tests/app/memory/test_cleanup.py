@@ -1,4 +1,4 @@
-"""The cleanup loop on a real asyncio loop: its three triggers, skips, hooks, failures, stop."""
+"""The cleanup loop on a real asyncio loop: its four triggers, skips, hooks, failures, stop."""
 
 from __future__ import annotations
 
@@ -152,6 +152,76 @@ def test_idle_release_after_a_burst_nothing_else_woke() -> None:
             await loop.stop()
 
     run(scenario)
+
+
+class ExpiringData:
+    """What a cache looks like to the loop: entries that all expire at one moment."""
+
+    def __init__(self, ttl: float) -> None:
+        self.expires = time.monotonic() + ttl
+        self.held = True
+        self.purges = 0
+
+    def all_expired_at(self) -> float | None:
+        return self.expires if self.held else None
+
+    def purge(self) -> int:
+        self.purges += 1
+        if self.held and time.monotonic() >= self.expires:
+            self.held = False
+            return 7
+        return 0
+
+
+def test_expiry_trigger_purges_and_releases_once_everything_has_expired() -> None:
+    async def scenario() -> None:
+        data = ExpiringData(ttl=0.1)
+        loop = make_loop(config(), hooks=[data.purge])
+        loop.expiry_sources.append(data.all_expired_at)
+        loop.start()
+        await until(lambda: loop.releaser.counts[("expiry", "ok")] == 1, "the expiry release")
+        assert not data.held
+        runs = loop.runs
+        await asyncio.sleep(0.1)  # nothing held any more: nothing is due until the interval
+        await loop.stop()
+        assert loop.runs == runs == 1
+        assert set(loop.releaser.counts) == {("expiry", "ok")}
+
+    run(scenario)
+
+
+def test_expiry_that_a_purge_does_not_clear_is_run_for_once() -> None:
+    async def scenario() -> None:
+        moment = time.monotonic() + 0.05
+        loop = make_loop(config(), hooks=[lambda: 0])
+        loop.expiry_sources.append(lambda: moment)  # a source whose data outlives the purge
+        loop.start()
+        await until(lambda: loop.runs == 1, "the expiry run")
+        await asyncio.sleep(0.1)  # a loop that re-ran for the same moment would spin here
+        await loop.stop()
+        assert loop.runs == 1
+
+    run(scenario)
+
+
+def test_a_failing_expiry_source_is_counted_and_the_interval_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def broken() -> float | None:
+        raise OSError("cannot read")
+
+    async def scenario() -> None:
+        # The idle trigger makes the loop look every 0.05 s while it waits for the interval.
+        loop = make_loop(config(interval_seconds=0.3, idle_release_seconds=0.05))
+        loop.expiry_sources.append(broken)
+        loop.start()
+        await until(lambda: loop.failures >= 2, "the source to fail on two looks")
+        await until(lambda: loop.releaser.counts[("interval", "ok")] >= 1, "an interval run")
+        await loop.stop()
+
+    with caplog.at_level(logging.ERROR, logger=LOGGER):
+        run(scenario)
+    assert "Expiry source failed" in caplog.text
 
 
 def test_threshold_wake_is_honoured_at_most_once_per_interval() -> None:

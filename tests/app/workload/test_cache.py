@@ -81,6 +81,22 @@ def test_purge_expired_counts_what_it_dropped() -> None:
     assert (stats.entries, stats.bytes, stats.expirations) == (1, 3, 2)
 
 
+def test_all_expired_at_is_the_newest_entrys_expiry() -> None:
+    clock = FakeClock()
+    cache = BulkCache(ttl_seconds=60, max_entries=10, max_bytes=1000, clock=clock)
+    assert cache.all_expired_at() is None
+    cache.put("a", b"1")
+    clock.now += 10
+    cache.put("b", b"2")
+    assert cache.all_expired_at() == 1070.0
+    clock.now += 5
+    cache.put("a", b"3")  # written again: now the newest
+    assert cache.all_expired_at() == 1075.0
+    clock.now = 1075.0
+    assert cache.purge_expired() == 2
+    assert cache.all_expired_at() is None
+
+
 def test_threads_keep_the_books_straight() -> None:
     cache = BulkCache(ttl_seconds=3600, max_entries=50, max_bytes=20_000)
     errors: list[BaseException] = []
