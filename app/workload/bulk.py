@@ -111,8 +111,8 @@ def _document(
     """The summary and the stored JSON document, written one line at a time.
 
     Each enriched line is encoded as soon as it is made and only the summary's totals are kept:
-    a list of 20,000 line dicts (and the encoder's chunks for all of them) would be about 40 MB
-    held at once per submission, all of it short-lived and all of it in the peak.
+    a list of all the line dicts, encoded at the end, took a 20,000-record submission's peak to
+    49 MB against 38 MB this way (tracemalloc), all of it short-lived and all of it in the peak.
     """
     totals: dict[str, dict[str, float]] = defaultdict(
         lambda: {"records": 0, "quantity": 0, "gross": 0.0}

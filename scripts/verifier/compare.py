@@ -32,8 +32,8 @@ class Run:
 
 # Worker recycling instead of releasing: glibc as shipped without the cleanup loop, two workers
 # (uvicorn replaces an exited worker only when it runs several), each restarted after 150-250
-# requests, so that each restarts several times during the standard spike (about 1,700
-# requests) and at least once during the short one (about 500).
+# requests, so that each restarts several times during the standard spike (about 4,000
+# requests here, 20 restarts) and at least once during the short one (about 600).
 VARIANTS: tuple[Run, ...] = (
     Run(
         "baseline-recycle",
