@@ -14,11 +14,13 @@ from pathlib import Path
 import pytest
 
 from app.launch import library_available
+from app.profiles import load_profiles
 from scripts.verifier.cgroup_limit import V1_MEMORY_ROOT
 from scripts.verifier.loadrun import locust_available, read_stats
 from scripts.verifier.timeline import read_json
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT = load_profiles().default
 needs_v1_root = pytest.mark.skipif(
     os.geteuid() != 0 or not (V1_MEMORY_ROOT / "memory.limit_in_bytes").exists(),
     reason="needs root and the cgroup v1 memory controller",
@@ -60,15 +62,15 @@ def test_short_run_of_the_default_profile_passes(tmp_path: Path) -> None:
     done = verify(tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "PASS" in done.stdout
-    check_outputs(tmp_path / "jemalloc", tmp_path, "jemalloc")
+    check_outputs(tmp_path / DEFAULT, tmp_path, DEFAULT)
 
 
 @needs_v1_root
 def test_short_run_inside_a_real_500_mb_cgroup_passes(tmp_path: Path) -> None:
     done = verify(tmp_path, "--limit-mode", "cgroup", "--limit-mb", "500")
     assert done.returncode == 0, done.stdout + done.stderr
-    run_dir = tmp_path / "jemalloc"
-    check_outputs(run_dir, tmp_path, "jemalloc")
+    run_dir = tmp_path / DEFAULT
+    check_outputs(run_dir, tmp_path, DEFAULT)
     timeline = read_json(run_dir / "timeline.json")
     assert timeline.meta["service_at_start"]["cgroup_limit_bytes"] == 500 * 1024 * 1024
     assert all(s.cgroup_usage_bytes for s in timeline.samples)
@@ -80,5 +82,5 @@ def test_a_server_oom_killed_in_a_tight_cgroup_fails_with_the_reason(tmp_path: P
     done = verify(tmp_path, "--limit-mode", "cgroup", "--limit-mb", "150", "--no-plot")
     assert done.returncode == 1, done.stdout + done.stderr
     assert "OOM-killed in the 150 MB cgroup" in done.stdout
-    timeline = read_json(tmp_path / "jemalloc" / "timeline.json")
+    timeline = read_json(tmp_path / DEFAULT / "timeline.json")
     assert timeline.meta["cgroup"]["oom_kills"] >= 1
