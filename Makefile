@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: run test test-fast test-container image load verify bench audit lint lock clean
+.PHONY: run test test-fast test-container image load verify bench soak stall audit lint lock clean
 
 $(VENV)/.runtime: requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -36,26 +36,34 @@ load: $(VENV)/.dev
 
 ## verify: start the service, spike it, prove memory comes back (short preset, ~1 min; exit 0/1/2)
 verify: $(VENV)/.dev
-	$(BIN)/python -m scripts.verify --preset short $(VERIFY_ARGS)
+	$(BIN)/python -m scripts.verify run --preset short $(VERIFY_ARGS)
 
 ## bench: every allocator profile under the standard spike, one table (~25 min)
 bench: $(VENV)/.dev
-	$(BIN)/python -m scripts.verify --compare --preset standard $(VERIFY_ARGS)
+	$(BIN)/python -m scripts.verify compare --preset standard $(VERIFY_ARGS)
+
+## soak: repeated spike/idle cycles of the image under docker --memory=500m (~10 min; exit 0/1/2)
+soak: $(VENV)/.dev
+	$(BIN)/python -m scripts.verify soak $(VERIFY_ARGS)
+
+## stall: /healthz latency while releases run, against none (~1 min; exit 0/1/2)
+stall: $(VENV)/.dev
+	$(BIN)/python -m scripts.verify stall $(VERIFY_ARGS)
 
 ## test-container: build the image and run it per profile under a 500 MB limit (Docker, or root)
 test-container: $(VENV)/.dev
 	$(BIN)/python -m pytest tests/container $(PYTEST_ARGS)
 
-## image: build lean-memory-service:test (starts a private dockerd as root when none runs)
+## image: build lean-memory-service:test (lab: starts a private dockerd as root when none runs)
 image: $(VENV)/.dev
-	$(BIN)/python -m scripts.docker_engine build
+	$(BIN)/python -m lab.docker_engine build
 
 ## audit: known vulnerabilities in the pinned dependencies, from the index's JSON API (exit 0/1/2)
 audit:
-	$(PYTHON) -m scripts.audit
+	$(PYTHON) -m lab.audit
 
 lint: $(VENV)/.dev
-	$(BIN)/ruff check app scripts loadtest tests .railway
+	$(BIN)/ruff check app scripts lab loadtest tests .railway
 
 ## lock: re-resolve the lock files (needs network to the package index)
 lock:

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from scripts.verifier.loadrun import locust_available
-from scripts.verifier.sampling import MB
-from scripts.verifier.soak_verdict import SoakCriteria, assess
-from scripts.verifier.timeline import read_json
+from scripts.verify.core.loadrun import locust_available
+from scripts.verify.core.sampling import MB
+from scripts.verify.core.timeline import read_json
+from scripts.verify.soak.verdict import SoakCriteria, assess
 
 if TYPE_CHECKING:
     from tests.container.conftest import Image
@@ -43,7 +43,8 @@ CLEANUP_STARTED = "[memory-cleanup] Background cleanup task running"
 
 
 def run_soak(out: Path, workers: int) -> subprocess.CompletedProcess[str]:
-    argv = [sys.executable, "-m", "scripts.soak", "--preset", "short", "--cycles", str(CYCLES)]
+    argv = [sys.executable, "-m", "scripts.verify", "soak", "--preset", "short"]
+    argv += ["--cycles", str(CYCLES)]
     argv += ["--web-concurrency", str(workers), "--out", str(out)]
     return subprocess.run(
         argv, cwd=REPO_ROOT, capture_output=True, text=True, timeout=SOAK_SECONDS, check=False

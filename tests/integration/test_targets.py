@@ -19,13 +19,13 @@ import pytest
 
 from app.launch import library_available
 from app.profiles import load_profiles
-from scripts.verifier import stall_figures as sf
-from scripts.verifier.loadrun import locust_available
-from scripts.verifier.modes import run_local
-from scripts.verifier.presets import PRESETS
-from scripts.verifier.run import RunResult, RunSettings
-from scripts.verifier.stall_run import StallSettings, run_profile
-from scripts.verifier.verdict import IDLE_TARGET_RATIO, Criteria, Figures
+from scripts.verify.core.loadrun import locust_available
+from scripts.verify.core.modes import run_local
+from scripts.verify.core.presets import PRESETS
+from scripts.verify.core.run import RunResult, RunSettings
+from scripts.verify.core.verdict import IDLE_TARGET_RATIO, Criteria, Figures
+from scripts.verify.stall import figures as sf
+from scripts.verify.stall.run import StallSettings, run_profile
 
 pytestmark = [
     pytest.mark.slow,

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from scripts.verifier.cgroup_limit import V1_MEMORY_ROOT, MemoryCgroup
-from scripts.verifier.errors import RunNotMade
+from scripts.verify.core.cgroup_limit import V1_MEMORY_ROOT, MemoryCgroup
+from scripts.verify.core.errors import RunNotMade
 
 needs_v1_root = pytest.mark.skipif(
     os.geteuid() != 0 or not (V1_MEMORY_ROOT / "memory.limit_in_bytes").exists(),

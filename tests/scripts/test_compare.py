@@ -6,12 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from app.profiles import Profile, ProfileSet
-from scripts.verifier import compare
-from scripts.verifier.errors import RunNotMade
-from scripts.verifier.loadrun import LoadStats
-from scripts.verifier.run import RunResult, judge_timeline
-from scripts.verifier.timeline import read_json
-from scripts.verifier.verdict import Criteria
+from scripts.verify.core import compare
+from scripts.verify.core.errors import RunNotMade
+from scripts.verify.core.loadrun import LoadStats
+from scripts.verify.core.run import RunResult, judge_timeline
+from scripts.verify.core.timeline import read_json
+from scripts.verify.core.verdict import Criteria
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from scripts.verifier.cgroup_limit import V1_MEMORY_ROOT
-from scripts.verifier.container import ContainerService, memory_cgroup_of
+from scripts.verify.core.cgroup_limit import V1_MEMORY_ROOT
+from scripts.verify.core.container import ContainerService, memory_cgroup_of
 
 
 def test_the_container_runs_under_a_hard_limit_on_loopback_only(tmp_path: Path) -> None:

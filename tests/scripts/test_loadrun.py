@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from loadtest.spike import SpikePlan
-from scripts.verifier.errors import RunNotMade
-from scripts.verifier.loadrun import LoadStats, check_delivered, locust_argv, read_stats
+from scripts.verify.core.errors import RunNotMade
+from scripts.verify.core.loadrun import LoadStats, check_delivered, locust_argv, read_stats
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts.verifier.local import LocalServer, clean_environment
+from scripts.verify.core.local import LocalServer, clean_environment
 
 
 def server(tmp_path: Path, **extra: object) -> LocalServer:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from scripts.verifier import phases as ph
-from scripts.verifier.sampling import Sample
+from scripts.verify.core import phases as ph
+from scripts.verify.core.sampling import Sample
 
 
 def test_marks_become_four_phases_end_to_end() -> None:

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from scripts.verifier.errors import RunNotMade
-from scripts.verifier.local import LocalServer, free_port
-from scripts.verifier.remote import RemoteService, sample_from_debug, series_name
+from scripts.verify.core.errors import RunNotMade
+from scripts.verify.core.local import LocalServer, free_port
+from scripts.verify.core.remote import RemoteService, sample_from_debug, series_name
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from scripts.verifier.report import Row, render_markdown, render_text, summary_markdown
+from scripts.verify.core.report import Row, render_markdown, render_text, summary_markdown
 
 
 def row(label: str, idle_mb: float, status: str = "PASS", reasons: tuple[str, ...] = ()) -> Row:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from scripts import stall
-from scripts.verifier import stall_figures as sf
+from scripts.verify import cli
+from scripts.verify.stall import command as stall
+from scripts.verify.stall import figures as sf
 
 
 def latencies(ms: list[float], repeat: int = 1) -> list[float]:
@@ -164,11 +165,11 @@ def test_cli_refuses_arguments_that_cannot_make_a_run(
     argv: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit) as exc:
-        stall.main(argv)
+        cli.main(["stall", *argv])
     assert exc.value.code == 2
     assert "error:" in capsys.readouterr().err
 
 
 def test_an_unknown_profile_is_a_run_not_made(capsys: pytest.CaptureFixture[str]) -> None:
-    assert stall.main(["--profile", "tcmalloc", "--out", "/nonexistent/never-written"]) == 2
+    assert cli.main(["stall", "--profile", "tcmalloc", "--out", "/nonexistent/never-written"]) == 2
     assert "not a profile" in capsys.readouterr().err

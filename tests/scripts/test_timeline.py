@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from scripts.verifier.phases import run_phases
-from scripts.verifier.sampling import Sample
-from scripts.verifier.timeline import (
+from scripts.verify.core.phases import run_phases
+from scripts.verify.core.sampling import Sample
+from scripts.verify.core.timeline import (
     CSV_COLUMNS,
     Timeline,
     TimelineError,

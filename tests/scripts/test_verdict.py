@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from scripts.verifier import phases as ph
-from scripts.verifier.sampling import MB, Sample
-from scripts.verifier.timeline import Timeline, read_json
-from scripts.verifier.verdict import Criteria, NotEnoughSamples, compute, judge
+from scripts.verify.core import phases as ph
+from scripts.verify.core.sampling import MB, Sample
+from scripts.verify.core.timeline import Timeline, read_json
+from scripts.verify.core.verdict import Criteria, NotEnoughSamples, compute, judge
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

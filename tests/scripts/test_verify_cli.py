@@ -6,48 +6,51 @@ from pathlib import Path
 
 import pytest
 
-from scripts.verify import main
+from scripts.verify.cli import main
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def test_a_recorded_passing_run_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--from-timeline", str(FIXTURES / "timeline_passes.json")]) == 0
+    assert main(["run", "--from-timeline", str(FIXTURES / "timeline_passes.json")]) == 0
     assert "PASS" in capsys.readouterr().out
 
 
 def test_a_recorded_run_that_stays_high_exits_1_with_the_numbers(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    assert main(["--from-timeline", str(FIXTURES / "timeline_stays_high.json")]) == 1
+    assert main(["run", "--from-timeline", str(FIXTURES / "timeline_stays_high.json")]) == 1
     out = capsys.readouterr().out
     assert "FAIL" in out and "returned" in out and "MB" in out
 
 
 def test_a_recorded_run_over_the_limit_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
     path = FIXTURES / "timeline_over_limit.json"
-    assert main(["--from-timeline", str(path), "--limit-mb", "150"]) == 1
+    assert main(["run", "--from-timeline", str(path), "--limit-mb", "150"]) == 1
     assert "limit" in capsys.readouterr().out
 
 
 def test_an_unreadable_timeline_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     broken = tmp_path / "timeline.json"
     broken.write_text("{")
-    assert main(["--from-timeline", str(broken)]) == 2
+    assert main(["run", "--from-timeline", str(broken)]) == 2
     assert "run not made" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
     "argv",
     [
-        ["--url", "http://127.0.0.1:9", "--token", ""],
-        ["--metric", "cgroup"],
-        ["--min-returned", "1.5"],
-        ["--compare", "--profile", "glibc"],
-        ["--url", "http://127.0.0.1:9", "--token", "t" * 32, "--compare"],
-        ["--preset", "huge"],
-        ["--set", "memory_cleanup=0"],
-        ["--set", "MEMORY_CLEANUP"],
+        ["run", "--url", "http://127.0.0.1:9", "--token", ""],
+        ["run", "--metric", "cgroup"],
+        ["run", "--min-returned", "1.5"],
+        ["run", "--max-failures", "2"],
+        ["compare", "--profile", "glibc"],
+        ["run", "--url", "http://127.0.0.1:9", "--token", "t" * 32, "--limit-mode", "docker"],
+        ["run", "--preset", "huge"],
+        ["run", "--set", "memory_cleanup=0"],
+        ["run", "--set", "MEMORY_CLEANUP"],
+        ["soak", "--max-failures", "3"],
+        [],
     ],
 )
 def test_arguments_that_cannot_make_a_run_exit_2(argv: list[str]) -> None:
@@ -57,5 +60,5 @@ def test_arguments_that_cannot_make_a_run_exit_2(argv: list[str]) -> None:
 
 
 def test_an_unknown_profile_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--profile", "tcmalloc", "--out", str(tmp_path)]) == 2
+    assert main(["run", "--profile", "tcmalloc", "--out", str(tmp_path)]) == 2
     assert "tcmalloc" in capsys.readouterr().err

@@ -15,9 +15,9 @@ import pytest
 
 from app.launch import library_available
 from app.profiles import load_profiles
-from scripts.verifier.cgroup_limit import V1_MEMORY_ROOT
-from scripts.verifier.loadrun import locust_available, read_stats
-from scripts.verifier.timeline import read_json
+from scripts.verify.core.cgroup_limit import V1_MEMORY_ROOT
+from scripts.verify.core.loadrun import locust_available, read_stats
+from scripts.verify.core.timeline import read_json
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = load_profiles().default
@@ -37,7 +37,8 @@ pytestmark = [
 
 def verify(out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "scripts.verify", "--preset", "short", "--out", str(out), *extra],
+        [sys.executable, "-m", "scripts.verify", "run", "--preset", "short", "--out", str(out)]
+        + list(extra),
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,

@@ -1,0 +1,5 @@
+"""The user's tools: `python -m scripts.verify {run,compare,soak,stall}`.
+
+cli.py holds the one parser; flags.py the flags the subcommands share; core/ the parts every
+subcommand runs on (targets, sampling, timeline, verdict, report); soak/ and stall/ their families.
+"""

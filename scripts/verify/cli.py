@@ -1,0 +1,52 @@
+"""Prove the service gives memory back: `python -m scripts.verify COMMAND ...`.
+
+One parser for every tool. Each subcommand is a `flags.Command` in its own module; the flags
+they share are defined once in flags.py. A new subcommand is one module with a `Command` and one
+line in COMMANDS below.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from scripts.verify import flags, spike
+from scripts.verify.soak import command as soak
+from scripts.verify.stall import command as stall
+
+COMMANDS: tuple[flags.Command, ...] = (spike.RUN, spike.COMPARE, soak.COMMAND, stall.COMMAND)
+
+EPILOG = "Exit codes: 0 pass, 1 fail (with the numbers), 2 run not made (with the reason)."
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m scripts.verify",
+        description="Prove the service gives idle memory back: spike it, let it idle, judge.",
+        epilog=EPILOG,
+    )
+    subcommands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    for command in COMMANDS:
+        sub = subcommands.add_parser(
+            command.name,
+            help=command.summary,
+            description=command.description,
+            epilog=EPILOG,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        command.add_arguments(sub)
+        sub.set_defaults(command=command, parser=sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format=f"%(levelname)s [{args.command.name}] %(message)s"
+    )
+    args.argv = argv
+    args.command.check(args.parser, args)
+    return args.command.run(args)

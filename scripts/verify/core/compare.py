@@ -1,0 +1,96 @@
+"""Every allocator profile in turn, same load, same machine, one table with ratios to `baseline`.
+
+`baseline` (glibc as shipped, no cleanup) is the plain service the others are measured against;
+its own verdict is shown but does not decide the exit code: it is expected to keep its spike.
+After the profiles come the variants: a profile run with other server settings, for what is not
+an allocator profile but belongs in the same table (worker recycling, as peers do it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from app.profiles import ProfileSet
+from scripts.verify.core.errors import RunNotMade
+from scripts.verify.core.report import Row, rows_for
+from scripts.verify.core.run import RunResult
+
+BASELINE = "baseline"
+
+
+@dataclass(frozen=True)
+class Run:
+    """One row of the comparison: a profile, and for a variant the workers and settings."""
+
+    label: str
+    profile: str
+    web_concurrency: int | None = None  # None: what the command line asked for
+    overrides: Mapping[str, str] = field(default_factory=dict)
+    deploy: bool = True
+
+
+# Worker recycling instead of releasing: glibc as shipped without the cleanup loop, two workers
+# (uvicorn replaces an exited worker only when it runs several), each restarted after 150-250
+# requests, so that each restarts several times during the standard spike (about 4,000
+# requests here, 20 restarts) and at least once during the short one (about 600).
+VARIANTS: tuple[Run, ...] = (
+    Run(
+        "baseline-recycle",
+        "baseline",
+        web_concurrency=2,
+        overrides={"LIMIT_MAX_REQUESTS": "150", "LIMIT_MAX_REQUESTS_JITTER": "100"},
+        deploy=False,
+    ),
+)
+
+
+@dataclass
+class Outcome:
+    profile: str
+    deploy: bool
+    result: RunResult | None = None
+    not_made: str | None = None
+
+    def rows(self) -> list[Row]:
+        if self.result is None:
+            return [Row.not_made(self.profile, self.not_made or "not run")]
+        return rows_for(self.result)
+
+
+def plan(
+    profiles: ProfileSet, names: Sequence[str] | None = None, variants: Sequence[Run] = VARIANTS
+) -> list[Run]:
+    """Baseline first (so ratios exist early), the other profiles, then the variants."""
+    ordered = list(names or profiles.names)
+    if BASELINE in ordered:
+        ordered.remove(BASELINE)
+        ordered.insert(0, BASELINE)
+    runs = [Run(name, name, deploy=profiles.get(name).deploy) for name in ordered]
+    return runs + [v for v in variants if v.profile in profiles.names]
+
+
+def run_all(runs: Sequence[Run], run_one: Callable[[Run], RunResult]) -> list[Outcome]:
+    """Run each in turn; one that cannot run is recorded with its reason and the rest still
+    run."""
+    outcomes = []
+    for run in runs:
+        outcome = Outcome(run.label, run.deploy)
+        try:
+            outcome.result = run_one(run)
+        except RunNotMade as exc:
+            outcome.not_made = str(exc)
+        outcomes.append(outcome)
+    return outcomes
+
+
+def exit_code(outcomes: Sequence[Outcome]) -> int:
+    """2 if any profile could not be run, else 1 if a deployable profile failed, else 0."""
+    if any(o.result is None for o in outcomes):
+        return 2
+    deployable = [o for o in outcomes if o.deploy]
+    return 0 if all(o.result is not None and o.result.passed for o in deployable) else 1
+
+
+def all_rows(outcomes: Sequence[Outcome]) -> list[Row]:
+    return [row for outcome in outcomes for row in outcome.rows()]

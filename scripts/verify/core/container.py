@@ -1,0 +1,204 @@
+"""The service image under `docker run --memory`: the limit Railway's containers live under.
+
+The engine, the base image and the image build come from lab.docker_engine, imported only
+here and only when this mode is asked for. The container's processes are sampled from the host
+(root can read their /proc), and its memory cgroup is read where the engine made it.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from scripts.verify.core.cgroup_limit import V1_MEMORY_ROOT, MemoryCgroup
+from scripts.verify.core.errors import RunNotMade
+from scripts.verify.core.local import free_port, http_get
+from scripts.verify.core.sampling import Sample, tree_sample
+
+CONTAINER_PORT = 8000
+
+
+def memory_cgroup_of(pid: int, proc: Path = Path("/proc")) -> Path | None:
+    """The v1 memory cgroup folder of a host pid, from /proc/<pid>/cgroup."""
+    try:
+        lines = (proc / str(pid) / "cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(","):
+            folder = V1_MEMORY_ROOT / path.lstrip("/")
+            return folder if folder.is_dir() else None
+    return None
+
+
+class ContainerService:
+    """One container of the service image; the same interface as LocalServer."""
+
+    def __init__(
+        self,
+        engine: Any,
+        image: str,
+        profile: str,
+        log_path: Path,
+        cleanup_interval_seconds: float,
+        cache_ttl_seconds: float,
+        limit_mb: float,
+        overrides: dict[str, str] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.image = image
+        self.profile = profile
+        self.log_path = log_path
+        self.cleanup_interval_seconds = cleanup_interval_seconds
+        self.cache_ttl_seconds = cache_ttl_seconds
+        self.limit_mb = limit_mb
+        self.overrides = dict(overrides or {})
+        self.name = f"lean-memory-verify-{uuid.uuid4().hex[:10]}"
+        self.port = free_port()
+        self.token = secrets.token_hex(16)
+        self.host_pid: int | None = None
+        self.cgroup: MemoryCgroup | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def run_argv(self) -> list[str]:
+        limit = f"{int(self.limit_mb)}m"
+        settings = {
+            "MEMORY_PROFILE": self.profile,
+            "ADMIN_TOKEN": self.token,
+            "MEMORY_CLEANUP_INTERVAL": f"{self.cleanup_interval_seconds:g}",
+            "CACHE_TTL_SECONDS": f"{self.cache_ttl_seconds:g}",
+            **self.overrides,
+        }
+        argv = ["run", "-d", "--name", self.name, f"--memory={limit}", f"--memory-swap={limit}"]
+        argv += ["-p", f"127.0.0.1:{self.port}:{CONTAINER_PORT}"]
+        for key, value in settings.items():
+            argv += ["-e", f"{key}={value}"]
+        return [*argv, self.image]
+
+    def start(self) -> ContainerService:
+        done = self.engine.run(*self.run_argv(), check=False, timeout=120)
+        if done.returncode != 0:
+            raise RunNotMade(f"docker run failed: {done.stderr.strip()}")
+        state = self.state()
+        self.host_pid = int(state.get("Pid") or 0) or None
+        if self.host_pid is None:
+            raise RunNotMade(f"container {self.name} is not running: {self.logs_tail()}")
+        folder = memory_cgroup_of(self.host_pid)
+        if folder is not None:
+            self.cgroup = MemoryCgroup.existing(folder)
+        return self
+
+    def state(self) -> dict[str, Any]:
+        done = self.engine.run("inspect", "--format", "{{json .State}}", self.name, check=False)
+        if done.returncode != 0:
+            return {}
+        return json.loads(done.stdout)  # type: ignore[no-any-return]
+
+    def logs_tail(self, lines: int = 3) -> str:
+        done = self.engine.run("logs", "--tail", str(lines), self.name, check=False)
+        return " | ".join((done.stdout + done.stderr).strip().splitlines()[-lines:])
+
+    def failure(self) -> str | None:
+        """None while PID 1 of the container runs; else how it ended (OOM kill included)."""
+        if self.host_pid is not None:
+            try:
+                if psutil.Process(self.host_pid).status() != psutil.STATUS_ZOMBIE:
+                    return None
+            except psutil.NoSuchProcess:
+                pass
+        state = self.state()
+        if state.get("Running"):
+            return None
+        why = f"container exited with code {state.get('ExitCode')}"
+        if state.get("OOMKilled"):
+            why += f" (OOM-killed under --memory={int(self.limit_mb)}m)"
+        return why
+
+    def wait_healthy(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if (why := self.failure()) is not None:
+                raise RunNotMade(f"{why} before it was healthy: {self.logs_tail()}")
+            try:
+                if http_get(f"{self.base_url}/healthz", timeout=2.0)[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.3)
+        raise RunNotMade(f"container not healthy within {timeout:g} s: {self.logs_tail()}")
+
+    def probe(self, t: float) -> list[Sample]:
+        if self.host_pid is None:
+            return []
+        try:
+            sample = tree_sample(self.host_pid, t)
+        except psutil.NoSuchProcess:
+            return []
+        if self.cgroup is not None:
+            sample = Sample(
+                **{
+                    **sample.as_dict(),
+                    "cgroup_usage_bytes": self.cgroup.usage_bytes(),
+                    "cgroup_working_set_bytes": self.cgroup.working_set_bytes(),
+                }
+            )
+        return [sample]
+
+    def debug_memory(self) -> dict[str, Any] | None:
+        try:
+            status, body = http_get(f"{self.base_url}/debug/memory", self.token)
+        except OSError:
+            return None
+        return json.loads(body) if status == 200 else None
+
+    def release_lines(self) -> int:
+        try:
+            return self.log_path.read_text(errors="replace").count("Memory Release:")
+        except OSError:
+            return 0
+
+    def stop(self) -> None:
+        """Keep the container's log, then remove it."""
+        logs = self.engine.run("logs", self.name, check=False, timeout=60)
+        self.log_path.write_text(logs.stdout + logs.stderr)
+        self.engine.run("stop", "--time", "15", self.name, check=False, timeout=60)
+        self.engine.run("rm", "-f", self.name, check=False, timeout=60)
+
+
+def prepare_engine(log_path: Path) -> Any:
+    """A Docker engine with the service image built from this checkout. The caller calls
+    ``engine.stop()``: it stops a private engine only when no other run still uses it, and never
+    one that was already running."""
+    try:
+        from lab import docker_engine
+    except ImportError as exc:
+        raise RunNotMade(f"--limit-mode docker needs lab/docker_engine.py: {exc}") from None
+    try:
+        engine = docker_engine.ensure_engine()
+    except docker_engine.EngineUnavailable as exc:
+        raise RunNotMade(f"--limit-mode docker: {exc}") from None
+    try:
+        # Built every time, so the container runs this checkout's code, never an older image;
+        # with nothing changed, every layer comes from the build cache in seconds.
+        docker_engine.ensure_base_image(engine)
+        docker_engine.build_image(engine, docker_engine.IMAGE_TAG, log=log_path)
+    except (docker_engine.EngineUnavailable, docker_engine.BuildFailed) as exc:
+        engine.stop()
+        raise RunNotMade(f"--limit-mode docker: image {docker_engine.IMAGE_TAG}: {exc}") from None
+    return engine
+
+
+def image_tag() -> str:
+    from lab import docker_engine
+
+    return docker_engine.IMAGE_TAG

@@ -1,0 +1,144 @@
+"""Locust as a separate process, and the figures read back from its CSV statistics.
+
+Locust's gevent monkey-patches the interpreter it runs in, so it never shares a process with the
+server or the sampler; its own summary table goes to a log file, the verifier reads the CSV.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from loadtest.spike import SpikePlan
+from scripts.verify.core.errors import RunNotMade
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+LOCUSTFILE = REPO_ROOT / "loadtest" / "locustfile.py"
+BULK_NAMES = ("/bulk/sync", "/bulk/async")
+
+
+@dataclass(frozen=True)
+class LoadStats:
+    """Locust's aggregated figures: milliseconds, and requests per second over the load."""
+
+    requests: int
+    failures: int
+    requests_per_second: float
+    p50_ms: float | None
+    p99_ms: float | None
+    bulk_submits: int
+    bulk_failures: int
+
+    @property
+    def failure_share(self) -> float:
+        return self.failures / self.requests if self.requests else 0.0
+
+    def as_dict(self) -> dict[str, object]:
+        return {**asdict(self), "failure_share": self.failure_share}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> LoadStats:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in raw.items() if k in names})
+
+
+def locust_available() -> bool:
+    return importlib.util.find_spec("locust") is not None
+
+
+def locust_argv(
+    host: str, plan: SpikePlan, csv_prefix: Path, think_time: str, bulk_sizes: str
+) -> list[str]:
+    """The command line: the spike without its idle window, which the verifier waits out itself
+    (Locust's clock starts a second or two after the process, the verifier's does not)."""
+    return [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(LOCUSTFILE),
+        "--headless",
+        "--host",
+        host,
+        "--csv",
+        str(csv_prefix),
+        "--only-summary",
+        "--loglevel",
+        "WARNING",
+        "--spike-users",
+        str(plan.users),
+        "--spike-spawn-rate",
+        f"{plan.effective_spawn_rate:g}",
+        "--spike-ramp",
+        f"{plan.ramp_seconds:g}",
+        "--spike-hold",
+        f"{plan.hold_seconds:g}",
+        "--spike-idle",
+        "0",
+        "--think-time",
+        think_time,
+        "--bulk-sizes",
+        bulk_sizes,
+    ]
+
+
+def start_locust(argv: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+    """Locust in its own process, its output in ``log_path``."""
+    if not locust_available():
+        raise RunNotMade("Locust is not installed in this interpreter (pip install locust)")
+    log_handle = log_path.open("wb")
+    try:
+        return subprocess.Popen(
+            argv,
+            cwd=REPO_ROOT,
+            stdout=log_handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    finally:
+        log_handle.close()
+
+
+def _number(raw: str | None) -> float | None:
+    if raw in (None, "", "N/A"):
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        return None
+
+
+def read_stats(stats_csv: Path) -> LoadStats:
+    """The Aggregated row of <prefix>_stats.csv, plus the bulk submits' own counts."""
+    try:
+        with stats_csv.open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except OSError as exc:
+        raise RunNotMade(f"Locust wrote no statistics ({stats_csv}): {exc}") from exc
+    aggregated = next((r for r in rows if r.get("Name") == "Aggregated"), None)
+    if aggregated is None:
+        raise RunNotMade(f"{stats_csv} has no Aggregated row")
+    bulk = [r for r in rows if r.get("Name") in BULK_NAMES]
+    return LoadStats(
+        requests=int(aggregated["Request Count"]),
+        failures=int(aggregated["Failure Count"]),
+        requests_per_second=_number(aggregated.get("Requests/s")) or 0.0,
+        p50_ms=_number(aggregated.get("50%")),
+        p99_ms=_number(aggregated.get("99%")),
+        bulk_submits=sum(int(r["Request Count"]) for r in bulk),
+        bulk_failures=sum(int(r["Failure Count"]) for r in bulk),
+    )
+
+
+def check_delivered(stats: LoadStats) -> None:
+    """A run whose bulk submits all failed made no spike: nothing was verified."""
+    if stats.bulk_submits - stats.bulk_failures <= 0:
+        raise RunNotMade(
+            f"no bulk submit succeeded ({stats.bulk_submits} sent, {stats.bulk_failures} failed): "
+            "the spike was not delivered"
+        )

@@ -1,0 +1,229 @@
+"""The service started on this machine exactly as the container starts it: `python -m app.launch`.
+
+Loopback only, a free port, a fresh database in a temporary folder, a random admin token, and
+the profile picked by MEMORY_PROFILE; optionally inside a real memory cgroup.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from app.profiles import load_profiles
+from scripts.verify.core.cgroup_limit import MemoryCgroup
+from scripts.verify.core.errors import RunNotMade
+from scripts.verify.core.sampling import Sample, tree_sample
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+# Variables that would change what is being measured if inherited from the caller's shell.
+MEASURED_PREFIXES = ("MEMORY_", "MALLOC_", "CACHE_", "MAX_BULK", "MAX_BODY", "LIMIT_MAX")
+MEASURED_NAMES = (
+    "LD_PRELOAD",
+    "GLIBC_TUNABLES",
+    "PYTHONMALLOC",
+    "WEB_CONCURRENCY",
+    "THREADPOOL_SIZE",
+)
+
+
+def free_port() -> int:
+    """A port the kernel just handed out on loopback; the server binds it a moment later."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def clean_environment(base: Mapping[str, str]) -> dict[str, str]:
+    """The caller's environment without anything a profile sets or that tunes memory, so every
+    profile runs from the same start whatever the shell had exported (--set passes settings on
+    purpose)."""
+    profile_names = {k for p in load_profiles().profiles.values() for k in p.env}
+    return {
+        k: v
+        for k, v in base.items()
+        if k not in profile_names
+        and k not in MEASURED_NAMES
+        and not k.startswith(MEASURED_PREFIXES)
+    }
+
+
+def http_get(url: str, token: str | None = None, timeout: float = 5.0) -> tuple[int, bytes]:
+    request = urllib.request.Request(url)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(
+            request, timeout=timeout
+        ) as response:  # loopback or the given --url
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+class LocalServer:
+    """One server process tree; start(), wait_healthy(), probe() each second, stop()."""
+
+    def __init__(
+        self,
+        profile: str,
+        workdir: Path,
+        log_path: Path,
+        cleanup_interval_seconds: float,
+        cache_ttl_seconds: float,
+        limit_mb: float,
+        cgroup: MemoryCgroup | None = None,
+        web_concurrency: int = 1,
+        overrides: Mapping[str, str] | None = None,
+    ) -> None:
+        self.profile = profile
+        self.workdir = workdir
+        self.log_path = log_path
+        self.cleanup_interval_seconds = cleanup_interval_seconds
+        self.cache_ttl_seconds = cache_ttl_seconds
+        self.limit_mb = limit_mb
+        self.cgroup = cgroup
+        self.web_concurrency = web_concurrency
+        self.overrides = dict(overrides or {})
+        self.port = free_port()
+        self.token = secrets.token_hex(16)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def environment(self) -> dict[str, str]:
+        env = clean_environment(os.environ)
+        env.update(
+            MEMORY_PROFILE=self.profile,
+            HOST="127.0.0.1",
+            PORT=str(self.port),
+            ADMIN_TOKEN=self.token,
+            DATABASE_PATH=str(self.workdir / "service.db"),
+            MEMORY_CLEANUP_INTERVAL=f"{self.cleanup_interval_seconds:g}",
+            CACHE_TTL_SECONDS=f"{self.cache_ttl_seconds:g}",
+            WEB_CONCURRENCY=str(self.web_concurrency),
+            PYTHONUNBUFFERED="1",
+        )
+        if self.cgroup is None:
+            # No kernel limit to detect: tell the service the limit it is judged against.
+            env["MEMORY_LIMIT_MB"] = f"{self.limit_mb:g}"
+        env.update(self.overrides)
+        return env
+
+    def start(self) -> LocalServer:
+        log = self.log_path.open("wb")
+        try:
+            # Started from its work folder, as in the image (WORKDIR /app, no .env): a .env in
+            # the checkout must not change what is measured; the code is found by PYTHONPATH.
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "app.launch"],
+                cwd=self.workdir,
+                env={**self.environment(), "PYTHONPATH": str(REPO_ROOT)},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=self.cgroup.join if self.cgroup else None,  # before samplers start
+                start_new_session=True,
+            )
+        finally:
+            log.close()
+        return self
+
+    def log_tail(self, lines: int = 3) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return ""
+        return " | ".join(text[-lines:])
+
+    def exit_code(self) -> int | None:
+        return None if self.process is None else self.process.poll()
+
+    def failure(self) -> str | None:
+        """Why the server is gone, or None while it runs."""
+        code = self.exit_code()
+        if code is None:
+            return None
+        why = f"server exited with code {code}"
+        if code < 0:
+            why = f"server was killed by signal {-code}"
+        if self.cgroup is not None and self.cgroup.oom_kills():
+            why += f" (OOM-killed in the {self.limit_mb:g} MB cgroup)"
+        return why
+
+    def wait_healthy(self, timeout: float) -> None:
+        """Poll /healthz until 200; RunNotMade if the process exits or the deadline passes."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if (why := self.failure()) is not None:
+                raise RunNotMade(f"{why} before it was healthy: {self.log_tail()}")
+            try:
+                status, _ = http_get(f"{self.base_url}/healthz", timeout=2.0)
+                if status == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise RunNotMade(f"server not healthy within {timeout:g} s: {self.log_tail()}")
+
+    def probe(self, t: float) -> list[Sample]:
+        if self.process is None or self.exit_code() is not None:
+            return []
+        try:
+            sample = tree_sample(self.process.pid, t)
+        except psutil.NoSuchProcess:
+            return []
+        if self.cgroup is not None:
+            sample = Sample(
+                **{
+                    **sample.as_dict(),
+                    "cgroup_usage_bytes": self.cgroup.usage_bytes(),
+                    "cgroup_working_set_bytes": self.cgroup.working_set_bytes(),
+                }
+            )
+        return [sample]
+
+    def debug_memory(self) -> dict[str, Any] | None:
+        """The service's own view (/debug/memory): allocator, limit, releases; None if refused."""
+        try:
+            status, body = http_get(f"{self.base_url}/debug/memory", self.token)
+        except OSError:
+            return None
+        if status != 200:
+            return None
+        try:
+            return json.loads(body)  # type: ignore[no-any-return]
+        except ValueError:
+            return None
+
+    def release_lines(self) -> int:
+        """How many "Memory Release:" lines the service logged."""
+        try:
+            return self.log_path.read_text(errors="replace").count("Memory Release:")
+        except OSError:
+            return 0
+
+    def stop(self, grace: float = 15.0) -> None:
+        """SIGTERM, then SIGKILL to the whole group after ``grace`` seconds."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=5)

@@ -1,0 +1,99 @@
+"""Memory over time as a PNG: each series, the load phases shaded, the limit drawn.
+
+matplotlib is imported here only, and only when a plot is asked for: the verdict never needs it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from scripts.verify.core import phases as ph
+from scripts.verify.core.sampling import MB
+from scripts.verify.core.timeline import Timeline
+
+PHASE_COLOURS = {ph.BASELINE: "#e8e8e8", ph.RAMP: "#ffe0b2", ph.HOLD: "#ffcc80", ph.IDLE: "#c8e6c9"}
+
+
+def plotting_available() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def plot(
+    timeline: Timeline,
+    path: Path,
+    title: str,
+    annotate: Callable[[Any], None] | None = None,
+) -> Path:
+    """Write the PNG; the verdict's metric solid, RSS dashed, the cgroup's working set dotted.
+
+    Phases that repeat (a soak's cycles) are each shaded, named once in the legend;
+    ``annotate`` is called with the axes before the legend is drawn, to add marks of its own."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    metric = str(timeline.meta.get("metric", "rss"))
+    limit_mb = timeline.meta.get("limit_mb")
+    figure, axes = plt.subplots(figsize=(10, 5), dpi=110)
+    try:
+        named: set[str] = set()
+        for phase in timeline.phases:
+            if phase.seconds > 0:
+                axes.axvspan(
+                    phase.start,
+                    phase.end,
+                    color=PHASE_COLOURS.get(phase.name, "#eeeeee"),
+                    alpha=0.6,
+                    lw=0,
+                    label=None if phase.name in named else phase.name,
+                )
+                named.add(phase.name)
+        for series in timeline.series():
+            samples = timeline.of_series(series)
+            times = [s.t for s in samples]
+            name = "" if series == "server" else f"{series} "
+            values = [s.value(metric) for s in samples]
+            axes.plot(
+                times,
+                [v / MB if v is not None else None for v in values],
+                lw=1.8,
+                label=f"{name}{metric}",
+            )
+            if metric != "rss":
+                axes.plot(
+                    times,
+                    [s.rss_bytes / MB if s.rss_bytes else None for s in samples],
+                    lw=1,
+                    ls="--",
+                    label=f"{name}rss",
+                )
+            if metric != "cgroup" and any(s.cgroup_working_set_bytes for s in samples):
+                axes.plot(
+                    times,
+                    [s.value("cgroup") / MB if s.value("cgroup") else None for s in samples],
+                    lw=1,
+                    ls=":",
+                    label=f"{name}cgroup working set",
+                )
+        if isinstance(limit_mb, int | float):
+            axes.axhline(limit_mb, color="#c62828", lw=1.2, ls="-.", label=f"limit {limit_mb:g} MB")
+        if annotate is not None:
+            annotate(axes)
+        axes.set_xlabel("seconds")
+        axes.set_ylabel("MB")
+        axes.set_ylim(bottom=0)
+        axes.set_title(title)
+        axes.legend(loc="upper right", fontsize=8, ncol=2)
+        axes.grid(alpha=0.3)
+        figure.tight_layout()
+        figure.savefig(path)
+    finally:
+        plt.close(figure)
+    return path

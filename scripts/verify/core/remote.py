@@ -1,0 +1,109 @@
+"""A deployed service, watched through its own `/debug/memory` while the spike runs against it.
+
+Behind a load balancer each request reaches one replica, so every tick asks a few times and
+files each answer under the replica (and worker pid) that gave it: several replicas come out as
+separate series, judged separately.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+from scripts.verify.core.errors import RunNotMade
+from scripts.verify.core.sampling import Sample
+
+USER_AGENT = "lean-memory-verify/1"
+
+
+def series_name(document: dict[str, Any]) -> str:
+    """ "<replica id> pid <n>", or "pid <n>" where the platform sets no replica id."""
+    pid = document.get("pid")
+    replica = document.get("replica_id")
+    return f"{replica} pid {pid}" if replica else f"pid {pid}"
+
+
+def sample_from_debug(document: dict[str, Any], t: float) -> Sample:
+    cgroup = document.get("cgroup") or {}
+    return Sample(
+        t=t,
+        series=series_name(document),
+        rss_bytes=document.get("rss_bytes"),
+        pss_bytes=document.get("pss_bytes"),
+        uss_bytes=document.get("uss_bytes"),
+        cgroup_usage_bytes=cgroup.get("usage_bytes"),
+        cgroup_working_set_bytes=cgroup.get("working_set_bytes"),
+        processes=1,
+    )
+
+
+class RemoteService:
+    """The service at ``url``; ``probe`` returns one sample per distinct replica it reached."""
+
+    def __init__(
+        self, url: str, token: str, probes_per_tick: int = 3, timeout: float = 5.0
+    ) -> None:
+        self.base_url = url.rstrip("/")
+        self.token = token
+        self.probes_per_tick = probes_per_tick
+        self.timeout = timeout
+        self.last_document: dict[str, Any] | None = None
+
+    def _get(self, path: str) -> tuple[int, bytes]:
+        request = urllib.request.Request(
+            f"{self.base_url}{path}",
+            headers={"Authorization": f"Bearer {self.token}", "User-Agent": USER_AGENT},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    def fetch(self) -> dict[str, Any]:
+        status, body = self._get("/debug/memory")
+        if status != 200:
+            raise OSError(f"/debug/memory answered {status}")
+        document: dict[str, Any] = json.loads(body)
+        self.last_document = document
+        return document
+
+    def check(self) -> dict[str, Any]:
+        """One read before the run; the reasons a remote run cannot be made, spelled out."""
+        try:
+            status, body = self._get("/debug/memory")
+        except OSError as exc:
+            raise RunNotMade(f"{self.base_url} is not reachable: {exc}") from exc
+        if status == 404:
+            raise RunNotMade(
+                f"{self.base_url}/debug/memory is 404: set ADMIN_TOKEN on the service to open it"
+            )
+        if status in (401, 403):
+            raise RunNotMade(f"{self.base_url}/debug/memory refused the token ({status})")
+        if status != 200:
+            raise RunNotMade(f"{self.base_url}/debug/memory answered {status}")
+        try:
+            document: dict[str, Any] = json.loads(body)
+        except ValueError as exc:
+            raise RunNotMade(f"{self.base_url}/debug/memory is not JSON: {exc}") from exc
+        self.last_document = document
+        return document
+
+    def probe(self, t: float) -> list[Sample]:
+        seen: dict[str, Sample] = {}
+        errors: list[str] = []
+        for _ in range(self.probes_per_tick):
+            try:
+                sample = sample_from_debug(self.fetch(), t)
+            except (OSError, ValueError) as exc:
+                errors.append(str(exc))
+                continue
+            seen.setdefault(sample.series, sample)
+        if not seen and errors:
+            raise OSError(errors[-1])
+        return list(seen.values())
+
+    def failure(self) -> str | None:
+        return None  # a replica that dies shows up as a series that stops answering

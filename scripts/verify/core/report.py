@@ -1,0 +1,151 @@
+"""The summary table: one row per run (or per replica), on the terminal and as Markdown.
+
+With a baseline row, every figure is also shown as a ratio to it, so "jemalloc idles at 0.4x
+what a plain service keeps" can be read straight off the table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from scripts.verify.core.run import RunResult
+from scripts.verify.core.sampling import MB
+from scripts.verify.core.verdict import IDLE_TARGET_RATIO
+
+
+@dataclass(frozen=True)
+class Row:
+    label: str
+    start_mb: float | None
+    peak_mb: float | None
+    idle_mb: float | None
+    returned: float | None
+    to_return_s: float | None
+    idle_ratio: float | None
+    to_target_s: float | None
+    rps: float | None
+    p50_ms: float | None
+    p99_ms: float | None
+    failures: int | None
+    status: str  # PASS, FAIL, or NOT MADE
+    reasons: tuple[str, ...] = ()
+
+    @classmethod
+    def not_made(cls, label: str, why: str) -> Row:
+        return cls(label, *([None] * 11), status="NOT MADE", reasons=(why,))
+
+
+def rows_for(result: RunResult) -> list[Row]:
+    """A row per series; the run's label alone when there is one series (the local server)."""
+    load = result.load
+    rows = []
+    for series in result.results:
+        figures = series.figures
+        label = result.label if len(result.results) == 1 else f"{result.label} {series.series}"
+        rows.append(
+            Row(
+                label=label,
+                start_mb=figures.start_bytes / MB if figures else None,
+                peak_mb=figures.peak_bytes / MB if figures else None,
+                idle_mb=figures.idle_bytes / MB if figures else None,
+                returned=figures.returned if figures else None,
+                to_return_s=figures.seconds_to_return if figures else None,
+                idle_ratio=figures.idle_ratio if figures else None,
+                to_target_s=figures.seconds_to_target if figures else None,
+                rps=load.requests_per_second if load else None,
+                p50_ms=load.p50_ms if load else None,
+                p99_ms=load.p99_ms if load else None,
+                failures=load.failures if load else None,
+                status="PASS" if series.verdict.passed else "FAIL",
+                reasons=tuple(series.verdict.reasons),
+            )
+        )
+    return rows
+
+
+# name, value, format, and whether the baseline ratio means anything (not for a run's own ratio)
+Column = tuple[str, Callable[[Row], float | int | None], str, bool]
+COLUMNS: tuple[Column, ...] = (
+    ("start MB", lambda r: r.start_mb, "{:.1f}", True),
+    ("peak MB", lambda r: r.peak_mb, "{:.1f}", True),
+    ("idle MB", lambda r: r.idle_mb, "{:.1f}", True),
+    ("idle/start", lambda r: r.idle_ratio, "{:.2f}", False),
+    (f"to {IDLE_TARGET_RATIO:g}x s", lambda r: r.to_target_s, "{:.0f}", False),
+    ("returned", lambda r: r.returned, "{:.0%}", True),
+    ("to return s", lambda r: r.to_return_s, "{:.0f}", False),
+    ("req/s", lambda r: r.rps, "{:.1f}", True),
+    ("p50 ms", lambda r: r.p50_ms, "{:.0f}", True),
+    ("p99 ms", lambda r: r.p99_ms, "{:.0f}", True),
+    ("failures", lambda r: r.failures, "{:d}", True),
+)
+
+
+def _cell(value: float | int | None, fmt: str, base: float | int | None) -> str:
+    if value is None:
+        return "n/a"
+    text = fmt.format(value)
+    if base is not None:
+        text += f" ({value / base:.2f}x)" if base else " (-)"
+    return text
+
+
+def table_cells(
+    rows: Sequence[Row], baseline: str | None = None
+) -> tuple[list[str], list[list[str]]]:
+    """Header and cells; with ``baseline`` naming a row, each figure also as a ratio to it."""
+    base_row = next((r for r in rows if r.label == baseline), None)
+    header = ["run", *(name for name, _, _, _ in COLUMNS), "verdict"]
+    cells = []
+    for row in rows:
+        line = [row.label]
+        for _, get, fmt, versus in COLUMNS:
+            compared = versus and base_row is not None and row is not base_row
+            base_value = get(base_row) if compared else None
+            line.append(_cell(get(row), fmt, base_value))
+        line.append(row.status)
+        cells.append(line)
+    return header, cells
+
+
+def render_text(rows: Sequence[Row], baseline: str | None = None) -> str:
+    header, cells = table_cells(rows, baseline)
+    widths = [max(len(c[i]) for c in [header, *cells]) for i in range(len(header))]
+    lines = [
+        "  ".join(
+            c.rjust(w) if i else c.ljust(w)
+            for i, (c, w) in enumerate(zip(line, widths, strict=True))
+        )
+        for line in [header, *cells]
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    for row in rows:
+        lines.extend(f"{row.label}: {reason}" for reason in row.reasons)
+    return "\n".join(lines)
+
+
+def render_markdown(rows: Sequence[Row], baseline: str | None = None) -> str:
+    header, cells = table_cells(rows, baseline)
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|",
+    ]
+    lines.extend("| " + " | ".join(line) + " |" for line in cells)
+    return "\n".join(lines)
+
+
+def summary_markdown(
+    title: str, rows: Sequence[Row], context: Sequence[str], baseline: str | None = None
+) -> str:
+    """The Markdown file written next to the timelines: what was run, the table, the reasons."""
+    lines = [
+        f"# {title}",
+        "",
+        *(f"- {item}" for item in context),
+        "",
+        render_markdown(rows, baseline),
+    ]
+    reasons = [f"- {row.label}: {reason}" for row in rows for reason in row.reasons]
+    if reasons:
+        lines += ["", *reasons]
+    return "\n".join(lines) + "\n"

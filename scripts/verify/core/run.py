@@ -1,0 +1,290 @@
+"""One verification run: sample a baseline, run the Locust spike, wait out the idle window, judge.
+
+The target is anything that has a base URL, can be sampled and can say whether it died: the
+local server tree, a container, or a deployed service read through /debug/memory.
+"""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import psutil
+
+from scripts.verify.core import loadrun
+from scripts.verify.core import phases as ph
+from scripts.verify.core.errors import RunNotMade
+from scripts.verify.core.loadrun import LoadStats
+from scripts.verify.core.presets import Preset
+from scripts.verify.core.progress import Progress
+from scripts.verify.core.sampling import Clock, Sample, Sampler
+from scripts.verify.core.timeline import Timeline
+from scripts.verify.core.verdict import Criteria, Figures, NotEnoughSamples, Verdict, compute, judge
+
+# Locust's own start-up and shutdown on top of the planned load, before it counts as hung.
+LOCUST_GRACE_SECONDS = 60.0
+POLL_SECONDS = 0.25
+
+
+class Target(Protocol):
+    base_url: str
+
+    def probe(self, t: float) -> list[Sample]: ...
+
+    def failure(self) -> str | None: ...
+
+
+@dataclass
+class SeriesResult:
+    series: str
+    figures: Figures | None
+    verdict: Verdict
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "series": self.series,
+            "figures": self.figures.as_dict() if self.figures else None,
+            "verdict": self.verdict.as_dict(),
+        }
+
+
+@dataclass
+class RunResult:
+    label: str
+    timeline: Timeline
+    load: LoadStats | None
+    results: list[SeriesResult] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.results) and all(r.verdict.passed for r in self.results)
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    label: str
+    preset: Preset
+    criteria: Criteria
+    metric: str
+    out_dir: Path
+    sample_interval: float = 1.0
+
+
+def host_description() -> dict[str, Any]:
+    return {
+        "machine": platform.machine(),
+        "system": platform.system(),
+        "release": platform.release(),
+        "cpus": psutil.cpu_count(),
+        "memory_total_bytes": psutil.virtual_memory().total,
+        "python": platform.python_version(),
+    }
+
+
+def judge_timeline(
+    timeline: Timeline,
+    criteria: Criteria,
+    metric: str,
+    idle_tail_seconds: float,
+    load: LoadStats | None,
+    died: str | None = None,
+) -> list[SeriesResult]:
+    """Figures and a verdict per series of a timeline (one locally, one per replica remotely)."""
+    failure_share = load.failure_share if load else None
+    results = []
+    for series in timeline.series() or ["server"]:
+        samples = timeline.of_series(series)
+        try:
+            figures: Figures | None = compute(
+                samples,
+                timeline.phases,
+                metric,
+                idle_tail_seconds,
+                criteria.min_returned,
+                criteria.min_spike_mb,
+            )
+        except (NotEnoughSamples, ph.PhaseError) as exc:
+            figures = None
+            verdict = Verdict(False, [f"cannot be judged: {exc}"])
+        else:
+            verdict = judge(figures, criteria, failure_share)
+        idle = ph.find(timeline.phases, ph.IDLE)
+        if figures is not None and not [
+            s for s in samples if s.t >= idle.end - 2 * idle_tail_seconds
+        ]:
+            verdict = Verdict(
+                False, [*verdict.reasons, "stopped answering before the idle window ended"]
+            )
+        if died:
+            verdict = Verdict(False, [died, *verdict.reasons], verdict.notes)
+        results.append(SeriesResult(series, figures, verdict))
+    return results
+
+
+class _Watch:
+    """Waits on the run's clock, keeps the progress line fresh, and notices a dead target."""
+
+    def __init__(
+        self, target: Target, sampler: Sampler, clock: Clock, progress: Progress, metric: str
+    ) -> None:
+        self.target = target
+        self.sampler = sampler
+        self.clock = clock
+        self.progress = progress
+        self.metric = metric
+        self.died: str | None = None
+
+    def until(
+        self,
+        phase: str | Callable[[], str],
+        seconds: float,
+        done: Callable[[], bool] = lambda: False,
+    ) -> bool:
+        """Wait ``seconds`` or until ``done()``; False if the deadline passed first."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if done():
+                return True
+            name = phase() if callable(phase) else phase
+            if self.died is None and (why := self.target.failure()) is not None:
+                self.died = f"{why} during the {name} phase (at {self.clock.now():.0f} s)"
+                return True
+            latest = self.sampler.latest()
+            self.progress.update(
+                name, self.clock.now(), latest.value(self.metric) if latest else None
+            )
+            time.sleep(POLL_SECONDS)
+        return done()
+
+
+def _stop(process: subprocess.Popen[bytes], grace: float = 10.0) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+
+def _run_load(
+    target: Target, settings: RunSettings, watch: _Watch, clock: Clock, load_start: float
+) -> subprocess.Popen[bytes]:
+    """Locust from start to exit; RunNotMade if it hangs or fails other than by failed requests."""
+    preset, plan = settings.preset, settings.preset.plan
+    run_dir = settings.out_dir
+    argv = loadrun.locust_argv(
+        target.base_url, plan, run_dir / "locust", preset.think_time, preset.bulk_sizes
+    )
+    locust = loadrun.start_locust(argv, run_dir / "locust.log")
+    finished = watch.until(
+        lambda: ph.RAMP if clock.now() - load_start < plan.ramp_seconds else ph.HOLD,
+        plan.load_seconds + LOCUST_GRACE_SECONDS,
+        lambda: locust.poll() is not None or watch.died is not None,
+    )
+    if not finished:
+        _stop(locust)
+        raise RunNotMade(
+            f"Locust still running {plan.load_seconds + LOCUST_GRACE_SECONDS:g} s after start "
+            f"(see {run_dir / 'locust.log'})"
+        )
+    if watch.died is not None:
+        _stop(locust)
+        return locust
+    code = locust.poll()
+    if code not in (0, 1):  # 1 = some requests failed; they are counted from the CSV
+        raise RunNotMade(f"Locust exited with code {code}: {_tail(run_dir / 'locust.log')}")
+    return locust
+
+
+def execute(
+    target: Target, settings: RunSettings, meta: dict[str, Any], progress: Progress
+) -> RunResult:
+    """Baseline, spike, idle window; the timeline and the verdict. RunNotMade if it cannot."""
+    preset, plan = settings.preset, settings.preset.plan
+    run_dir = settings.out_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    clock = Clock()
+    sampler = Sampler(target.probe, clock, settings.sample_interval).start()
+    watch = _Watch(target, sampler, clock, progress, settings.metric)
+    locust: subprocess.Popen[bytes] | None = None
+    try:
+        progress.note(
+            f"baseline {preset.baseline_seconds:g} s, then {plan.users} users "
+            f"for {plan.load_seconds:g} s"
+        )
+        watch.until(ph.BASELINE, preset.baseline_seconds, lambda: watch.died is not None)
+        load_start = load_end = idle_end = clock.now()
+        if watch.died is None:  # a server that died before the load gets no load
+            locust = _run_load(target, settings, watch, clock, load_start)
+            load_end = clock.now()
+            progress.note(f"load done at {load_end:.0f} s; idle window {plan.idle_seconds:g} s")
+        if watch.died is None:
+            watch.until(ph.IDLE, plan.idle_seconds, lambda: watch.died is not None)
+        idle_end = clock.now()
+    finally:
+        samples = sampler.stop()
+        if locust is not None:
+            _stop(locust)
+        progress.finish()
+
+    if not samples:
+        raise RunNotMade(f"no memory samples were taken ({sampler.last_error or 'target gone'})")
+    load: LoadStats | None
+    try:
+        load = loadrun.read_stats(run_dir / "locust_stats.csv")
+    except RunNotMade:
+        if watch.died is None:
+            raise
+        load = None
+    if load is not None and watch.died is None:
+        loadrun.check_delivered(load)
+
+    timeline = Timeline(
+        meta={
+            **meta,
+            "label": settings.label,
+            "preset": preset.name,
+            "plan": {
+                "users": plan.users,
+                "spawn_rate": plan.effective_spawn_rate,
+                "ramp_seconds": plan.ramp_seconds,
+                "hold_seconds": plan.hold_seconds,
+                "idle_seconds": plan.idle_seconds,
+            },
+            "idle_tail_seconds": preset.idle_tail_seconds,
+            "metric": settings.metric,
+            "limit_mb": settings.criteria.limit_mb,
+            "min_returned": settings.criteria.min_returned,
+            "max_failure_share": settings.criteria.max_failure_share,
+            "sample_interval_seconds": settings.sample_interval,
+            "started_at": datetime.fromtimestamp(clock.started_wall, UTC).isoformat(
+                timespec="seconds"
+            ),
+            "host": host_description(),
+            "sampler_errors": sampler.errors,
+        },
+        phases=ph.run_phases(0.0, load_start, plan.ramp_seconds, load_end, idle_end),
+        samples=samples,
+    )
+    results = judge_timeline(
+        timeline, settings.criteria, settings.metric, preset.idle_tail_seconds, load, watch.died
+    )
+    timeline.extra = {
+        "load": load.as_dict() if load else None,
+        "results": [r.as_dict() for r in results],
+    }
+    return RunResult(settings.label, timeline, load, results)
+
+
+def _tail(path: Path, lines: int = 3) -> str:
+    try:
+        return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
+    except OSError:
+        return ""

@@ -1,0 +1,188 @@
+"""The figures of a run and the verdict on them: idle under the limit, spike given back.
+
+Every figure is a median of several samples, never one reading: a single sample can land on a
+transient allocation and flip a verdict.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+from scripts.verify.core import phases as ph
+from scripts.verify.core.sampling import MB, Sample
+
+# Below this, the load did not raise memory enough for a share of it to mean anything (a few
+# MB move with every request); the return criterion is then reported as not applicable.
+MIN_SPIKE_MB = 16.0
+# The project's idle target: memory back within 1.5x of the fresh start. A figure, not a verdict
+# criterion: the verdict is about the limit, the target about how well a profile does.
+IDLE_TARGET_RATIO = 1.5
+
+
+@dataclass(frozen=True)
+class Criteria:
+    limit_mb: float = 500.0
+    # Half of what the spike added must be gone by the end of the idle window. The baseline
+    # profile (glibc, no cleanup) kept 80-99% of its spike in short runs on 2 cores; profiles
+    # with a working release gave back 60-95%; what may stay is allocator slack and caches.
+    min_returned: float = 0.5
+    max_failure_share: float = 0.01
+    min_spike_mb: float = MIN_SPIKE_MB
+
+
+@dataclass(frozen=True)
+class Figures:
+    """Bytes and seconds; ``returned`` is None when the spike was too small to judge."""
+
+    metric: str
+    start_bytes: int
+    peak_bytes: int
+    peak_t: float
+    idle_bytes: int
+    returned: float | None
+    seconds_to_return: float | None
+    idle_window_seconds: float
+    samples: int
+    # Seconds from the end of the load until memory was at or under IDLE_TARGET_RATIO x start
+    # and stayed there to the end of the idle window; None if it never settled there.
+    seconds_to_target: float | None = None
+
+    @property
+    def idle_ratio(self) -> float | None:
+        """Idle over start: how far from a fresh process the service came back to."""
+        return self.idle_bytes / self.start_bytes if self.start_bytes else None
+
+    @property
+    def spike_bytes(self) -> int:
+        return max(self.peak_bytes - self.start_bytes, 0)
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    passed: bool
+    reasons: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+class NotEnoughSamples(ValueError):
+    """A phase without the samples a figure needs: the run cannot be judged."""
+
+
+def _values(samples: Sequence[Sample], metric: str) -> list[int]:
+    return [v for v in (s.value(metric) for s in samples) if v is not None]
+
+
+def _median(samples: Sequence[Sample], metric: str, what: str) -> int:
+    values = _values(samples, metric)
+    if not values:
+        raise NotEnoughSamples(f"no {metric} samples for the {what}")
+    return int(statistics.median(values))
+
+
+def compute(
+    samples: Sequence[Sample],
+    phases: Sequence[ph.Phase],
+    metric: str,
+    idle_tail_seconds: float,
+    min_returned: float = Criteria.min_returned,
+    min_spike_mb: float = MIN_SPIKE_MB,
+) -> Figures:
+    """Start (baseline median), peak (highest sample from load start on), idle (median of the
+    last ``idle_tail_seconds`` of the idle window), returned share and time to return.
+
+    Time to return: seconds from the end of the load to the first sample at or below the level
+    that passes ``min_returned``. Time to target: seconds from the end of the load to the sample
+    after which every one is at or under ``IDLE_TARGET_RATIO`` x start.
+    """
+    ph.validate(phases)
+    baseline = ph.find(phases, ph.BASELINE)
+    idle = ph.find(phases, ph.IDLE)
+    load_start, load_end = ph.load_window(phases)
+    ordered = sorted(samples, key=lambda s: s.t)
+
+    start_samples = [s for s in ordered if baseline.contains(s.t)] or ordered[:1]
+    start = _median(start_samples, metric, "start")
+    after_start = [
+        (s.t, v)
+        for s in ph.between(ordered, load_start, idle.end)
+        if (v := s.value(metric)) is not None
+    ]
+    if not after_start:
+        raise NotEnoughSamples(f"no {metric} samples during the load and the idle window")
+    peak_t, peak = max(after_start, key=lambda tv: tv[1])
+    tail = ph.between(ordered, max(idle.end - idle_tail_seconds, idle.start), idle.end)
+    idle_value = _median(tail, metric, "idle window's tail")
+
+    spike = peak - start
+    returned: float | None = None
+    to_return: float | None = None
+    if spike >= min_spike_mb * MB:
+        returned = (peak - idle_value) / spike
+        target = peak - min_returned * spike
+        for t, value in after_start:
+            if t >= load_end and value <= target:
+                to_return = round(t - load_end, 3)
+                break
+    return Figures(
+        seconds_to_target=_settled(after_start, load_end, IDLE_TARGET_RATIO * start),
+        metric=metric,
+        start_bytes=start,
+        peak_bytes=int(peak),
+        peak_t=peak_t,
+        idle_bytes=idle_value,
+        returned=returned,
+        seconds_to_return=to_return,
+        idle_window_seconds=round(idle.seconds, 3),
+        samples=len(ordered),
+    )
+
+
+def _settled(series: Sequence[tuple[float, int]], load_end: float, level: float) -> float | None:
+    """Seconds after ``load_end`` from which the series stays at or under ``level``."""
+    since: float | None = None
+    for t, value in series:
+        if t < load_end:
+            continue
+        if value > level:
+            since = None
+        elif since is None:
+            since = t
+    return None if since is None else round(max(since - load_end, 0.0), 3)
+
+
+def judge(figures: Figures, criteria: Criteria, failure_share: float | None = None) -> Verdict:
+    """Pass only with idle under the limit, the spike given back, and the requests served."""
+    reasons: list[str] = []
+    notes: list[str] = []
+    idle_mb = figures.idle_bytes / MB
+    if idle_mb >= criteria.limit_mb:
+        reasons.append(
+            f"idle {figures.metric} {idle_mb:.1f} MB is not under the "
+            f"{criteria.limit_mb:g} MB limit"
+        )
+    if figures.returned is None:
+        notes.append(
+            f"spike of {figures.spike_bytes / MB:.1f} MB is under {criteria.min_spike_mb:g} MB: "
+            "nothing to give back, return share not judged"
+        )
+    elif figures.returned < criteria.min_returned:
+        reasons.append(
+            f"returned {figures.returned:.1%} of the {figures.spike_bytes / MB:.1f} MB spike, "
+            f"under the {criteria.min_returned:.0%} required "
+            f"(start {figures.start_bytes / MB:.1f} MB, peak {figures.peak_bytes / MB:.1f} MB, "
+            f"idle {idle_mb:.1f} MB)"
+        )
+    if failure_share is not None and failure_share > criteria.max_failure_share:
+        reasons.append(
+            f"{failure_share:.1%} of requests failed, over the "
+            f"{criteria.max_failure_share:.1%} allowed"
+        )
+    return Verdict(passed=not reasons, reasons=reasons, notes=notes)

@@ -1,0 +1,268 @@
+"""One spike, then an idle window: the subcommands `run` (one profile, or a deployed service)
+and `compare` (every profile in turn, one table).
+
+Starts the service (or reads a deployed one), runs a Locust spike against it, samples memory
+every second, waits an idle window of at least two cleanup intervals, and judges:
+
+  exit 0  idle memory under --limit-mb and at least --min-returned of the spike given back
+  exit 1  the service failed one of those (or too many requests failed); the numbers say which
+  exit 2  the run could not be made (server never healthy, Locust missing, ...); the reason says why
+
+Writes <out>/<run>/timeline.{json,csv}, memory.png, Locust's CSV and the server log, and
+<out>/summary.md with the table printed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+from app.profiles import ProfileError, load_profiles
+from scripts.verify import flags
+from scripts.verify.core import compare, plot, report
+from scripts.verify.core.errors import EXIT_NOT_MADE, RunNotMade, exit_for
+from scripts.verify.core.loadrun import LoadStats
+from scripts.verify.core.modes import run_local, run_remote
+from scripts.verify.core.presets import PRESETS
+from scripts.verify.core.run import RunResult, RunSettings, judge_timeline
+from scripts.verify.core.timeline import TimelineError, read_json, write_csv, write_json
+from scripts.verify.core.verdict import Criteria
+
+log = logging.getLogger("verify")
+
+DESCRIPTION = __doc__.split("\n\n", 1)[1]
+METRIC_HELP = (
+    "memory figure judged: pss (default; shared pages counted once across workers), rss, uss, "
+    "or cgroup (working set; with a limit or --url)"
+)
+
+
+def add_common(parser: flags.Parser) -> None:
+    """The flags `run` and `compare` share: the service, the preset, the verdict."""
+    defaults = Criteria()
+    flags.add_service(parser, limit_mode="none")
+    parser.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default="standard",
+        help="short: under two minutes per profile (tests, CI); standard: the full "
+        "spike for published figures (default)",
+    )
+    flags.add_output(parser, "results/<timestamp>/")
+    parser.add_argument(
+        "--min-returned",
+        type=float,
+        default=defaults.min_returned,
+        help="share of the spike (peak - start) that must be gone at the end of the "
+        f"idle window (default {defaults.min_returned:g}: the baseline profile, which "
+        "never releases, keeps about 80-99%% of it; the others return 60-95%%; what may "
+        "stay is allocator slack and interpreter caches)",
+    )
+
+
+def add_run(parser: flags.Parser) -> None:
+    flags.add_profile(parser)
+    add_common(parser)
+    flags.add_verdict(parser, "pss", METRIC_HELP, Criteria().max_failure_share)
+    remote = parser.add_argument_group("a deployed service")
+    remote.add_argument("--url", help="verify a deployed service instead (reads /debug/memory)")
+    remote.add_argument(
+        "--token",
+        default=os.environ.get("ADMIN_TOKEN"),
+        help="the service's ADMIN_TOKEN for --url (default: $ADMIN_TOKEN)",
+    )
+    remote.add_argument(
+        "--reads-per-second",
+        type=int,
+        default=3,
+        help="/debug/memory reads per second with --url, so every replica is seen (default 3)",
+    )
+
+
+def add_compare(parser: flags.Parser) -> None:
+    add_common(parser)
+    flags.add_verdict(parser, "pss", METRIC_HELP, Criteria().max_failure_share, recorded=False)
+
+
+def check_common(parser: flags.Parser, args: argparse.Namespace, remote: bool = False) -> None:
+    flags.check_service(parser, args)
+    flags.check_verdict(parser, args)
+    flags.needs_cgroup(parser, args, remote)
+    if not 0 <= args.min_returned <= 1:
+        parser.error("--min-returned must be between 0 and 1")
+
+
+def check_run(parser: flags.Parser, args: argparse.Namespace) -> None:
+    check_common(parser, args, remote=bool(args.url))
+    if args.url and not args.token:
+        parser.error("--url needs --token (or ADMIN_TOKEN in the environment)")
+    if args.url and (args.profile or args.limit_mode != "none" or args.set):
+        parser.error("--url reads a deployed service: --profile, --limit-mode, --set do not apply")
+    if args.reads_per_second < 1:
+        parser.error("--reads-per-second must be at least 1")
+
+
+def criteria_of(args: argparse.Namespace) -> Criteria:
+    return Criteria(args.limit_mb, args.min_returned, args.max_failures)
+
+
+def write_run(result: RunResult, run_dir: Path, want_plot: bool) -> list[Path]:
+    """timeline.json, timeline.csv and (if matplotlib is there) memory.png in ``run_dir``."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    written = [
+        write_json(run_dir / "timeline.json", result.timeline),
+        write_csv(run_dir / "timeline.csv", result.timeline),
+    ]
+    if want_plot and plot.plotting_available():
+        verdict = "PASS" if result.passed else "FAIL"
+        written.append(
+            plot.plot(result.timeline, run_dir / "memory.png", f"{result.label}: {verdict}")
+        )
+    elif want_plot:
+        log.warning("matplotlib is not installed: no memory.png (the verdict does not need it)")
+    return written
+
+
+def context_lines(args: argparse.Namespace, mode: str, started: datetime) -> list[str]:
+    preset = PRESETS[args.preset]
+    plan = preset.plan
+    return [
+        f"mode: {mode}; preset {preset.name}: {plan.users} users, ramp {plan.ramp_seconds:g} s, "
+        f"hold {plan.hold_seconds:g} s, idle window {plan.idle_seconds:g} s",
+        f"metric: {args.metric}; limit {args.limit_mb:g} MB; spike to give back "
+        f">= {args.min_returned:.0%}; failures <= {args.max_failures:.1%}",
+        f"started {started.isoformat(timespec='seconds')} on {os.cpu_count()} CPUs",
+    ]
+
+
+def settings_for(args: argparse.Namespace, label: str, out_dir: Path) -> RunSettings:
+    return RunSettings(
+        label=label,
+        preset=PRESETS[args.preset],
+        criteria=criteria_of(args),
+        metric=args.metric,
+        out_dir=out_dir,
+    )
+
+
+def finish(
+    rows: list[report.Row], out: Path, title: str, context: list[str], baseline: str | None
+) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.md").write_text(report.summary_markdown(title, rows, context, baseline))
+    sys.stdout.write(report.render_text(rows, baseline) + "\n")
+    sys.stdout.write(f"results in {out}\n")
+
+
+def verify_timeline(args: argparse.Namespace) -> int:
+    try:
+        timeline = read_json(args.from_timeline)
+    except TimelineError as exc:
+        sys.stderr.write(f"verify: run not made: {exc}\n")
+        return EXIT_NOT_MADE
+    load = timeline.extra.get("load") or {}
+    tail = float(timeline.meta.get("idle_tail_seconds", PRESETS["short"].idle_tail_seconds))
+    stats = LoadStats.from_dict(load) if load else None
+    results = judge_timeline(timeline, criteria_of(args), args.metric, tail, stats)
+    result = RunResult(
+        str(timeline.meta.get("label", args.from_timeline.stem)), timeline, stats, results
+    )
+    sys.stdout.write(report.render_text(report.rows_for(result)) + "\n")
+    return exit_for(result.passed)
+
+
+def out_of(args: argparse.Namespace, started: datetime) -> Path:
+    return args.out or Path("results") / started.strftime("%Y%m%d-%H%M%S")
+
+
+def not_made(run: Callable[[], int]) -> int:
+    """Run ``run``; a run that could not be made is exit 2 with its one-line reason."""
+    try:
+        return run()
+    except (RunNotMade, ProfileError) as exc:
+        sys.stderr.write(f"verify: run not made: {exc}\n")
+    except KeyboardInterrupt:
+        sys.stderr.write("verify: run not made: interrupted\n")
+    return EXIT_NOT_MADE
+
+
+def run_one(args: argparse.Namespace, started: datetime) -> int:
+    out = out_of(args, started)
+    if args.url:
+        settings = settings_for(args, "remote", out / "remote")
+        result = run_remote(args.url, args.token, settings, args.reads_per_second)
+        write_run(result, out / "remote", not args.no_plot)
+        title, mode = f"Memory verification: {args.url}", "remote"
+    else:
+        name = load_profiles().get(args.profile).name
+        result = run_local(
+            name,
+            settings_for(args, name, out / name),
+            args.limit_mode,
+            args.web_concurrency,
+            overrides=flags.overrides_of(args),
+        )
+        write_run(result, out / name, not args.no_plot)
+        title, mode = f"Memory verification: profile {name}", f"local, limit mode {args.limit_mode}"
+    finish(report.rows_for(result), out, title, context_lines(args, mode, started), None)
+    return exit_for(result.passed)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    if args.from_timeline:
+        return verify_timeline(args)
+    started = datetime.now().astimezone()
+    return not_made(lambda: run_one(args, started))
+
+
+def compare_all(args: argparse.Namespace, started: datetime) -> int:
+    out = out_of(args, started)
+
+    def one(run: compare.Run) -> RunResult:
+        result = run_local(
+            run.profile,
+            settings_for(args, run.label, out / run.label),
+            args.limit_mode,
+            run.web_concurrency or args.web_concurrency,
+            overrides={**run.overrides, **flags.overrides_of(args)},
+        )
+        write_run(result, out / run.label, not args.no_plot)
+        return result
+
+    outcomes = compare.run_all(compare.plan(load_profiles()), one)
+    finish(
+        compare.all_rows(outcomes),
+        out,
+        "Allocator profiles compared",
+        context_lines(args, f"local, limit mode {args.limit_mode}", started),
+        compare.BASELINE,
+    )
+    return compare.exit_code(outcomes)
+
+
+def compare_command(args: argparse.Namespace) -> int:
+    started = datetime.now().astimezone()
+    return not_made(lambda: compare_all(args, started))
+
+
+RUN = flags.Command(
+    "run",
+    "start the service (or read a deployed one), spike it, prove memory comes back",
+    DESCRIPTION,
+    add_run,
+    check_run,
+    run_command,
+)
+COMPARE = flags.Command(
+    "compare",
+    "every allocator profile in turn, baseline included, one table with ratios to baseline",
+    DESCRIPTION,
+    add_compare,
+    check_common,
+    compare_command,
+)

@@ -1,0 +1,200 @@
+"""Show that a release never stalls the event loop: `python -m scripts.verify stall`.
+
+Starts the service as the verifier does (`python -m app.launch`, loopback, free port), grows its
+heap with concurrent bulk posts, then probes /healthz every 10 ms on a keep-alive connection:
+with no release, and with releases running back to back through the admin endpoint (a worker
+thread, as the cleanup loop runs them; one starting at most every 50 ms), in blocks A B B A,
+the heap grown again before each block. For contrast it measures the seed guide's way too, a
+release run on the event loop, in a harness process (the same app plus one route). Judged: the
+p99 with releases minus the p99 without, in ms.
+
+  exit 0  within --target-ms for every profile run
+  exit 1  over it, or /healthz failed to answer while releases ran
+  exit 2  the run could not be made (service never healthy, no release completed, ...)
+
+Writes <out>/stall.md (the table) and <out>/stall.json (the figures), and each profile's
+server log under <out>/<profile>/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+
+from app.profiles import ProfileError, load_profiles
+from scripts.verify import flags
+from scripts.verify.core.errors import EXIT_FAIL, EXIT_NOT_MADE, EXIT_PASS, RunNotMade
+from scripts.verify.core.progress import Progress
+from scripts.verify.stall import figures as sf
+from scripts.verify.stall.run import StallSettings, run_profile
+
+
+def add_arguments(parser: flags.Parser) -> None:
+    defaults = StallSettings()
+    flags.add_profile(parser)
+    parser.add_argument(
+        "--compare", action="store_true", help="every deployable profile in turn, one table"
+    )
+    parser.add_argument(
+        "--probes",
+        type=int,
+        default=defaults.probes,
+        help=f"/healthz probes per condition (default {defaults.probes})",
+    )
+    parser.add_argument(
+        "--interval-ms",
+        type=float,
+        default=defaults.interval_s * 1000,
+        help=f"ms between probes (default {defaults.interval_s * 1000:g})",
+    )
+    parser.add_argument(
+        "--target-ms",
+        type=float,
+        default=sf.TARGET_MS,
+        help=f"allowed rise of the p99 with releases running (default {sf.TARGET_MS:g})",
+    )
+    parser.add_argument(
+        "--release-every-ms",
+        type=float,
+        default=defaults.release_every_s * 1000,
+        help="releases run back to back, one starting at most this often "
+        f"(default {defaults.release_every_s * 1000:g}; 0: no cap)",
+    )
+    parser.add_argument(
+        "--grow-posts",
+        type=int,
+        default=defaults.grow_posts,
+        help=f"bulk posts that grow the heap before each condition (default {defaults.grow_posts})",
+    )
+    parser.add_argument(
+        "--grow-records",
+        type=int,
+        default=defaults.grow_records,
+        help=f"records per bulk post (default {defaults.grow_records})",
+    )
+    parser.add_argument(
+        "--no-inline",
+        action="store_true",
+        help="skip the contrast: the seed's release on the event loop, in a harness process",
+    )
+    flags.add_output(parser, "results/stall-<timestamp>/", plot=False)
+
+
+def check_arguments(parser: flags.Parser, args: argparse.Namespace) -> None:
+    if args.compare and args.profile:
+        parser.error("--compare runs every deployable profile; drop --profile")
+    if args.probes < sf.MIN_PROBES:
+        parser.error(f"--probes must be at least {sf.MIN_PROBES} for a p99 to mean anything")
+    if args.interval_ms <= 0 or args.target_ms <= 0:
+        parser.error("--interval-ms and --target-ms must be positive")
+    if args.release_every_ms < 0:
+        parser.error("--release-every-ms cannot be negative")
+    if args.grow_posts < 1 or args.grow_records < 1:
+        parser.error("--grow-posts and --grow-records must be at least 1")
+
+
+def settings_of(args: argparse.Namespace) -> StallSettings:
+    return StallSettings(
+        probes=args.probes,
+        interval_s=args.interval_ms / 1000,
+        grow_posts=args.grow_posts,
+        grow_records=args.grow_records,
+        release_every_s=args.release_every_ms / 1000,
+        inline=not args.no_inline,
+    )
+
+
+def exit_code(verdicts: Sequence[sf.StallVerdict | None]) -> int:
+    """2 if any profile was not made (None), else 1 if any failed, else 0."""
+    if not verdicts or any(v is None for v in verdicts):
+        return EXIT_NOT_MADE
+    return EXIT_PASS if all(v is not None and v.passed for v in verdicts) else EXIT_FAIL
+
+
+def context_lines(
+    argv: Sequence[str], args: argparse.Namespace, settings: StallSettings, started: datetime
+) -> list[str]:
+    return [
+        "command: `" + " ".join(["python -m scripts.verify", *argv]) + "`",
+        f"{settings.probes} /healthz probes per condition, one every "
+        f"{settings.interval_s * 1000:g} ms, latency counted from each probe's due time",
+        f"blocks A B B A (A: {sf.QUIET}, B: {sf.OFF_LOOP}, one starting at most every "
+        f"{settings.release_every_s * 1000:g} ms), the heap grown before each block by "
+        f"{settings.grow_posts} bulk posts of {settings.grow_records} records, "
+        f"{settings.grow_concurrency} at a time",
+        f"target: p99 with releases off the loop within {args.target_ms:g} ms of p99 with none",
+        f"contrast ({sf.ON_LOOP}): "
+        + (
+            "the inline-release harness, its own process, one block"
+            if settings.inline
+            else "not run (--no-inline)"
+        ),
+        f"started {started.isoformat(timespec='seconds')} on {os.cpu_count()} CPUs",
+    ]
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_of(args)
+    started = datetime.now().astimezone()
+    out = args.out or Path("results") / started.strftime("stall-%Y%m%d-%H%M%S")
+    try:
+        profiles = load_profiles()
+        if args.compare:
+            names = [p.name for p in profiles.profiles.values() if p.deploy]
+        else:
+            names = [profiles.get(args.profile).name]
+    except ProfileError as exc:
+        sys.stderr.write(f"stall: run not made: {exc}\n")
+        return EXIT_NOT_MADE
+    rows: list[list[str]] = []
+    reasons: list[str] = []
+    verdicts: list[sf.StallVerdict | None] = []
+    figures: list[dict[str, object]] = []
+    for name in names:
+        progress = Progress(name, 0)
+        try:
+            result = run_profile(name, settings, out / name, progress)
+            verdict: sf.StallVerdict | None = sf.judge(result, args.target_ms)
+        except (RunNotMade, sf.NotJudgeable) as exc:
+            rows.append(sf.not_made_row(name, str(exc)))
+            reasons.append(f"{name}: not made: {exc}")
+            verdicts.append(None)
+            continue
+        except KeyboardInterrupt:
+            sys.stderr.write("stall: run not made: interrupted\n")
+            return EXIT_NOT_MADE
+        assert verdict is not None
+        rows.extend(sf.table_cells(result, verdict))
+        reasons.extend(f"{name}: {reason}" for reason in verdict.reasons)
+        verdicts.append(verdict)
+        figures.append({**result.as_dict(), "passed": verdict.passed, "reasons": verdict.reasons})
+    table = sf.render_markdown(rows)
+    context = context_lines(args.argv, args, settings, started)
+    out.mkdir(parents=True, exist_ok=True)
+    document = ["# Event-loop stall during releases", "", *(f"- {c}" for c in context), "", table]
+    if reasons:
+        document += ["", *(f"- {r}" for r in reasons)]
+    (out / "stall.md").write_text("\n".join(document) + "\n")
+    (out / "stall.json").write_text(
+        json.dumps({"context": context, "target_ms": args.target_ms, "runs": figures}, indent=1)
+        + "\n"
+    )
+    sys.stdout.write(table + "\n")
+    sys.stdout.writelines(r + "\n" for r in reasons)
+    sys.stdout.write(f"results in {out}\n")
+    return exit_code(verdicts)
+
+
+COMMAND = flags.Command(
+    "stall",
+    "/healthz latency while releases run, against none: a release never stalls the loop",
+    __doc__.split("\n\n", 1)[1],
+    add_arguments,
+    check_arguments,
+    run,
+)

@@ -1,0 +1,77 @@
+"""For contrast only: the service plus one route that releases ON the event loop, as the seed
+guide's cleanup did (gc.collect() and malloc_trim(0) called straight from async code).
+
+Never deployed. The stall benchmark starts it on loopback, under the same allocator profile and
+settings as the service, to show the stall the service's worker-thread release avoids:
+`python -m scripts.verify.stall.inline_release` is the launcher (`app.launch`) with this module's
+factory in place of `app.main:create_app`, and nothing else changed.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from fastapi import Depends, FastAPI, Request
+
+from app import launch, main
+from app.config import load_settings
+from app.diagnostics import require_admin
+from app.memory.manager import MemoryManager
+from scripts.verify.core.local import REPO_ROOT, LocalServer
+
+SERVICE_FACTORY = "app.main:create_app"
+HARNESS_FACTORY = "scripts.verify.stall.inline_release:create_app"
+INLINE_RELEASE_PATH = "/stall/release-inline"
+
+
+def create_app() -> FastAPI:
+    """The service's own app, with the inline release route added (admin token required)."""
+    service = main.create_app()
+
+    @service.post(INLINE_RELEASE_PATH, dependencies=[Depends(require_admin)])
+    async def release_inline(request: Request) -> dict[str, object]:
+        """gc.collect() and the allocator's release on the event loop: the seed's way."""
+        memory: MemoryManager = request.app.state.memory
+        result = memory.releaser.release("inline")  # blocks the loop for the whole release
+        assert result is not None  # a waiting release always runs
+        return result.as_dict()
+
+    return service
+
+
+class InlineReleaseServer(LocalServer):
+    """LocalServer, started through this module instead of `app.launch`."""
+
+    def start(self) -> InlineReleaseServer:
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", __name__],
+                cwd=self.workdir,
+                env={**self.environment(), "PYTHONPATH": str(REPO_ROOT)},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        return self
+
+
+def run() -> None:
+    """app.launch's steps (profile, its environment, settings, exec), with the harness factory."""
+    profile = launch.choose_profile(os.environ)
+    env, _ = profile.environment(os.environ)
+    os.environ.update(env)
+    argv = [
+        HARNESS_FACTORY if arg == SERVICE_FACTORY else arg
+        for arg in launch.uvicorn_argv(load_settings())
+    ]
+    if HARNESS_FACTORY not in argv:
+        raise SystemExit(f"the launcher no longer starts {SERVICE_FACTORY}: {argv}")
+    sys.stdout.flush()
+    os.execve(argv[0], argv, env)
+
+
+if __name__ == "__main__":
+    run()
