@@ -6,6 +6,7 @@ allowed: a starter that silently falls back to a default hides the very setting 
 
 from __future__ import annotations
 
+import ipaddress
 from functools import cached_property
 from typing import Literal
 
@@ -18,6 +19,8 @@ from app.profiles import ProfileError, load_profiles
 MB = 1024 * 1024
 FALLBACK_LIMIT_MB = 500.0  # Railway's Free plan limit, used only when no cgroup limit is found
 MIN_ADMIN_TOKEN_CHARS = 16
+# Railway's edge documents no source address, so only a proxy on the same host is trusted.
+DEFAULT_FORWARDED_ALLOW_IPS = "127.0.0.1,::1"
 
 
 class ConfigError(ValueError):
@@ -38,6 +41,8 @@ class Settings(BaseSettings):
     web_concurrency: int = Field(1, ge=1, le=64)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: bool = True
+    forwarded_allow_ips: str = DEFAULT_FORWARDED_ALLOW_IPS
+    api_docs: bool = False
     memory_profile: str | None = None
 
     memory_cleanup: bool = True
@@ -61,12 +66,30 @@ class Settings(BaseSettings):
     limit_max_requests: int | None = Field(None, ge=1)
     limit_max_requests_jitter: int = Field(0, ge=0)
 
+    # The memory budget and admission control (app/memory/budget.py, admission.py, gate.py).
+    memory_admission: bool = True
+    memory_headroom_mb: float | None = Field(None, gt=0)  # for the whole service: workers split it
+    memory_inflight_mb: float | None = Field(None, gt=0)  # for the whole service: workers split it
+    admission_queue: int = Field(16, ge=0, le=10_000)
+    admission_max_wait_seconds: float = Field(5.0, ge=0, le=600)
+    max_connections: int | None = Field(None, ge=1, le=1_000_000)  # per worker
+    header_timeout_seconds: float = Field(10.0, gt=0, le=3600)
+    body_timeout_seconds: float = Field(30.0, gt=0, le=3600)
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
 
-    @field_validator("memory_limit_mb", "limit_max_requests", "admin_token", mode="before")
+    @field_validator(
+        "memory_limit_mb",
+        "limit_max_requests",
+        "admin_token",
+        "memory_headroom_mb",
+        "memory_inflight_mb",
+        "max_connections",
+        mode="before",
+    )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
@@ -87,9 +110,24 @@ class Settings(BaseSettings):
     @field_validator("admin_token")
     @classmethod
     def _strong_token(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and len(value.get_secret_value()) < MIN_ADMIN_TOKEN_CHARS:
+        if value is None:
+            return value
+        secret = value.get_secret_value()
+        if len(secret) < MIN_ADMIN_TOKEN_CHARS:
             raise ValueError(f"must be at least {MIN_ADMIN_TOKEN_CHARS} characters (or unset)")
+        # A client sends header bytes; only visible ASCII is the same bytes in every encoding.
+        if not all("!" <= char <= "~" for char in secret):
+            raise ValueError(
+                "must be printable ASCII, '!' to '~' (no spaces, control or non-ASCII characters)"
+            )
         return value
+
+    @field_validator("forwarded_allow_ips", mode="before")
+    @classmethod
+    def _proxy_addresses(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        return normalise_proxy_addresses(value)
 
     @model_validator(mode="after")
     def _threshold_under_limit(self) -> Settings:
@@ -122,6 +160,11 @@ class Settings(BaseSettings):
         return self.cache_max_mb / self.web_concurrency
 
     @property
+    def worker_limit_mb(self) -> float:
+        """Each worker's share of the memory limit."""
+        return self.limit_mb / self.web_concurrency
+
+    @property
     def worker_bulk_concurrency(self) -> int:
         """Each worker's share of BULK_CONCURRENCY, at least one."""
         return max(1, self.bulk_concurrency // self.web_concurrency)
@@ -138,6 +181,28 @@ class Settings(BaseSettings):
         if self.memory_limit_mb is not None:
             return "MEMORY_LIMIT_MB"
         return "cgroup" if self._cgroup_limit_mb else "default"
+
+
+def normalise_proxy_addresses(value: str) -> str:
+    """Comma-separated IP addresses and networks, or `*`; empty means the default.
+
+    uvicorn takes any string and silently treats a typo as a literal that never matches, so the
+    check is done here, where a bad entry can stop startup.
+    """
+    entries = [entry.strip() for entry in value.split(",") if entry.strip()]
+    if not entries:
+        return DEFAULT_FORWARDED_ALLOW_IPS
+    if entries == ["*"]:
+        return "*"
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry, strict=True)
+        except ValueError:
+            raise ValueError(
+                f"{entry[:64]!r} is not an IP address or network: list addresses and networks "
+                "with commas (127.0.0.1,10.0.0.0/8,::1), or give * alone"
+            ) from None
+    return ",".join(entries)
 
 
 def _describe(error: dict) -> str:

@@ -97,11 +97,10 @@ def uvicorn_argv(settings: Settings) -> list[str]:
         str(settings.shutdown_grace_seconds),
         "--proxy-headers",
         "--forwarded-allow-ips",
-        "*",
+        settings.forwarded_allow_ips,
         "--no-server-header",
+        "--no-access-log",  # the app writes its own, redacted and bounded (app/edge/accesslog.py)
     ]
-    if not settings.access_log:
-        argv.append("--no-access-log")
     if settings.limit_max_requests:
         argv += ["--limit-max-requests", str(settings.limit_max_requests)]
         if settings.limit_max_requests_jitter:

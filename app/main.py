@@ -12,12 +12,15 @@ from contextlib import asynccontextmanager
 import anyio
 import anyio.to_thread
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 from prometheus_client import CollectorRegistry, GCCollector, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from app import diagnostics
 from app.config import MB, ConfigError, Settings, load_settings
+from app.edge.accesslog import AccessLogMiddleware
+from app.errors import validation_error_handler
 from app.memory.cleanup import CleanupConfig
 from app.memory.guard import MemoryMiddleware
 from app.memory.manager import MemoryManager
@@ -115,6 +118,12 @@ def build_app(settings: Settings) -> FastAPI:
         title="Lean memory service",
         summary="A FastAPI service that returns memory to the OS after a traffic spike.",
         lifespan=lifespan,
+        # Off by default: Swagger UI and ReDoc load their scripts from a CDN into this origin.
+        docs_url="/docs" if settings.api_docs else None,
+        redoc_url="/redoc" if settings.api_docs else None,
+        # The trailing-slash redirect builds its Location from Host and X-Forwarded-Proto.
+        redirect_slashes=False,
+        exception_handlers={RequestValidationError: validation_error_handler},
     )
     app.state.settings = settings
     app.state.memory = memory
@@ -126,8 +135,12 @@ def build_app(settings: Settings) -> FastAPI:
     secret = settings.admin_token
     app.state.admin_token = secret.get_secret_value().encode() if secret else None
     app.include_router(diagnostics.router)
+    if app.state.admin_token is not None:  # else /debug and /admin answer 404 to every method
+        app.include_router(diagnostics.admin_router)
     app.include_router(bulk_router)
     app.add_middleware(MemoryMiddleware, activity=memory.activity, guard=memory.guard)
+    if settings.access_log:
+        app.add_middleware(AccessLogMiddleware)  # added last: outermost, sees every answer
     return app
 
 

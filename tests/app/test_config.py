@@ -21,6 +21,11 @@ BAD_VALUES = [
     ("WEB_CONCURRENCY", "two"),
     ("LOG_LEVEL", "verbose"),
     ("ACCESS_LOG", "maybe"),
+    ("FORWARDED_ALLOW_IPS", "10.0.0.300"),
+    ("FORWARDED_ALLOW_IPS", "10.0.0.1/8"),
+    ("FORWARDED_ALLOW_IPS", "proxy.internal"),
+    ("FORWARDED_ALLOW_IPS", "*,10.0.0.1"),
+    ("API_DOCS", "sometimes"),
     ("MEMORY_CLEANUP", "sometimes"),
     ("MEMORY_CLEANUP_INTERVAL", "abc"),
     ("MEMORY_CLEANUP_INTERVAL", "-5"),
@@ -138,6 +143,45 @@ def test_good_admin_token_is_kept_secret(monkeypatch: pytest.MonkeyPatch) -> Non
     assert secret not in str(settings.model_dump())
 
 
+@pytest.mark.parametrize(
+    "value", ["0123456789abcdef\u00e9", "0123456789abcdef\u00a0", "0123456789 abcdef", "\t" * 16]
+)
+def test_admin_token_outside_printable_ascii_is_refused(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    # A header carries bytes: a non-ASCII token matches only one encoding of itself, and a space
+    # or control character at its edge is stripped on the way.
+    line = refusal(monkeypatch, ADMIN_TOKEN=value)
+    assert line == (
+        "configuration error: ADMIN_TOKEN=<hidden>: must be printable ASCII, '!' to '~' "
+        "(no spaces, control or non-ASCII characters)"
+    )
+
+
+def test_every_printable_ascii_character_is_allowed_in_a_token(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    every = "".join(map(chr, range(0x21, 0x7F)))
+    monkeypatch.setenv("ADMIN_TOKEN", every)
+    token = load_settings().admin_token
+    assert token is not None and token.get_secret_value() == every
+
+
+@pytest.mark.parametrize(
+    ("value", "kept"),
+    [
+        ("", "127.0.0.1,::1"),
+        ("*", "*"),
+        (" 100.64.0.0/10 , fd12::/16,10.0.0.7 ", "100.64.0.0/10,fd12::/16,10.0.0.7"),
+    ],
+)
+def test_forwarded_allow_ips_is_normalised(
+    monkeypatch: pytest.MonkeyPatch, value: str, kept: str
+) -> None:
+    monkeypatch.setenv("FORWARDED_ALLOW_IPS", value)
+    assert load_settings().forwarded_allow_ips == kept
+
+
 def test_unknown_memory_profile_lists_the_allowed_names(monkeypatch: pytest.MonkeyPatch) -> None:
     line = refusal(monkeypatch, MEMORY_PROFILE="tcmalloc")
     assert line.startswith("configuration error: MEMORY_PROFILE='tcmalloc': ")
@@ -192,6 +236,8 @@ def test_defaults_are_the_documented_ones(cgroup_limit: list[int | None]) -> Non
     assert (settings.max_bulk_records, settings.max_body_mb) == (20000, 8)
     assert (settings.threadpool_size, settings.shutdown_grace_seconds) == (40, 10)
     assert settings.limit_max_requests is None
+    assert settings.forwarded_allow_ips == "127.0.0.1,::1"  # Railway's edge address is unknown
+    assert settings.api_docs is False
 
 
 def test_jitter_without_a_request_limit_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -136,20 +136,22 @@ def test_uvicorn_argv_is_accepted_by_uvicorn() -> None:
     assert params["log_level"] == "warning"
     assert params["timeout_graceful_shutdown"] == 10
     assert params["proxy_headers"] is True
+    assert params["forwarded_allow_ips"] == "127.0.0.1,::1"  # not "*": any peer could forge
     assert params["server_header"] is False
-    assert params["access_log"] is True
+    assert params["access_log"] is False  # the app writes its own (app/edge/accesslog.py)
     assert params["limit_max_requests"] is None
     assert params["limit_max_requests_jitter"] == 0
 
 
-def test_uvicorn_argv_passes_access_log_and_request_limit() -> None:
+def test_uvicorn_argv_passes_proxies_and_request_limit() -> None:
     settings = load_settings(
-        access_log=False,
+        forwarded_allow_ips="100.64.0.0/10, fd12::/16",
         limit_max_requests=5000,
         limit_max_requests_jitter=500,
         shutdown_grace_seconds=3,
     )
     params = parse_uvicorn(launch.uvicorn_argv(settings))
+    assert params["forwarded_allow_ips"] == "100.64.0.0/10,fd12::/16"
     assert params["access_log"] is False
     assert params["limit_max_requests"] == 5000
     assert params["limit_max_requests_jitter"] == 500
