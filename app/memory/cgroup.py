@@ -75,12 +75,6 @@ def _own_paths(proc_self_cgroup: Path) -> tuple[str | None, str | None]:
     return v2, v1
 
 
-def _within(base: Path, path: str) -> Path:
-    """The cgroup's folder; inside a container's cgroup namespace the mount is the cgroup itself."""
-    candidate = base / path.lstrip("/")
-    return candidate if candidate.is_dir() else base
-
-
 def _min_limit(*limits: int | None) -> int | None:
     known = [limit for limit in limits if limit is not None]
     return min(known) if known else None
@@ -92,10 +86,15 @@ def _working_set(usage: int | None, inactive_file: int | None) -> int | None:
     return max(usage - (inactive_file or 0), 0)
 
 
-def _read_v2(root: Path, path: str) -> CgroupMemory | None:
-    folder = _within(root, path)
-    if not (folder / "memory.current").exists() and not (folder / "memory.max").exists():
-        return None
+def _is_v1(folder: Path) -> bool:
+    return (folder / "memory.limit_in_bytes").exists()
+
+
+def _is_v2(folder: Path) -> bool:
+    return (folder / "memory.current").exists() or (folder / "memory.max").exists()
+
+
+def _read_v2(root: Path, folder: Path, path: str) -> CgroupMemory:
     # A limit set on a parent applies too: walk up to the mount and keep the smallest.
     limit: int | None = None
     current = folder
@@ -109,13 +108,7 @@ def _read_v2(root: Path, path: str) -> CgroupMemory | None:
     return CgroupMemory(2, path, limit, usage, _working_set(usage, stat.get("inactive_file")))
 
 
-def _read_v1(root: Path, path: str) -> CgroupMemory | None:
-    base = root / "memory"
-    if not base.is_dir():
-        return None
-    folder = _within(base, path)
-    if not (folder / "memory.limit_in_bytes").exists():
-        return None
+def _read_v1(folder: Path, path: str) -> CgroupMemory:
     stat = _read_stat(folder / "memory.stat")
     hierarchical = stat.get("hierarchical_memory_limit")
     if hierarchical is not None and hierarchical >= UNLIMITED_FROM:
@@ -126,15 +119,70 @@ def _read_v1(root: Path, path: str) -> CgroupMemory | None:
     return CgroupMemory(1, path, limit, usage, _working_set(usage, inactive))
 
 
+def locate_cgroup(
+    root: Path = CGROUP_ROOT, cgroup_file: Path = PROC_SELF_CGROUP, namespaced: bool = True
+) -> tuple[Path, str] | None:
+    """(folder, path) of the memory cgroup a /proc/<pid>/cgroup file names, v1 before v2.
+
+    ``namespaced``: the reader lives inside that cgroup's namespace, where the mount is the
+    cgroup itself when the named path is not under it. A host reading another process's cgroup
+    passes False, so a path it cannot see is ``None``, never the host's own root."""
+    v2_path, v1_path = _own_paths(cgroup_file)
+    base = root / "memory"
+    if v1_path is not None and base.is_dir():
+        folder = base / v1_path.lstrip("/")
+        if not folder.is_dir() and namespaced:
+            folder = base
+        if _is_v1(folder):
+            return folder, v1_path
+    if v2_path is not None:
+        folder = root / v2_path.lstrip("/")
+        if not folder.is_dir() and namespaced:
+            folder = root
+        if _is_v2(folder):
+            return folder, v2_path
+    return None
+
+
+def read_cgroup_at(
+    folder: Path, root: Path = CGROUP_ROOT, path: str | None = None
+) -> CgroupMemory | None:
+    """The reading of a memory cgroup at a known folder, v1 or v2 by its files: a cgroup made
+    for a run, or a container's seen from the host. ``path`` labels it (default: the folder
+    relative to its mount)."""
+    if _is_v1(folder):
+        base = root / "memory"
+        label = path or "/" + str(folder.relative_to(base)).removeprefix(".")
+        return _read_v1(folder, label)
+    if _is_v2(folder):
+        label = path or "/" + str(folder.relative_to(root)).removeprefix(".")
+        return _read_v2(root, folder, label)
+    return None
+
+
+@dataclass(frozen=True)
+class MemoryEvents:
+    """Counts since the cgroup was made; ``None`` where the kernel does not keep them."""
+
+    oom_kills: int | None  # v2 memory.events oom_kill; v1 memory.oom_control oom_kill (4.13+)
+    limit_hits: int | None  # v2 memory.events max; v1 memory.failcnt
+
+
+def read_memory_events(folder: Path) -> MemoryEvents:
+    """How often the cgroup at ``folder`` hit its limit and had a process OOM-killed."""
+    if _is_v1(folder):
+        oom = _read_stat(folder / "memory.oom_control").get("oom_kill")
+        return MemoryEvents(oom, _read_int(folder / "memory.failcnt"))
+    events = _read_stat(folder / "memory.events")
+    return MemoryEvents(events.get("oom_kill"), events.get("max"))
+
+
 def read_cgroup_memory(
     root: Path = CGROUP_ROOT, proc_self_cgroup: Path = PROC_SELF_CGROUP
 ) -> CgroupMemory | None:
     """The memory cgroup this process is in, or ``None`` outside Linux or without one."""
-    v2_path, v1_path = _own_paths(proc_self_cgroup)
-    if v1_path is not None:
-        found = _read_v1(root, v1_path)
-        if found is not None:
-            return found
-    if v2_path is not None:
-        return _read_v2(root, v2_path)
-    return None
+    found = locate_cgroup(root, proc_self_cgroup)
+    if found is None:
+        return None
+    folder, path = found
+    return read_cgroup_at(folder, root, path)
