@@ -77,13 +77,52 @@ def test_metrics_on_this_machine(serve: Callable[..., TestClient]) -> None:
         assert "memory_cgroup_usage_bytes" in names
 
 
-@pytest.mark.parametrize(("method", "path"), ADMIN_PATHS)
+def test_healthz_answers_head(serve: Callable[..., TestClient]) -> None:
+    response = serve().head("/healthz")
+    assert response.status_code == 200
+    assert response.content == b""
+
+
+EVERY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+@pytest.mark.parametrize("method", EVERY_METHOD)
+@pytest.mark.parametrize("path", [path for _, path in ADMIN_PATHS])
 def test_no_token_configured_hides_the_admin_routes(
     serve: Callable[..., TestClient], method: str, path: str
 ) -> None:
     client = serve()
     assert client.request(method, path).status_code == 404
     assert client.request(method, path, headers=bearer("x" * 32)).status_code == 404
+
+
+@pytest.mark.parametrize("configured", [False, True])
+def test_admin_routes_are_never_in_the_schema(
+    serve: Callable[..., TestClient], token: str, configured: bool
+) -> None:
+    client = serve(admin_token=token if configured else None)
+    paths = client.get("/openapi.json").json()["paths"]
+    assert not [path for path in paths if path.startswith(("/debug", "/admin"))], paths
+    assert set(paths["/healthz"]) == {"get"}  # HEAD served, not listed a second time
+
+
+def test_interactive_docs_are_off_by_default(serve: Callable[..., TestClient]) -> None:
+    client = serve()
+    assert [client.get(path).status_code for path in ("/docs", "/redoc")] == [404, 404]
+    assert client.get("/openapi.json").status_code == 200
+
+
+def test_api_docs_turns_them_on(serve: Callable[..., TestClient]) -> None:
+    client = serve(api_docs=True)
+    assert [client.get(path).status_code for path in ("/docs", "/redoc")] == [200, 200]
+
+
+def test_no_redirect_is_built_from_the_host_header(serve: Callable[..., TestClient]) -> None:
+    client = serve()
+    headers = {"host": "evil.example", "x-forwarded-proto": "ws"}
+    response = client.get("/healthz/", headers=headers, follow_redirects=False)
+    assert response.status_code == 404
+    assert "location" not in response.headers
 
 
 @pytest.mark.parametrize(("method", "path"), ADMIN_PATHS)
