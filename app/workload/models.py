@@ -44,6 +44,19 @@ def bulk_request_model(max_records: int) -> type[BaseModel]:
     )
 
 
+def bulk_envelope_model(max_records: int) -> type[BaseModel]:
+    """The request body with its records left unvalidated, to be validated a slice at a time.
+
+    Unknown top-level keys are ignored here and reported by the caller, which counts them
+    without asking pydantic for one error object each.
+    """
+    return create_model(
+        "BulkEnvelope",
+        __config__=ConfigDict(extra="ignore", strict=True),
+        records=(list[Any], Field(min_length=1, max_length=max_records)),
+    )
+
+
 class CategoryTotal(BaseModel):
     records: int
     quantity: int
