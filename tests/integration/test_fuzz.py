@@ -150,8 +150,9 @@ def test_api_conforms_to_its_schema(
     record_property("fuzz_5xx", server_errors)
     assert not failures, "\n\n".join(failures)
     assert server_errors == 0
-    # The fuzz reached every kind of answer, so the checks above looked at something.
-    assert {200, 201, 401, 403, 404, 422} <= set(statuses), statuses
+    # The fuzz reached every kind of answer, so the checks above looked at something. (The
+    # admin routes are not in the schema; tests/app/test_security.py fuzzes their tokens.)
+    assert {200, 201, 404, 422} <= set(statuses), statuses
     assert examples >= 300, statuses
     assert crash_lines(server) == []
 
