@@ -1,5 +1,6 @@
-"""Docker mode's pieces that need no engine: the `docker run` line and finding a pid's cgroup.
-The full run under `--memory` is exercised by `python -m scripts.verify --limit-mode docker`."""
+"""Docker mode's pieces that need no engine: the `docker run` line and finding a container's
+cgroup from its pid. The full run under `--memory` is exercised by
+`python -m scripts.verify run --limit-mode docker` and the container tests."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from scripts.verify.core.cgroup_limit import V1_MEMORY_ROOT
-from scripts.verify.core.container import ContainerService, memory_cgroup_of
+from app.memory.cgroup import CGROUP_ROOT
+from scripts.verify.core.container import ContainerService, host_cgroup_of
+
+CONTAINER_ID = "4f2a9c0d1e2b" + "0" * 52
 
 
 def test_the_container_runs_under_a_hard_limit_on_loopback_only(tmp_path: Path) -> None:
@@ -34,16 +37,32 @@ def test_the_container_runs_under_a_hard_limit_on_loopback_only(tmp_path: Path) 
     assert f"ADMIN_TOKEN={service.token}" in env
 
 
-@pytest.mark.skipif(not V1_MEMORY_ROOT.is_dir(), reason="needs the cgroup v1 memory controller")
-def test_a_pids_memory_cgroup_is_found_from_proc() -> None:
-    line = next(
-        entry
-        for entry in Path("/proc/self/cgroup").read_text().splitlines()
-        if "memory" in entry.split(":")[1].split(",")
-    )
-    expected = V1_MEMORY_ROOT / line.split(":", 2)[2].lstrip("/")
-    assert memory_cgroup_of(os.getpid()) == expected
+def proc_with(tmp_path: Path, pid: int, line: str) -> Path:
+    (tmp_path / "proc" / str(pid)).mkdir(parents=True)
+    (tmp_path / "proc" / str(pid) / "cgroup").write_text(line + "\n")
+    return tmp_path / "proc"
+
+
+@pytest.mark.skipif(not (CGROUP_ROOT / "memory").is_dir(), reason="needs the v1 memory controller")
+def test_a_real_docker_cgroup_path_on_this_host_is_read_where_it_is(tmp_path: Path) -> None:
+    folder = CGROUP_ROOT / "memory" / f"docker-test-{os.getpid()}" / CONTAINER_ID
+    folder.mkdir(parents=True)
+    try:
+        proc = proc_with(tmp_path, 7, f"12:memory:/{folder.relative_to(CGROUP_ROOT / 'memory')}")
+        found = host_cgroup_of(7, CONTAINER_ID, proc=proc)
+        assert found is not None and found.path == folder
+        reading = found.read()
+        assert reading is not None and reading.version == 1 and reading.usage_bytes is not None
+    finally:
+        folder.rmdir()
+        folder.parent.rmdir()
+
+
+def test_a_pid_whose_cgroup_does_not_name_the_container_is_not_it(tmp_path: Path) -> None:
+    # Docker Desktop: State.Pid is the VM's; this host's process by that number is another one.
+    proc = proc_with(tmp_path, 7, "0::/user.slice")
+    assert host_cgroup_of(7, CONTAINER_ID, proc=proc) is None
 
 
 def test_a_gone_pid_has_no_cgroup(tmp_path: Path) -> None:
-    assert memory_cgroup_of(123456, proc=tmp_path) is None
+    assert host_cgroup_of(123456, CONTAINER_ID, proc=tmp_path) is None

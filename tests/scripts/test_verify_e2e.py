@@ -14,15 +14,15 @@ from pathlib import Path
 import pytest
 
 from app.launch import library_available
+from app.memory.cgroup import CGROUP_ROOT
 from app.profiles import load_profiles
-from scripts.verify.core.cgroup_limit import V1_MEMORY_ROOT
 from scripts.verify.core.loadrun import locust_available, read_stats
 from scripts.verify.core.timeline import read_json
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = load_profiles().default
 needs_v1_root = pytest.mark.skipif(
-    os.geteuid() != 0 or not (V1_MEMORY_ROOT / "memory.limit_in_bytes").exists(),
+    os.geteuid() != 0 or not (CGROUP_ROOT / "memory" / "memory.limit_in_bytes").exists(),
     reason="needs root and the cgroup v1 memory controller",
 )
 

@@ -1,8 +1,11 @@
-"""A real memory limit without a container: a cgroup v1 memory cgroup made for one run.
+"""The memory cgroups a run is judged in, read through app/memory/cgroup.py on v1 and v2 alike.
 
-The kernel enforces ``memory.limit_in_bytes`` as it does for `docker run --memory` (which makes
-the same kind of cgroup): reclaim first, then the OOM killer. Needs root and the v1 memory
-controller mounted at /sys/fs/cgroup/memory.
+`MemoryCgroup` is a real limit without a container: a cgroup made for one run. The kernel
+enforces it as it does `docker run --memory` (which makes the same kind of cgroup): reclaim
+first, then the OOM killer. Needs root and a memory controller: v1 at /sys/fs/cgroup/memory, or
+v2 with `memory` in /sys/fs/cgroup/cgroup.subtree_control. `HostCgroup` reads a cgroup someone
+else made (a container's, found from its pid). Anything that can read a cgroup is a
+`CgroupSource`, so samples and the timeline's record are built the same way for all of them.
 """
 
 from __future__ import annotations
@@ -10,62 +13,117 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
+from typing import Any, Protocol
 
+from app.memory.cgroup import (
+    CGROUP_ROOT,
+    CgroupMemory,
+    MemoryEvents,
+    locate_cgroup,
+    read_cgroup_at,
+    read_memory_events,
+)
+from app.memory.measure import MB
 from scripts.verify.core.errors import RunNotMade
-
-V1_MEMORY_ROOT = Path("/sys/fs/cgroup/memory")
-MB = 1024 * 1024
+from scripts.verify.core.sampling import Sample
 
 
-def _read_int(path: Path) -> int | None:
-    try:
-        return int(path.read_text().strip())
-    except (OSError, ValueError):
-        return None
+class CgroupSource(Protocol):
+    """One memory cgroup, wherever its files are read from."""
+
+    def read(self) -> CgroupMemory | None: ...
+
+    def events(self) -> MemoryEvents: ...
 
 
-def _read_stat(path: Path) -> dict[str, int]:
-    stats: dict[str, int] = {}
-    try:
-        for line in path.read_text().splitlines():
-            key, _, value = line.partition(" ")
-            if value.strip().isdigit():
-                stats[key] = int(value)
-    except OSError:
-        pass
-    return stats
+def with_cgroup(sample: Sample, source: CgroupSource | None) -> Sample:
+    """``sample`` with the cgroup's usage and working set, when there is a cgroup."""
+    reading = source.read() if source is not None else None
+    if reading is None:
+        return sample
+    return replace(
+        sample,
+        cgroup_usage_bytes=reading.usage_bytes,
+        cgroup_working_set_bytes=reading.working_set_bytes,
+    )
 
 
-class MemoryCgroup:
-    """One v1 memory cgroup: made with a limit, joined by the server before it execs, read every
-    sample, removed at the end (the kernel refuses to remove it while a process is inside)."""
+def record_of(source: CgroupSource, where: str) -> dict[str, Any]:
+    """What the timeline keeps of the cgroup at the end of a run."""
+    reading = source.read()
+    events = source.events()
+    return {
+        "where": where,
+        "version": reading.version if reading else None,
+        "path": reading.path if reading else None,
+        "limit_bytes": reading.limit_bytes if reading else None,
+        "limit_hits": events.limit_hits,
+        "oom_kills": events.oom_kills,
+    }
 
-    def __init__(self, limit_mb: float, root: Path = V1_MEMORY_ROOT) -> None:
-        self.limit_bytes = int(limit_mb * MB)
-        self.path = root / f"lean-memory-verify-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self._root = root
-        self.owned = True
+
+class HostCgroup:
+    """A memory cgroup folder this host can see, read in place."""
+
+    def __init__(self, folder: Path, root: Path = CGROUP_ROOT) -> None:
+        self.path = folder
+        self.root = root
 
     @classmethod
-    def existing(cls, folder: Path) -> MemoryCgroup:
-        """A cgroup someone else made (a container's): read, never joined or removed."""
-        cgroup = cls(0, folder.parent)
-        cgroup.path = folder
-        cgroup.limit_bytes = _read_int(folder / "memory.limit_in_bytes") or 0
-        cgroup.owned = False
-        return cgroup
+    def of_pid(
+        cls, pid: int, root: Path = CGROUP_ROOT, proc: Path = Path("/proc")
+    ) -> HostCgroup | None:
+        """The memory cgroup of a process, if this host can see its folder."""
+        found = locate_cgroup(root, proc / str(pid) / "cgroup", namespaced=False)
+        return cls(found[0], root) if found else None
+
+    def read(self) -> CgroupMemory | None:
+        return read_cgroup_at(self.path, self.root)
+
+    def events(self) -> MemoryEvents:
+        return read_memory_events(self.path)
+
+
+class MemoryCgroup(HostCgroup):
+    """A memory cgroup made with a limit, joined by the server before it execs, read every
+    sample, removed at the end (the kernel refuses to remove it while a process is inside)."""
+
+    def __init__(self, limit_mb: float, root: Path = CGROUP_ROOT) -> None:
+        name = f"lean-memory-verify-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        super().__init__(root / name, root)
+        self.limit_bytes = int(limit_mb * MB)
+
+    def _limit_file(self) -> tuple[str, dict[str, str]]:
+        """Where to make the cgroup, its limit file, and extra files to write where present:
+        v1 if it is mounted, else v2 (no swap either way, as `--memory-swap` equal to the
+        limit)."""
+        v1 = self.root / "memory"
+        if (v1 / "memory.limit_in_bytes").exists():
+            self.path = v1 / self.path.name
+            return "memory.limit_in_bytes", {"memory.memsw.limit_in_bytes": str(self.limit_bytes)}
+        try:
+            delegated = (self.root / "cgroup.subtree_control").read_text().split()
+        except OSError:
+            delegated = []
+        if "memory" in delegated:
+            return "memory.max", {"memory.swap.max": "0"}
+        raise RunNotMade(
+            f"--limit-mode cgroup needs a memory controller: cgroup v1 at {v1}, or v2 with "
+            f"memory in {self.root / 'cgroup.subtree_control'}"
+        )
 
     def create(self) -> MemoryCgroup:
-        if not (self._root / "memory.limit_in_bytes").exists():
-            raise RunNotMade(
-                f"--limit-mode cgroup needs the cgroup v1 memory controller at {self._root}"
-            )
+        limit_file, extras = self._limit_file()
         if os.geteuid() != 0:
             raise RunNotMade("--limit-mode cgroup needs root (it makes a memory cgroup)")
         try:
             self.path.mkdir()
-            (self.path / "memory.limit_in_bytes").write_text(str(self.limit_bytes))
+            (self.path / limit_file).write_text(str(self.limit_bytes))
+            for name, value in extras.items():
+                if (self.path / name).exists():
+                    (self.path / name).write_text(value)
         except OSError as exc:
             self.remove()
             raise RunNotMade(f"cannot make memory cgroup {self.path}: {exc}") from exc
@@ -76,29 +134,9 @@ class MemoryCgroup:
         workers start inside the limit."""
         (self.path / "cgroup.procs").write_text(str(os.getpid()))
 
-    def usage_bytes(self) -> int | None:
-        return _read_int(self.path / "memory.usage_in_bytes")
-
-    def working_set_bytes(self) -> int | None:
-        """Usage minus inactive page cache, as `docker stats` computes it on cgroup v1."""
-        usage = self.usage_bytes()
-        if usage is None:
-            return None
-        inactive = _read_stat(self.path / "memory.stat").get("total_inactive_file", 0)
-        return max(usage - inactive, 0)
-
-    def oom_kills(self) -> int:
-        """OOM kills inside the cgroup (memory.oom_control's oom_kill, kernel 4.13+)."""
-        return _read_stat(self.path / "memory.oom_control").get("oom_kill", 0)
-
-    def failcnt(self) -> int:
-        return _read_int(self.path / "memory.failcnt") or 0
-
     def remove(self, timeout: float = 10.0) -> None:
         """Remove the cgroup once its processes are gone; retried briefly, as exiting processes
         leave it a moment after they are reaped."""
-        if not self.owned:
-            return
         deadline = time.monotonic() + timeout
         while self.path.exists():
             try:

@@ -1,8 +1,10 @@
 """The service image under `docker run --memory`: the limit Railway's containers live under.
 
 The engine, the base image and the image build come from lab.docker_engine, imported only
-here and only when this mode is asked for. The container's processes are sampled from the host
-(root can read their /proc), and its memory cgroup is read where the engine made it.
+here and only when this mode is asked for. Where this host runs the container's processes (Linux,
+cgroup v1 or v2), they are sampled from the host (root can read their /proc) and its memory cgroup
+is read where the engine made it. Where it does not (Docker Desktop's VM, a remote engine), the
+cgroup is read through the engine (engine_cgroup.py) and there are no per-process figures.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from typing import Any
 
 import psutil
 
-from scripts.verify.core.cgroup_limit import V1_MEMORY_ROOT, MemoryCgroup
+from scripts.verify.core.cgroup_limit import CgroupSource, HostCgroup, with_cgroup
+from scripts.verify.core.engine_cgroup import EngineCgroup
 from scripts.verify.core.errors import RunNotMade
 from scripts.verify.core.local import free_port, http_get
 from scripts.verify.core.sampling import Sample, tree_sample
@@ -24,18 +27,14 @@ from scripts.verify.core.sampling import Sample, tree_sample
 CONTAINER_PORT = 8000
 
 
-def memory_cgroup_of(pid: int, proc: Path = Path("/proc")) -> Path | None:
-    """The v1 memory cgroup folder of a host pid, from /proc/<pid>/cgroup."""
-    try:
-        lines = (proc / str(pid) / "cgroup").read_text().splitlines()
-    except OSError:
+def host_cgroup_of(pid: int, container_id: str, proc: Path = Path("/proc")) -> HostCgroup | None:
+    """The container's cgroup as this host sees it: its PID 1's, if that cgroup's path names the
+    container (on Docker Desktop the pid is the VM's, and a host process by that number is not
+    the container's)."""
+    found = HostCgroup.of_pid(pid, proc=proc)
+    if found is None or not container_id or container_id[:12] not in str(found.path):
         return None
-    for line in lines:
-        _, controllers, path = line.split(":", 2)
-        if "memory" in controllers.split(","):
-            folder = V1_MEMORY_ROOT / path.lstrip("/")
-            return folder if folder.is_dir() else None
-    return None
+    return found
 
 
 class ContainerService:
@@ -63,8 +62,10 @@ class ContainerService:
         self.name = f"lean-memory-verify-{uuid.uuid4().hex[:10]}"
         self.port = free_port()
         self.token = secrets.token_hex(16)
-        self.host_pid: int | None = None
-        self.cgroup: MemoryCgroup | None = None
+        self.container_id = ""
+        self.host_pid: int | None = None  # None where the host does not run its processes
+        self.cgroup: CgroupSource | None = None
+        self.cgroup_where = "none"
 
     @property
     def base_url(self) -> str:
@@ -89,13 +90,15 @@ class ContainerService:
         done = self.engine.run(*self.run_argv(), check=False, timeout=120)
         if done.returncode != 0:
             raise RunNotMade(f"docker run failed: {done.stderr.strip()}")
-        state = self.state()
-        self.host_pid = int(state.get("Pid") or 0) or None
-        if self.host_pid is None:
+        self.container_id = done.stdout.strip()
+        pid = int(self.state().get("Pid") or 0)
+        if not pid:
             raise RunNotMade(f"container {self.name} is not running: {self.logs_tail()}")
-        folder = memory_cgroup_of(self.host_pid)
-        if folder is not None:
-            self.cgroup = MemoryCgroup.existing(folder)
+        host = host_cgroup_of(pid, self.container_id)
+        if host is not None:
+            self.host_pid, self.cgroup, self.cgroup_where = pid, host, "host"
+        else:
+            self.cgroup, self.cgroup_where = EngineCgroup(self.engine, self.name), "engine"
         return self
 
     def state(self) -> dict[str, Any]:
@@ -138,21 +141,13 @@ class ContainerService:
         raise RunNotMade(f"container not healthy within {timeout:g} s: {self.logs_tail()}")
 
     def probe(self, t: float) -> list[Sample]:
-        if self.host_pid is None:
-            return []
-        try:
-            sample = tree_sample(self.host_pid, t)
-        except psutil.NoSuchProcess:
-            return []
-        if self.cgroup is not None:
-            sample = Sample(
-                **{
-                    **sample.as_dict(),
-                    "cgroup_usage_bytes": self.cgroup.usage_bytes(),
-                    "cgroup_working_set_bytes": self.cgroup.working_set_bytes(),
-                }
-            )
-        return [sample]
+        sample = Sample(t=t)
+        if self.host_pid is not None:
+            try:
+                sample = tree_sample(self.host_pid, t)
+            except psutil.NoSuchProcess:
+                return []
+        return [with_cgroup(sample, self.cgroup)]
 
     def debug_memory(self) -> dict[str, Any] | None:
         try:
@@ -173,6 +168,8 @@ class ContainerService:
         self.log_path.write_text(logs.stdout + logs.stderr)
         self.engine.run("stop", "--time", "15", self.name, check=False, timeout=60)
         self.engine.run("rm", "-f", self.name, check=False, timeout=60)
+        if isinstance(self.cgroup, EngineCgroup):
+            self.cgroup.close()
 
 
 def prepare_engine(log_path: Path) -> Any:

@@ -23,7 +23,7 @@ from typing import Any
 import psutil
 
 from app.profiles import load_profiles
-from scripts.verify.core.cgroup_limit import MemoryCgroup
+from scripts.verify.core.cgroup_limit import MemoryCgroup, with_cgroup
 from scripts.verify.core.errors import RunNotMade
 from scripts.verify.core.sampling import Sample, tree_sample
 
@@ -161,7 +161,7 @@ class LocalServer:
         why = f"server exited with code {code}"
         if code < 0:
             why = f"server was killed by signal {-code}"
-        if self.cgroup is not None and self.cgroup.oom_kills():
+        if self.cgroup is not None and self.cgroup.events().oom_kills:
             why += f" (OOM-killed in the {self.limit_mb:g} MB cgroup)"
         return why
 
@@ -187,15 +187,7 @@ class LocalServer:
             sample = tree_sample(self.process.pid, t)
         except psutil.NoSuchProcess:
             return []
-        if self.cgroup is not None:
-            sample = Sample(
-                **{
-                    **sample.as_dict(),
-                    "cgroup_usage_bytes": self.cgroup.usage_bytes(),
-                    "cgroup_working_set_bytes": self.cgroup.working_set_bytes(),
-                }
-            )
-        return [sample]
+        return [with_cgroup(sample, self.cgroup)]
 
     def debug_memory(self) -> dict[str, Any] | None:
         """The service's own view (/debug/memory): allocator, limit, releases; None if refused."""

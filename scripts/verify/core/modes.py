@@ -10,7 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from scripts.verify.core.cgroup_limit import MemoryCgroup
+from scripts.verify.core.cgroup_limit import MemoryCgroup, record_of
 from scripts.verify.core.local import LocalServer
 from scripts.verify.core.progress import Progress
 from scripts.verify.core.remote import RemoteService
@@ -91,12 +91,7 @@ def run_local(
         result.timeline.meta["service_at_end"] = service_summary(server.debug_memory())
         result.timeline.meta["release_log_lines"] = server.release_lines()
         if cgroup is not None:
-            result.timeline.meta["cgroup"] = {
-                "path": str(cgroup.path),
-                "limit_bytes": cgroup.limit_bytes,
-                "failcnt": cgroup.failcnt(),
-                "oom_kills": cgroup.oom_kills(),
-            }
+            result.timeline.meta["cgroup"] = record_of(cgroup, "host")
         return result
     finally:
         server.stop()
@@ -178,12 +173,7 @@ def run_docker(
         result = executor(service, settings, meta, progress)
         result.timeline.meta["service_at_end"] = service_summary(service.debug_memory())
         if service.cgroup is not None:
-            result.timeline.meta["cgroup"] = {
-                "path": str(service.cgroup.path),
-                "limit_bytes": service.cgroup.limit_bytes,
-                "failcnt": service.cgroup.failcnt(),
-                "oom_kills": service.cgroup.oom_kills(),
-            }
+            result.timeline.meta["cgroup"] = record_of(service.cgroup, service.cgroup_where)
     finally:
         service.stop()
         engine.stop()
