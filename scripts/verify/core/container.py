@@ -10,8 +10,6 @@ cgroup is read through the engine (engine_cgroup.py) and there are no per-proces
 from __future__ import annotations
 
 import json
-import secrets
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -21,8 +19,8 @@ import psutil
 from scripts.verify.core.cgroup_limit import CgroupSource, HostCgroup, with_cgroup
 from scripts.verify.core.engine_cgroup import EngineCgroup
 from scripts.verify.core.errors import RunNotMade
-from scripts.verify.core.local import free_port, http_get
 from scripts.verify.core.sampling import Sample, tree_sample
+from scripts.verify.core.served import Served
 
 CONTAINER_PORT = 8000
 
@@ -37,8 +35,10 @@ def host_cgroup_of(pid: int, container_id: str, proc: Path = Path("/proc")) -> H
     return found
 
 
-class ContainerService:
+class ContainerService(Served):
     """One container of the service image; the same interface as LocalServer."""
+
+    kind = "container"
 
     def __init__(
         self,
@@ -51,25 +51,16 @@ class ContainerService:
         limit_mb: float,
         overrides: dict[str, str] | None = None,
     ) -> None:
+        super().__init__(
+            profile, log_path, cleanup_interval_seconds, cache_ttl_seconds, limit_mb, overrides
+        )
         self.engine = engine
         self.image = image
-        self.profile = profile
-        self.log_path = log_path
-        self.cleanup_interval_seconds = cleanup_interval_seconds
-        self.cache_ttl_seconds = cache_ttl_seconds
-        self.limit_mb = limit_mb
-        self.overrides = dict(overrides or {})
         self.name = f"lean-memory-verify-{uuid.uuid4().hex[:10]}"
-        self.port = free_port()
-        self.token = secrets.token_hex(16)
         self.container_id = ""
         self.host_pid: int | None = None  # None where the host does not run its processes
         self.cgroup: CgroupSource | None = None
         self.cgroup_where = "none"
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     def run_argv(self) -> list[str]:
         limit = f"{int(self.limit_mb)}m"
@@ -93,7 +84,7 @@ class ContainerService:
         self.container_id = done.stdout.strip()
         pid = int(self.state().get("Pid") or 0)
         if not pid:
-            raise RunNotMade(f"container {self.name} is not running: {self.logs_tail()}")
+            raise RunNotMade(f"container {self.name} is not running: {self.log_tail()}")
         host = host_cgroup_of(pid, self.container_id)
         if host is not None:
             self.host_pid, self.cgroup, self.cgroup_where = pid, host, "host"
@@ -107,7 +98,7 @@ class ContainerService:
             return {}
         return json.loads(done.stdout)  # type: ignore[no-any-return]
 
-    def logs_tail(self, lines: int = 3) -> str:
+    def log_tail(self, lines: int = 3) -> str:
         done = self.engine.run("logs", "--tail", str(lines), self.name, check=False)
         return " | ".join((done.stdout + done.stderr).strip().splitlines()[-lines:])
 
@@ -127,19 +118,6 @@ class ContainerService:
             why += f" (OOM-killed under --memory={int(self.limit_mb)}m)"
         return why
 
-    def wait_healthy(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if (why := self.failure()) is not None:
-                raise RunNotMade(f"{why} before it was healthy: {self.logs_tail()}")
-            try:
-                if http_get(f"{self.base_url}/healthz", timeout=2.0)[0] == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.3)
-        raise RunNotMade(f"container not healthy within {timeout:g} s: {self.logs_tail()}")
-
     def probe(self, t: float) -> list[Sample]:
         sample = Sample(t=t)
         if self.host_pid is not None:
@@ -148,19 +126,6 @@ class ContainerService:
             except psutil.NoSuchProcess:
                 return []
         return [with_cgroup(sample, self.cgroup)]
-
-    def debug_memory(self) -> dict[str, Any] | None:
-        try:
-            status, body = http_get(f"{self.base_url}/debug/memory", self.token)
-        except OSError:
-            return None
-        return json.loads(body) if status == 200 else None
-
-    def release_lines(self) -> int:
-        try:
-            return self.log_path.read_text(errors="replace").count("Memory Release:")
-        except OSError:
-            return 0
 
     def stop(self) -> None:
         """Keep the container's log, then remove it."""

@@ -6,26 +6,21 @@ the profile picked by MEMORY_PROFILE; optionally inside a real memory cgroup.
 
 from __future__ import annotations
 
-import json
 import os
-import secrets
 import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import psutil
 
 from app.profiles import load_profiles
 from scripts.verify.core.cgroup_limit import MemoryCgroup, with_cgroup
-from scripts.verify.core.errors import RunNotMade
 from scripts.verify.core.sampling import Sample, tree_sample
+from scripts.verify.core.served import Served, free_port, http_get
+
+__all__ = ["REPO_ROOT", "LocalServer", "clean_environment", "free_port", "http_get"]
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 # Variables that would change what is being measured if inherited from the caller's shell.
@@ -37,13 +32,6 @@ MEASURED_NAMES = (
     "WEB_CONCURRENCY",
     "THREADPOOL_SIZE",
 )
-
-
-def free_port() -> int:
-    """A port the kernel just handed out on loopback; the server binds it a moment later."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def clean_environment(base: Mapping[str, str]) -> dict[str, str]:
@@ -60,20 +48,7 @@ def clean_environment(base: Mapping[str, str]) -> dict[str, str]:
     }
 
 
-def http_get(url: str, token: str | None = None, timeout: float = 5.0) -> tuple[int, bytes]:
-    request = urllib.request.Request(url)
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(
-            request, timeout=timeout
-        ) as response:  # loopback or the given --url
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-
-
-class LocalServer:
+class LocalServer(Served):
     """One server process tree; start(), wait_healthy(), probe() each second, stop()."""
 
     def __init__(
@@ -88,22 +63,13 @@ class LocalServer:
         web_concurrency: int = 1,
         overrides: Mapping[str, str] | None = None,
     ) -> None:
-        self.profile = profile
+        super().__init__(
+            profile, log_path, cleanup_interval_seconds, cache_ttl_seconds, limit_mb, overrides
+        )
         self.workdir = workdir
-        self.log_path = log_path
-        self.cleanup_interval_seconds = cleanup_interval_seconds
-        self.cache_ttl_seconds = cache_ttl_seconds
-        self.limit_mb = limit_mb
         self.cgroup = cgroup
         self.web_concurrency = web_concurrency
-        self.overrides = dict(overrides or {})
-        self.port = free_port()
-        self.token = secrets.token_hex(16)
         self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     def environment(self) -> dict[str, str]:
         env = clean_environment(os.environ)
@@ -165,21 +131,6 @@ class LocalServer:
             why += f" (OOM-killed in the {self.limit_mb:g} MB cgroup)"
         return why
 
-    def wait_healthy(self, timeout: float) -> None:
-        """Poll /healthz until 200; RunNotMade if the process exits or the deadline passes."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if (why := self.failure()) is not None:
-                raise RunNotMade(f"{why} before it was healthy: {self.log_tail()}")
-            try:
-                status, _ = http_get(f"{self.base_url}/healthz", timeout=2.0)
-                if status == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise RunNotMade(f"server not healthy within {timeout:g} s: {self.log_tail()}")
-
     def probe(self, t: float) -> list[Sample]:
         if self.process is None or self.exit_code() is not None:
             return []
@@ -188,26 +139,6 @@ class LocalServer:
         except psutil.NoSuchProcess:
             return []
         return [with_cgroup(sample, self.cgroup)]
-
-    def debug_memory(self) -> dict[str, Any] | None:
-        """The service's own view (/debug/memory): allocator, limit, releases; None if refused."""
-        try:
-            status, body = http_get(f"{self.base_url}/debug/memory", self.token)
-        except OSError:
-            return None
-        if status != 200:
-            return None
-        try:
-            return json.loads(body)  # type: ignore[no-any-return]
-        except ValueError:
-            return None
-
-    def release_lines(self) -> int:
-        """How many "Memory Release:" lines the service logged."""
-        try:
-            return self.log_path.read_text(errors="replace").count("Memory Release:")
-        except OSError:
-            return 0
 
     def stop(self, grace: float = 15.0) -> None:
         """SIGTERM, then SIGKILL to the whole group after ``grace`` seconds."""
