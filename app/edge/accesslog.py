@@ -25,14 +25,18 @@ REDACTED_QUERY = "?<redacted>"
 
 
 def printable(text: str, limit: int) -> str:
-    """`text` with every character outside visible ASCII, and `"` and `\\`, escaped, then cut
-    to `limit` characters with a count of the rest: a log line cannot be split or faked."""
-    escaped = "".join(
-        char if "!" <= char <= "~" and char not in '"\\' else _escape(char) for char in text
-    )
-    if len(escaped) <= limit:
-        return escaped
-    return f"{escaped[:limit]}...(+{len(escaped) - limit} chars)"
+    """`text` with every character outside visible ASCII, and `"` and `\\`, escaped, cut to
+    `limit` characters with a count of what was left out: a log line cannot be split or faked.
+    Only what is shown is looked at, so a 64 KB value costs no more than a short one."""
+    shown: list[str] = []
+    used = 0
+    for index, char in enumerate(text):
+        piece = char if "!" <= char <= "~" and char not in '"\\' else _escape(char)
+        used += len(piece)
+        if used > limit:
+            return f"{''.join(shown)}...(+{len(text) - index} chars)"
+        shown.append(piece)
+    return "".join(shown)
 
 
 def _escape(char: str) -> str:

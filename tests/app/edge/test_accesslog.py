@@ -115,3 +115,21 @@ def test_access_log_off(serve: Callable[..., TestClient], caplog: pytest.LogCapt
     with caplog.at_level(logging.INFO, logger="app.access"):
         client.get("/healthz")
     assert [r for r in caplog.records if r.name == "app.access"] == []
+
+
+class CountingText(str):
+    """A str that counts the characters read from it."""
+
+    read = 0
+
+    def __iter__(self):  # type: ignore[override]
+        for char in str.__iter__(self):
+            CountingText.read += 1
+            yield char
+
+
+def test_printable_reads_only_what_it_shows() -> None:
+    # A 64 KB header costs the same as a short one: the cut comes before the escaping.
+    CountingText.read = 0
+    assert printable(CountingText("A" * 65536), 100).endswith("...(+65436 chars)")
+    assert CountingText.read <= 101
