@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub = subcommands.add_parser(
             command.name,
             help=command.summary,
-            description=command.description,
+            description=command.doc.split("\n\n", 1)[-1],
             epilog=EPILOG,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )

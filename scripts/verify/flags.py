@@ -25,10 +25,15 @@ class Command:
 
     name: str
     summary: str  # one line, for the list of subcommands
-    description: str  # what it does and what its exit codes mean
+    doc: str  # its module's docstring: a title line, then what it does and its exit codes
     add_arguments: Callable[[Parser], None]
     check: Callable[[Parser, argparse.Namespace], None]  # parser.error() on a bad combination
     run: Callable[[argparse.Namespace], int]  # the exit code
+
+
+def add_number(parser: Parser, flag: str, kind: type, default: float, text: str) -> None:
+    """A number flag whose help ends with its default."""
+    parser.add_argument(flag, type=kind, default=default, help=f"{text} (default {default:g})")
 
 
 def add_profile(parser: Parser) -> None:
@@ -39,11 +44,8 @@ def add_profile(parser: Parser) -> None:
 
 def add_service(parser: Parser, limit_mode: str) -> None:
     """How the service is started here: workers, memory limit, settings."""
-    parser.add_argument(
-        "--web-concurrency",
-        type=int,
-        default=1,
-        help="uvicorn workers (WEB_CONCURRENCY); all are sampled and summed (default 1)",
+    add_number(
+        parser, "--web-concurrency", int, 1, "uvicorn workers (WEB_CONCURRENCY), all sampled"
     )
     parser.add_argument(
         "--limit-mode",
@@ -74,12 +76,8 @@ def add_verdict(
 ) -> None:
     """What is judged: the limit, the memory figure, the failures allowed; a recorded run."""
     defaults = Criteria()
-    parser.add_argument(
-        "--limit-mb",
-        type=float,
-        default=defaults.limit_mb,
-        help=f"idle memory must be under this (default {defaults.limit_mb:g}, "
-        "the Railway Free plan's limit)",
+    add_number(
+        parser, "--limit-mb", float, defaults.limit_mb, "idle memory must be under this, in MB"
     )
     parser.add_argument("--metric", choices=METRICS, default=metric, help=metric_help)
     parser.add_argument(

@@ -35,7 +35,8 @@ from scripts.verify.core.verdict import Criteria
 
 log = logging.getLogger("verify")
 
-DESCRIPTION = __doc__.split("\n\n", 1)[1]
+RUN_SUMMARY = "start the service (or read a deployed one), spike it, prove memory comes back"
+COMPARE_SUMMARY = "every allocator profile in turn, baseline included, one table against baseline"
 METRIC_HELP = (
     "memory figure judged: pss (default; shared pages counted once across workers), rss, uss, "
     "or cgroup (working set; with a limit or --url)"
@@ -250,19 +251,7 @@ def compare_command(args: argparse.Namespace) -> int:
     return not_made(lambda: compare_all(args, started))
 
 
-RUN = flags.Command(
-    "run",
-    "start the service (or read a deployed one), spike it, prove memory comes back",
-    DESCRIPTION,
-    add_run,
-    check_run,
-    run_command,
-)
+RUN = flags.Command("run", RUN_SUMMARY, __doc__, add_run, check_run, run_command)
 COMPARE = flags.Command(
-    "compare",
-    "every allocator profile in turn, baseline included, one table with ratios to baseline",
-    DESCRIPTION,
-    add_compare,
-    check_common,
-    compare_command,
+    "compare", COMPARE_SUMMARY, __doc__, add_compare, check_common, compare_command
 )

@@ -15,6 +15,7 @@ from scripts.verify.core.local import LocalServer
 from scripts.verify.core.progress import Progress
 from scripts.verify.core.remote import RemoteService
 from scripts.verify.core.run import RunResult, RunSettings, Target, execute
+from scripts.verify.core.served import Served
 
 LIMIT_MODES = ("none", "cgroup", "docker")
 # What is done with the started service: the verifier's one spike (run.execute) by default; the
@@ -39,6 +40,22 @@ def service_summary(document: dict[str, Any] | None) -> dict[str, Any] | None:
         "releases": len(document.get("releases") or []),
         "cleanup": document.get("cleanup"),
         "cache": document.get("cache"),
+    }
+
+
+def meta_of(
+    served: Served, settings: RunSettings, limit_mode: str, web_concurrency: int | str
+) -> dict[str, Any]:
+    """What the timeline records of a service started here, before the load."""
+    return {
+        "mode": "local",
+        "profile": served.profile,
+        "limit_mode": limit_mode,
+        "cleanup_interval_seconds": settings.preset.cleanup_interval_seconds,
+        "cache_ttl_seconds": settings.preset.cache_ttl_seconds,
+        "web_concurrency": web_concurrency,
+        "overrides": dict(served.overrides),
+        "service_at_start": service_summary(served.debug_memory()),
     }
 
 
@@ -77,16 +94,7 @@ def run_local(
         server.start()
         progress.note(f"starting the service (profile {profile}) on {server.base_url}")
         server.wait_healthy(settings.preset.health_timeout_seconds)
-        meta = {
-            "mode": "local",
-            "profile": profile,
-            "limit_mode": limit_mode,
-            "cleanup_interval_seconds": settings.preset.cleanup_interval_seconds,
-            "cache_ttl_seconds": settings.preset.cache_ttl_seconds,
-            "web_concurrency": web_concurrency,
-            "overrides": dict(overrides or {}),
-            "service_at_start": service_summary(server.debug_memory()),
-        }
+        meta = meta_of(server, settings, limit_mode, web_concurrency)
         result = executor(server, settings, meta, progress)
         result.timeline.meta["service_at_end"] = service_summary(server.debug_memory())
         result.timeline.meta["release_log_lines"] = server.release_lines()
@@ -159,17 +167,8 @@ def run_docker(
         service.start()
         progress.note(f"container {service.name} (profile {profile}) on {service.base_url}")
         service.wait_healthy(settings.preset.health_timeout_seconds)
-        meta = {
-            "mode": "local",
-            "profile": profile,
-            "limit_mode": "docker",
-            "image": service.image,
-            "cleanup_interval_seconds": settings.preset.cleanup_interval_seconds,
-            "cache_ttl_seconds": settings.preset.cache_ttl_seconds,
-            "web_concurrency": int(workers) if workers.isdigit() else workers,
-            "overrides": dict(overrides or {}),
-            "service_at_start": service_summary(service.debug_memory()),
-        }
+        workers_count = int(workers) if workers.isdigit() else workers
+        meta = {**meta_of(service, settings, "docker", workers_count), "image": service.image}
         result = executor(service, settings, meta, progress)
         result.timeline.meta["service_at_end"] = service_summary(service.debug_memory())
         if service.cgroup is not None:

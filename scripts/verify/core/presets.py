@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from loadtest.payloads import DEFAULT_SIZES, DEFAULT_THINK
 from loadtest.spike import SpikePlan
+
+# A spike is heavier than everyday traffic (loadtest's defaults): shorter think time and more of
+# the largest bodies, still mostly small ones.
+SPIKE_THINK = "0.1,0.5"
+SPIKE_SIZES = "200:40,1000:25,5000:20,20000:15"
 
 
 @dataclass(frozen=True)
@@ -23,10 +27,10 @@ class Preset:
     # CACHE_TTL_SECONDS for that server: results cached during the spike expire inside the idle
     # window, so what stays afterwards is what the allocator kept, not data still promised.
     cache_ttl_seconds: float
-    baseline_seconds: float  # sampled before the load; their median is "start"
-    idle_tail_seconds: float  # the end of the idle window; its median is "idle"
-    think_time: str = DEFAULT_THINK  # Locust --think-time: min,max seconds between requests
-    bulk_sizes: str = DEFAULT_SIZES  # Locust --bulk-sizes: records:weight,...
+    baseline_seconds: float = 5.0  # sampled before the load; their median is "start"
+    idle_tail_seconds: float = 10.0  # the end of the idle window; its median is "idle"
+    think_time: str = SPIKE_THINK  # Locust --think-time: min,max seconds between requests
+    bulk_sizes: str = SPIKE_SIZES  # Locust --bulk-sizes: records:weight,...
     health_timeout_seconds: float = 60.0
 
     def __post_init__(self) -> None:
@@ -49,11 +53,6 @@ class Preset:
         return self.baseline_seconds + self.plan.total_seconds
 
 
-# A spike is heavier than everyday traffic (loadtest's defaults): shorter think time and more of
-# the largest bodies, still mostly small ones.
-SPIKE_THINK = "0.1,0.5"
-SPIKE_SIZES = "200:40,1000:25,5000:20,20000:15"
-
 PRESETS: dict[str, Preset] = {
     # For tests and CI: under a minute per profile on two shared cores, and still a spike of
     # hundreds of MB, because a few users send the 20,000-record bodies.
@@ -64,8 +63,6 @@ PRESETS: dict[str, Preset] = {
         cache_ttl_seconds=10,
         baseline_seconds=3,
         idle_tail_seconds=5,
-        think_time=SPIKE_THINK,
-        bulk_sizes=SPIKE_SIZES,
     ),
     # For the README's figures: the standard spike, and the service's own 60 s cleanup interval.
     "standard": Preset(
@@ -73,9 +70,5 @@ PRESETS: dict[str, Preset] = {
         plan=SpikePlan(),
         cleanup_interval_seconds=60,
         cache_ttl_seconds=60,
-        baseline_seconds=5,
-        idle_tail_seconds=10,
-        think_time=SPIKE_THINK,
-        bulk_sizes=SPIKE_SIZES,
     ),
 }

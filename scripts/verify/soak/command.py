@@ -59,18 +59,19 @@ def add_arguments(parser: flags.Parser) -> None:
     flags.add_service(parser, limit_mode="docker")
     flags.add_output(parser, "results/soak-<timestamp>/")
     flags.add_verdict(parser, None, METRIC_HELP, SoakCriteria().max_failure_share)
-    parser.add_argument(
+    flags.add_number(
+        parser,
         "--max-drift-mb",
-        type=float,
-        default=drift.max_mb,
-        help=f"last idle may be this many MB over the first (default {drift.max_mb:g}) ...",
+        float,
+        drift.max_mb,
+        "last idle may be this many MB over the first",
     )
-    parser.add_argument(
+    flags.add_number(
+        parser,
         "--max-drift-share",
-        type=float,
-        default=drift.max_share,
-        help=f"... or this share of the first idle, whichever is larger "
-        f"(default {drift.max_share:g})",
+        float,
+        drift.max_share,
+        "... or this share of the first idle, whichever is larger",
     )
 
 
@@ -180,11 +181,5 @@ def run(args: argparse.Namespace) -> int:
     return exit_for(outcome.passed)
 
 
-COMMAND = flags.Command(
-    "soak",
-    "repeated spike/idle cycles in the container under its limit: no OOM, no creep",
-    __doc__.split("\n\n", 1)[1],
-    add_arguments,
-    check_arguments,
-    run,
-)
+SUMMARY = "repeated spike/idle cycles in the container under its limit: no OOM, no creep"
+COMMAND = flags.Command("soak", SUMMARY, __doc__, add_arguments, check_arguments, run)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from loadtest.spike import SpikePlan
-from scripts.verify.core.presets import PRESETS, SPIKE_SIZES, SPIKE_THINK, Preset
+from scripts.verify.core.presets import PRESETS, Preset
 
 # A drift between a first and a last cycle needs two cycles at least.
 MIN_CYCLES = 2
@@ -66,10 +66,6 @@ SOAK_PRESETS: dict[str, SoakPreset] = {
             plan=SpikePlan(users=20, ramp_seconds=10, hold_seconds=45, idle_seconds=75),
             cleanup_interval_seconds=30,
             cache_ttl_seconds=30,
-            baseline_seconds=5,
-            idle_tail_seconds=10,
-            think_time=SPIKE_THINK,
-            bulk_sizes=SPIKE_SIZES,
         ),
         cycles=4,
         summary="20 users, 55 s of load and a 75 s idle window, 4 times",

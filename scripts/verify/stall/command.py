@@ -24,6 +24,7 @@ import os
 import sys
 from collections.abc import Sequence
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
 from app.profiles import ProfileError, load_profiles
@@ -40,43 +41,18 @@ def add_arguments(parser: flags.Parser) -> None:
     parser.add_argument(
         "--compare", action="store_true", help="every deployable profile in turn, one table"
     )
-    parser.add_argument(
-        "--probes",
-        type=int,
-        default=defaults.probes,
-        help=f"/healthz probes per condition (default {defaults.probes})",
-    )
-    parser.add_argument(
-        "--interval-ms",
-        type=float,
-        default=defaults.interval_s * 1000,
-        help=f"ms between probes (default {defaults.interval_s * 1000:g})",
-    )
-    parser.add_argument(
-        "--target-ms",
-        type=float,
-        default=sf.TARGET_MS,
-        help=f"allowed rise of the p99 with releases running (default {sf.TARGET_MS:g})",
-    )
-    parser.add_argument(
+    number = partial(flags.add_number, parser)
+    number("--probes", int, defaults.probes, "/healthz probes per condition")
+    number("--interval-ms", float, defaults.interval_s * 1000, "ms between probes")
+    number("--target-ms", float, sf.TARGET_MS, "allowed rise of the p99 with releases running")
+    number(
         "--release-every-ms",
-        type=float,
-        default=defaults.release_every_s * 1000,
-        help="releases run back to back, one starting at most this often "
-        f"(default {defaults.release_every_s * 1000:g}; 0: no cap)",
+        float,
+        defaults.release_every_s * 1000,
+        "releases run back to back, one starting at most this often (0: no cap)",
     )
-    parser.add_argument(
-        "--grow-posts",
-        type=int,
-        default=defaults.grow_posts,
-        help=f"bulk posts that grow the heap before each condition (default {defaults.grow_posts})",
-    )
-    parser.add_argument(
-        "--grow-records",
-        type=int,
-        default=defaults.grow_records,
-        help=f"records per bulk post (default {defaults.grow_records})",
-    )
+    number("--grow-posts", int, defaults.grow_posts, "bulk posts that grow the heap each time")
+    number("--grow-records", int, defaults.grow_records, "records per bulk post")
     parser.add_argument(
         "--no-inline",
         action="store_true",
@@ -190,11 +166,5 @@ def run(args: argparse.Namespace) -> int:
     return exit_code(verdicts)
 
 
-COMMAND = flags.Command(
-    "stall",
-    "/healthz latency while releases run, against none: a release never stalls the loop",
-    __doc__.split("\n\n", 1)[1],
-    add_arguments,
-    check_arguments,
-    run,
-)
+SUMMARY = "/healthz latency while releases run, against none: a release never stalls the loop"
+COMMAND = flags.Command("stall", SUMMARY, __doc__, add_arguments, check_arguments, run)
