@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from scripts.verify.core.health import HealthFigures
 from scripts.verify.core.run import RunResult
 from scripts.verify.core.sampling import MB
 from scripts.verify.core.verdict import IDLE_TARGET_RATIO
@@ -30,6 +31,7 @@ class Row:
     failures: int | None
     status: str  # PASS, FAIL, or NOT MADE
     reasons: tuple[str, ...] = ()
+    healthz: HealthFigures | None = None
 
     @classmethod
     def not_made(cls, label: str, why: str) -> Row:
@@ -59,6 +61,7 @@ def rows_for(result: RunResult) -> list[Row]:
                 failures=load.failures if load else None,
                 status="PASS" if series.verdict.passed else "FAIL",
                 reasons=tuple(series.verdict.reasons),
+                healthz=result.healthz,
             )
         )
     return rows
@@ -79,6 +82,16 @@ COLUMNS: tuple[Column, ...] = (
     ("p99 ms", lambda r: r.p99_ms, "{:.0f}", True),
     ("failures", lambda r: r.failures, "{:d}", True),
 )
+# Shown when a row has them: /healthz from due time to answer while the load ran.
+HEALTH_COLUMNS: tuple[Column, ...] = (
+    ("/healthz p50 ms", lambda r: r.healthz.p50_ms if r.healthz else None, "{:.0f}", True),
+    ("/healthz p99 ms", lambda r: r.healthz.p99_ms if r.healthz else None, "{:.0f}", True),
+    ("/healthz max ms", lambda r: r.healthz.max_ms if r.healthz else None, "{:.0f}", True),
+)
+
+
+def columns_for(rows: Sequence[Row]) -> tuple[Column, ...]:
+    return COLUMNS + HEALTH_COLUMNS if any(r.healthz for r in rows) else COLUMNS
 
 
 def _cell(value: float | int | None, fmt: str, base: float | int | None) -> str:
@@ -95,11 +108,12 @@ def table_cells(
 ) -> tuple[list[str], list[list[str]]]:
     """Header and cells; with ``baseline`` naming a row, each figure also as a ratio to it."""
     base_row = next((r for r in rows if r.label == baseline), None)
-    header = ["run", *(name for name, _, _, _ in COLUMNS), "verdict"]
+    columns = columns_for(rows)
+    header = ["run", *(name for name, _, _, _ in columns), "verdict"]
     cells = []
     for row in rows:
         line = [row.label]
-        for _, get, fmt, versus in COLUMNS:
+        for _, get, fmt, versus in columns:
             compared = versus and base_row is not None and row is not base_row
             base_value = get(base_row) if compared else None
             line.append(_cell(get(row), fmt, base_value))

@@ -20,6 +20,7 @@ import psutil
 from scripts.verify.core import loadrun
 from scripts.verify.core import phases as ph
 from scripts.verify.core.errors import RunNotMade
+from scripts.verify.core.health import HealthFigures, HealthProbe
 from scripts.verify.core.loadrun import LoadStats
 from scripts.verify.core.presets import Preset
 from scripts.verify.core.progress import Progress
@@ -60,6 +61,7 @@ class RunResult:
     timeline: Timeline
     load: LoadStats | None
     results: list[SeriesResult] = field(default_factory=list)
+    healthz: HealthFigures | None = None  # /healthz latency while the load ran
 
     @property
     def passed(self) -> bool:
@@ -214,6 +216,7 @@ def execute(
     sampler = Sampler(target.probe, clock, settings.sample_interval).start()
     watch = _Watch(target, sampler, clock, progress, settings.metric)
     locust: subprocess.Popen[bytes] | None = None
+    healthz: HealthFigures | None = None
     try:
         progress.note(
             f"baseline {preset.baseline_seconds:g} s, then {plan.users} users "
@@ -222,7 +225,11 @@ def execute(
         watch.until(ph.BASELINE, preset.baseline_seconds, lambda: watch.died is not None)
         load_start = load_end = idle_end = clock.now()
         if watch.died is None:  # a server that died before the load gets no load
-            locust = _run_load(target, settings, watch, clock, load_start)
+            probe = HealthProbe(target.base_url).start()
+            try:
+                locust = _run_load(target, settings, watch, clock, load_start)
+            finally:
+                healthz = probe.stop()
             load_end = clock.now()
             progress.note(f"load done at {load_end:.0f} s; idle window {plan.idle_seconds:g} s")
         if watch.died is None:
@@ -279,8 +286,9 @@ def execute(
     timeline.extra = {
         "load": load.as_dict() if load else None,
         "results": [r.as_dict() for r in results],
+        "healthz": healthz.as_dict() if healthz else None,
     }
-    return RunResult(settings.label, timeline, load, results)
+    return RunResult(settings.label, timeline, load, results, healthz)
 
 
 def _tail(path: Path, lines: int = 3) -> str:
