@@ -1,0 +1,226 @@
+"""The ASGI side of admission control: a guarded route reserves its cost before its body is read.
+
+The app names the routes it guards and what each costs per body byte (parsed, validated and
+processed, a request holds several times its body). A request with a declared length reserves
+``length x factor``; a chunked one reserves for the largest body it may grow to and gives back
+what it did not use once the body has ended (reserving as it streams could leave several
+half-read bodies each waiting for room the others hold). The body is read here, under a time
+limit, and handed to the app whole; the reservation is returned when the app returns, however
+it returns: response sent, client gone, or an error.
+
+Refusals are answered so the client can read them. Most clients send the whole body before they
+read a reply, and closing a socket with unread data in it resets the connection, so a refused
+body of bounded size is read and dropped first, then the reply goes out with
+``Connection: close``. A body declared over the size limit is not read at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .admission import Admission, Refused
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GuardedRoute:
+    method: str
+    path: str
+    cost_factor: float  # bytes held per body byte while the request is handled
+
+
+@dataclass(frozen=True)
+class _Head:
+    """What the request's headers say about its body."""
+
+    length: int | None  # declared Content-Length; None when chunked or absent
+    encoding: str
+    expects_continue: bool
+    malformed: str | None = None
+
+    @classmethod
+    def parse(cls, headers: Iterable[tuple[bytes, bytes]]) -> _Head:
+        lengths: list[bytes] = []
+        encoding = b""
+        expect = False
+        for name, value in headers:
+            if name == b"content-length":
+                lengths.append(value.strip())
+            elif name == b"content-encoding":
+                encoding = value.strip().lower()
+            elif name == b"expect":
+                expect = value.strip().lower() == b"100-continue"
+        if len(set(lengths)) > 1 or any(not v.isdigit() for v in lengths):
+            return cls(None, "", expect, "Content-Length must be one whole number")
+        length = int(lengths[0]) if lengths else None
+        return cls(length, encoding.decode("latin-1"), expect)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class _ClientGone(Exception):
+    pass
+
+
+class AdmissionGate:
+    """Pure ASGI middleware; routes it does not guard pass straight through."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        admission: Admission,
+        routes: Iterable[GuardedRoute],
+        max_body_bytes: int,
+        body_timeout_seconds: float = 30.0,
+        retry_after_seconds: int = 2,
+        limit_name: str = "the body size limit",
+    ) -> None:
+        self.app = app
+        self.limit_name = limit_name  # what the 413 calls the limit: the app's setting
+        self.admission = admission
+        self.routes = {(r.method.upper(), r.path): r for r in routes}
+        self.max_body_bytes = max_body_bytes
+        self.body_timeout_seconds = body_timeout_seconds
+        self.retry_after_seconds = retry_after_seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route = None
+        if scope["type"] == "http":
+            route = self.routes.get((scope["method"], scope["path"]))
+        if route is None:
+            await self.app(scope, receive, send)
+            return
+        head = _Head.parse(scope["headers"])
+        if head.malformed is not None:
+            await _reply(send, 400, head.malformed)
+            return
+        if head.encoding not in ("", "identity"):
+            await self._refuse(receive, send, head, 415, f"Content-Encoding {head.encoding!r} "
+                               "is not supported: send the body uncompressed")
+            return
+        if head.length is not None and head.length > self.max_body_bytes:
+            await _reply(send, 413, f"body of {head.length} bytes is over the "
+                         f"{self.max_body_bytes}-byte limit ({self.limit_name})")
+            return
+        bound = head.length if head.length is not None else self.max_body_bytes
+        try:
+            reservation = await self.admission.reserve(math.ceil(bound * route.cost_factor))
+        except Refused as refused:
+            await self._refuse(receive, send, head, 503, refused.detail, reason=refused.reason)
+            return
+        try:
+            body = await self._read(scope, receive, send)
+            if body is None:
+                return
+            if head.length is None:
+                reservation.resize(math.ceil(len(body) * route.cost_factor))
+            await self.app(scope, _replay(body, receive), send)
+        finally:
+            reservation.release()
+
+    async def _read(self, scope: Scope, receive: Receive, send: Send) -> bytes | None:
+        """The whole body, or None once the request has been answered or the client is gone."""
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async with asyncio.timeout(self.body_timeout_seconds):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        raise _ClientGone
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > self.max_body_bytes:
+                        raise _BodyTooLarge
+                    if chunk:
+                        chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        return b"".join(chunks)
+        except _ClientGone:
+            log.info(
+                "[memory-admission] %s %s: client disconnected after %d body bytes; "
+                "reservation returned", scope["method"], scope["path"], size,
+            )
+        except _BodyTooLarge:
+            await _reply(
+                send, 413, f"body is over the {self.max_body_bytes}-byte limit ({self.limit_name})"
+            )
+        except TimeoutError:
+            log.info(
+                "[memory-admission] %s %s: body not complete after %gs (%d bytes); answered 408",
+                scope["method"], scope["path"], self.body_timeout_seconds, size,
+            )
+            await _reply(send, 408, f"body not received within {self.body_timeout_seconds:g}s")
+        return None
+
+    async def _refuse(
+        self, receive: Receive, send: Send, head: _Head, status: int, detail: str,
+        reason: str | None = None,
+    ) -> None:
+        """Answer a refusal the client can read: drop a bounded body first, then close."""
+        if not head.expects_continue and not await self._drain(receive, head):
+            return
+        headers = [(b"retry-after", str(self.retry_after_seconds).encode())] if reason else []
+        await _reply(send, status, detail, reason=reason, headers=headers)
+
+    async def _drain(self, receive: Receive, head: _Head) -> bool:
+        """Read and drop the body, keeping nothing; False if the client went away. A body past
+        its bound or its time gets the reply anyway, and the connection is closed on it."""
+        limit = head.length if head.length is not None else self.max_body_bytes
+        size = 0
+        try:
+            async with asyncio.timeout(self.body_timeout_seconds):
+                while size <= limit:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return False
+                    size += len(message.get("body", b""))
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            pass
+        return True
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A receive that hands the app the body already read, then waits for the disconnect."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+async def _reply(
+    send: Send, status: int, detail: str, reason: str | None = None,
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    """A small JSON reply that ends the connection: the request's body was not (fully) read."""
+    payload = {"detail": detail} if reason is None else {"detail": detail, "reason": reason}
+    body = json.dumps(payload).encode()
+    await send({
+        "type": "http.response.start",
+        "status": status,
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+            *(headers or []),
+        ],
+    })
+    await send({"type": "http.response.body", "body": body})
