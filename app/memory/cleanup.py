@@ -9,7 +9,9 @@ Four triggers, one loop, so releases stay serial and their rate bounded:
   data kept only for a while is dropped and returned then, not up to an interval later; it
   cannot fire while traffic keeps adding entries, and fires once per such moment;
 - threshold: the request path saw RSS over the threshold; honoured at most once per interval,
-  because releasing under load frees little and contends with the requests.
+  because releasing under load frees little and contends with the requests;
+- pressure: usage crossed the admission high-water mark; honoured at once (at most every
+  PRESSURE_MIN_SECONDS), because there freeing anything beats waiting.
 A run releases only when RSS is over the threshold and has grown by ``release_min_bytes`` since
 the last release: re-trimming an idle heap frees nothing and still pauses for gc.collect().
 """
@@ -32,6 +34,7 @@ log = logging.getLogger(__name__)
 CleanupHook = Callable[[], int]  # e.g. drop expired cache entries; returns how many
 # When everything a hook's data holds has expired, on time.monotonic; None while it holds nothing.
 ExpirySource = Callable[[], float | None]
+PRESSURE_MIN_SECONDS = 2.0  # releases on pressure at most this often
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,7 @@ class CleanupLoop:
         self._stop: asyncio.Event | None = None
         self._wake: asyncio.Event | None = None
         self._requests_seen = activity.requests
+        self._pressure_pending = False
         self._last_run = clock()
         self.runs = 0
         self.failures = 0
@@ -75,6 +79,13 @@ class CleanupLoop:
 
     def wake(self, rss: int) -> None:
         """Called from the request path (on the event loop thread) when RSS is over threshold."""
+        if self._wake is not None:
+            self._wake.set()
+
+    def wake_for_pressure(self, usage: int) -> None:
+        """Called when usage crosses the high-water mark: release now, not at the next interval
+        (at most once per PRESSURE_MIN_SECONDS), since refusing work alone frees nothing."""
+        self._pressure_pending = True
         if self._wake is not None:
             self._wake.set()
 
@@ -135,6 +146,9 @@ class CleanupLoop:
                 return "interval"
             if self._idle_due():
                 return "idle"
+            if self._pressure_pending and now - self._last_run >= PRESSURE_MIN_SECONDS:
+                self._pressure_pending = False
+                return "pressure"
             expiry = self._all_expired_at()
             if expiry is not None and expiry <= self._expiry_handled:
                 expiry = None  # its data outlived the purge (a hook that keeps it): not a loop
@@ -142,6 +156,8 @@ class CleanupLoop:
                 self._expiry_handled = expiry
                 return "expiry"
             deadline = next_interval if expiry is None else min(next_interval, expiry)
+            if self._pressure_pending:
+                deadline = min(deadline, self._last_run + PRESSURE_MIN_SECONDS)
             idle = self.config.idle_release_seconds
             if idle:
                 # Requests do not wake the loop, so while the idle trigger is on it looks at
@@ -163,6 +179,8 @@ class CleanupLoop:
                 return None
             if self._wake.is_set():
                 self._wake.clear()
+                if self._pressure_pending:
+                    continue  # judged at the top, with its own spacing
                 if self._clock() - self._last_run >= self.config.interval_seconds:
                     return "threshold"
 

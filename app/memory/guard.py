@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.memory.measure import rss_bytes
 
@@ -23,11 +23,17 @@ QUIET_PATHS = frozenset({"/healthz", "/metrics", "/debug/memory", "/admin/memory
 
 
 class Activity:
-    """Requests in flight and when traffic last stopped, for idle detection."""
+    """Requests in flight and when traffic last stopped, for idle detection.
+
+    A request waiting on its client (a body that trickles in, or stalls) is not work: while every
+    request in flight waits so, the service counts as idle, and a stalled upload cannot hold the
+    idle release off.
+    """
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self.in_flight = 0
+        self.waiting_on_client = 0
         self.requests = 0
         self.last_seen = clock()
 
@@ -41,8 +47,10 @@ class Activity:
         self.last_seen = self._clock()
 
     def idle_for(self) -> float:
-        """Seconds since the last request finished; 0 while any is in flight."""
-        return 0.0 if self.in_flight else self._clock() - self.last_seen
+        """Seconds since the last request began or finished; 0 while any is being worked on."""
+        if self.in_flight > self.waiting_on_client:
+            return 0.0
+        return self._clock() - self.last_seen
 
 
 class MemoryGuard:
@@ -93,9 +101,18 @@ class MemoryMiddleware:
         if scope["type"] != "http" or scope.get("path") in QUIET_PATHS:
             await self.app(scope, receive, send)
             return
-        self.activity.begin()
+        activity = self.activity
+
+        async def receive_counted() -> Message:
+            activity.waiting_on_client += 1
+            try:
+                return await receive()
+            finally:
+                activity.waiting_on_client -= 1
+
+        activity.begin()
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive_counted, send)
         finally:
             self.activity.end()
             if self.guard is not None:

@@ -10,12 +10,15 @@ from typing import Any
 
 from starlette.types import ASGIApp
 
+from app.memory.admission import Admission
 from app.memory.allocator import Allocator, detect_allocator
+from app.memory.budget import MemoryBudget
 from app.memory.cgroup import read_cgroup_memory
 from app.memory.cleanup import CleanupConfig, CleanupHook, CleanupLoop, ExpirySource
 from app.memory.guard import Activity, MemoryGuard, MemoryMiddleware
 from app.memory.measure import MB, fmt_mb, process_memory, rss_bytes
 from app.memory.metrics import MemoryCollector
+from app.memory.pressure import Pressure
 from app.memory.release import Releaser, ReleaseResult
 from app.memory.smaps import read_breakdown
 
@@ -43,7 +46,31 @@ class MemoryManager:
             if config.enabled
             else None
         )
+        self.budget: MemoryBudget | None = None
+        self.admission: Admission | None = None
         self.collector = MemoryCollector(self)
+
+    def enable_admission(
+        self, budget: MemoryBudget, queue_limit: int = 16, max_wait_seconds: float = 5.0
+    ) -> Admission:
+        """Admission control over ``budget``'s in-flight part, shedding new work under pressure;
+        the app puts ``gate.AdmissionGate`` in front of the routes it guards."""
+        self.budget = budget
+        self.admission = Admission(
+            budget.inflight_bytes, queue_limit, max_wait_seconds, self._pressure(budget)
+        )
+        return self.admission
+
+    def _pressure(self, budget: MemoryBudget) -> Pressure:
+        """Against the container's working set where the cgroup has a limit (it counts every
+        worker and the page cache the kernel will not drop first), else this process's RSS."""
+        share = budget.high_water_bytes / budget.limit_bytes
+        release_now = self.loop.wake_for_pressure
+        cgroup = read_cgroup_memory()
+        if cgroup is not None and cgroup.limit_bytes and cgroup.working_set_bytes is not None:
+            mark = int(min(self.limit_bytes, cgroup.limit_bytes) * share)
+            return Pressure(mark, _cgroup_working_set, "cgroup working set", on_start=release_now)
+        return Pressure(budget.high_water_bytes, self.read_rss, "RSS", on_start=release_now)
 
     def add_cleanup_hook(self, hook: CleanupHook, expires_at: ExpirySource | None = None) -> None:
         """``hook`` runs before every release; ``expires_at`` (when all the hook's data will have
@@ -71,6 +98,16 @@ class MemoryManager:
             f"v{cgroup.version} limit {fmt_mb(cgroup.limit_bytes)}" if cgroup else "none",
             fmt_mb(self._rss_or_none()),
         )
+        if self.budget is not None and self.admission is not None:
+            pressure = self.admission.pressure
+            log.info(
+                "%s; admission queue %d, wait %gs; shedding over %s %s",
+                self.budget.log_line(),
+                self.admission.queue_limit,
+                self.admission.max_wait_seconds,
+                pressure.source if pressure else "usage",
+                fmt_mb(pressure.high_water_bytes if pressure else None),
+            )
         self.loop.start()
 
     def _rss_or_none(self) -> int | None:
@@ -116,6 +153,8 @@ class MemoryManager:
                 "library": self.allocator.library,
                 "release_method": self.allocator.method,
             },
+            "budget": self.budget.as_dict() if self.budget else None,
+            "admission": self.admission.status() if self.admission else None,
             "breakdown": [usage.as_dict() for usage in read_breakdown()],
             "releases": [result.as_dict() for result in self.releaser.history],
             "cleanup": {
@@ -130,3 +169,8 @@ class MemoryManager:
                 "requests_seen": self.activity.requests,
             },
         }
+
+
+def _cgroup_working_set() -> int | None:
+    reading = read_cgroup_memory()
+    return reading.working_set_bytes if reading is not None else None

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from app.memory.admission import BUDGET, PRESSURE, QUEUE_TIMEOUT
 from app.memory.cgroup import read_cgroup_memory
 
 if TYPE_CHECKING:
@@ -62,6 +63,7 @@ class MemoryCollector(Collector):
         yield CounterMetricFamily(
             "memory_cleanup_failures", "Cleanup runs that raised.", value=manager.failures
         )
+        yield from _admission_metrics(manager)
         last = releaser.last
         if last is not None:
             yield GaugeMetricFamily(
@@ -74,3 +76,40 @@ class MemoryCollector(Collector):
                 "RSS the last release returned.",
                 value=last.freed_bytes,
             )
+
+
+def _admission_metrics(manager: MemoryManager) -> Iterator[Metric]:
+    budget, admission = manager.budget, manager.admission
+    if budget is None or admission is None:
+        return
+    parts = GaugeMetricFamily(
+        "memory_budget_bytes", "This worker's memory budget, by part.", labels=["part"]
+    )
+    for part, value in budget.as_dict().items():
+        parts.add_metric([part.removesuffix("_bytes")], value)
+    yield parts
+    yield GaugeMetricFamily(
+        "memory_admission_reserved_bytes",
+        "In-flight bytes reserved by admitted requests.",
+        value=admission.reserved_bytes,
+    )
+    yield GaugeMetricFamily(
+        "memory_admission_queued", "Requests waiting for a reservation.", value=admission.queued
+    )
+    yield CounterMetricFamily(
+        "memory_admission_admitted", "Requests admitted.", value=admission.admitted
+    )
+    rejections = CounterMetricFamily(
+        "memory_admission_rejections", "Requests refused with 503, by reason.", labels=["reason"]
+    )
+    for reason in (BUDGET, QUEUE_TIMEOUT, PRESSURE):
+        rejections.add_metric([reason], admission.rejections[reason])
+    yield rejections
+    yield from admission.queue_wait.collect()
+    pressure = admission.pressure
+    if pressure is not None:
+        yield GaugeMetricFamily(
+            "memory_admission_shedding",
+            "1 while usage is over the high-water mark and new work is refused.",
+            value=int(pressure.active),
+        )
