@@ -73,7 +73,6 @@ class Engine:
         *args: str,
         timeout: float = 120.0,
         check: bool = True,
-        input: bytes | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run `docker <args>` against this engine and capture its output as text."""
         result = subprocess.run(
@@ -81,7 +80,6 @@ class Engine:
             env={**os.environ, **self.env},
             capture_output=True,
             timeout=timeout,
-            input=input,
             check=False,
         )
         done = subprocess.CompletedProcess(
@@ -703,8 +701,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         for note in engine.notes:
             say(note)
-        builder = "BuildKit" if engine.buildkit else "classic builder"
-        say(f"built {args.tag} in {time.monotonic() - started:.0f} s ({builder})")
+        say(f"built {args.tag} in {time.monotonic() - started:.0f} s (BuildKit)")
         if engine.private and args.keep:
             say(
                 f"private dockerd pid {engine.pid}; use it with: "

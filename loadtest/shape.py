@@ -2,28 +2,16 @@
 
 A thin adapter: the plan and its arithmetic are in loadtest.spike, so they are testable and
 readable without Locust. The plan comes from the --spike-* arguments (or SPIKE_* variables),
-registered by loadtest.locustfile; --spike-cycles (repeat the spike and its idle window, a soak)
-is registered here.
+registered by loadtest.locustfile.
 """
 
 from __future__ import annotations
 
 from argparse import Namespace
 
-from locust import LoadTestShape, events
+from locust import LoadTestShape
 
-from loadtest.spike import ENV_NAMES, SpikePlan, plan_from_env, target_at
-
-
-@events.init_command_line_parser.add_listener
-def _add_cycles_argument(parser) -> None:  # type: ignore[no-untyped-def]
-    parser.add_argument(
-        "--spike-cycles",
-        type=int,
-        env_var=ENV_NAMES["cycles"],
-        default=None,
-        help="repeat the spike and its idle window this many times (default 1)",
-    )
+from loadtest.spike import SpikePlan, plan_from_env, target_at
 
 
 def plan_from_options(options: Namespace | None) -> SpikePlan:
@@ -37,13 +25,11 @@ def plan_from_options(options: Namespace | None) -> SpikePlan:
         ramp_seconds=getattr(options, "spike_ramp", None),
         hold_seconds=getattr(options, "spike_hold", None),
         idle_seconds=getattr(options, "spike_idle", None),
-        cycles=getattr(options, "spike_cycles", None),
     )
 
 
 class SpikeShape(LoadTestShape):
-    """Spike then idle (``cycles`` times); Locust quits once the last idle window has passed
-    (in headless mode)."""
+    """Spike then idle; Locust quits once the idle window has passed (in headless mode)."""
 
     _plan: SpikePlan | None = None
 

@@ -22,9 +22,8 @@ ENV_NAMES = {
     "ramp_seconds": "SPIKE_RAMP_SECONDS",
     "hold_seconds": "SPIKE_HOLD_SECONDS",
     "idle_seconds": "SPIKE_IDLE_SECONDS",
-    "cycles": "SPIKE_CYCLES",
 }
-INTEGER_FIELDS = ("users", "cycles")
+INTEGER_FIELDS = ("users",)
 
 
 class PlanError(ValueError):
@@ -35,8 +34,8 @@ class PlanError(ValueError):
 class SpikePlan:
     """Ramp to ``users``, hold, drop to zero, stay idle; the defaults are the standard spike.
 
-    ``spawn_rate`` 0 means "reach ``users`` exactly at the end of the ramp". ``cycles`` repeats
-    the whole spike-and-idle that many times (a soak); 1 is a single spike.
+    ``spawn_rate`` 0 means "reach ``users`` exactly at the end of the ramp". A soak repeats the
+    plan as separate Locust runs (scripts/verify/soak), each with its own statistics.
     """
 
     users: int = 20
@@ -44,13 +43,10 @@ class SpikePlan:
     ramp_seconds: float = 20.0
     hold_seconds: float = 100.0
     idle_seconds: float = 150.0
-    cycles: int = 1
 
     def __post_init__(self) -> None:
         if self.users < 1:
             raise PlanError(f"users={self.users}: need at least one user")
-        if self.cycles < 1:
-            raise PlanError(f"cycles={self.cycles}: need at least one cycle")
         if self.spawn_rate < 0:
             raise PlanError(f"spawn_rate={self.spawn_rate}: must be >= 0 (0 = users / ramp)")
         for name in ("ramp_seconds", "hold_seconds", "idle_seconds"):
@@ -75,13 +71,9 @@ class SpikePlan:
         return self.ramp_seconds + self.hold_seconds
 
     @property
-    def cycle_seconds(self) -> float:
-        """One spike and the idle window after it."""
-        return self.load_seconds + self.idle_seconds
-
-    @property
     def total_seconds(self) -> float:
-        return self.cycles * self.cycle_seconds
+        """The spike and the idle window after it."""
+        return self.load_seconds + self.idle_seconds
 
     def with_overrides(self, **changes: float | int | None) -> SpikePlan:
         """A copy with the given fields replaced; None leaves a field as it is."""
@@ -95,11 +87,10 @@ def target_at(plan: SpikePlan, run_seconds: float) -> tuple[int, float] | None:
 
     During the ramp and the hold the target is the full user count (Locust ramps at the spawn
     rate itself); from the end of the hold it is zero users, until the idle window has passed.
-    With several cycles the next one starts where the last idle window ends.
     """
     if run_seconds >= plan.total_seconds:
         return None
-    if run_seconds % plan.cycle_seconds < plan.load_seconds:
+    if run_seconds < plan.load_seconds:
         return plan.users, plan.effective_spawn_rate
     return 0, DROP_RATE
 

@@ -6,7 +6,6 @@ RSS is one read of /proc/self/statm and cheap enough to sample; USS and PSS walk
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass
 
 import psutil
@@ -49,6 +48,3 @@ def fmt_mb(value: int | float | None) -> str:
     """Megabytes with one decimal, as the release log line shows them."""
     return "n/a" if value is None else f"{value / MB:.1f}MB"
 
-
-def own_pid() -> int:
-    return os.getpid()

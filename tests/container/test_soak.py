@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from app.memory.measure import MB
 from scripts.verify.core.loadrun import locust_available
-from scripts.verify.core.sampling import MB
 from scripts.verify.core.timeline import read_json
 from scripts.verify.soak.verdict import SoakCriteria, assess
 

@@ -9,7 +9,8 @@ from collections.abc import Iterator
 import psutil
 import pytest
 
-from scripts.verify.core.sampling import MB, Clock, Sample, Sampler, tree_sample
+from app.memory.measure import MB
+from scripts.verify.core.sampling import Clock, Sample, Sampler, tree_sample
 
 # A parent holding 60 MB that starts a child holding 40 MB; each says "ready" once its memory
 # is touched, then both wait for stdin to close.

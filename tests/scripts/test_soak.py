@@ -15,14 +15,14 @@ from typing import Any
 
 import pytest
 
-from loadtest.spike import DROP_RATE, PlanError, SpikePlan, plan_from_env, target_at
+from app.memory.measure import MB
 from scripts.verify import cli
 from scripts.verify.core import modes
 from scripts.verify.core import phases as ph
 from scripts.verify.core.errors import EXIT_FAIL, EXIT_NOT_MADE, EXIT_PASS, RunNotMade
 from scripts.verify.core.loadrun import LoadStats
 from scripts.verify.core.run import RunSettings
-from scripts.verify.core.sampling import MB, Sample
+from scripts.verify.core.sampling import Sample
 from scripts.verify.core.timeline import Timeline, read_json, write_json
 from scripts.verify.core.verdict import Criteria
 from scripts.verify.soak import command as soak
@@ -308,37 +308,17 @@ def test_a_container_the_engine_no_longer_knows_is_a_soak_not_made() -> None:
         soak_run.container_state(Stub({}))  # type: ignore[arg-type]
 
 
-# --- presets and the plan's cycles --------------------------------------------------------------
+# --- presets --------------------------------------------------------------------------------
 
 
 def test_default_preset_takes_about_ten_minutes_and_short_under_three() -> None:
     assert 480 <= SOAK_PRESETS["default"].expected_seconds <= 600
     assert SOAK_PRESETS["short"].expected_seconds < 180
-    assert SOAK_PRESETS["default"].plan.cycles == SOAK_PRESETS["default"].cycles
 
 
 def test_a_soak_of_one_cycle_is_refused() -> None:
     with pytest.raises(ValueError, match="drift needs 2"):
         SoakPreset("one", SOAK_PRESETS["short"].cycle, cycles=1, summary="")
-
-
-def test_plan_repeats_spike_and_idle_for_each_cycle_then_ends() -> None:
-    plan = SpikePlan(users=8, ramp_seconds=4, hold_seconds=10, idle_seconds=6, cycles=3)
-    assert plan.total_seconds == 60
-    assert target_at(plan, 13.9) == (8, 2.0)
-    assert target_at(plan, 14.0) == (0, DROP_RATE)
-    assert target_at(plan, 20.0) == (8, 2.0)  # the second cycle starts where the idle ends
-    assert target_at(plan, 54.0) == (0, DROP_RATE)
-    assert target_at(plan, 60.0) is None
-
-
-def test_cycles_come_from_the_environment_and_must_be_whole_and_positive() -> None:
-    assert plan_from_env({"SPIKE_CYCLES": "4"}).cycles == 4
-    assert plan_from_env({}).cycles == 1
-    with pytest.raises(PlanError, match="SPIKE_CYCLES"):
-        plan_from_env({"SPIKE_CYCLES": "2.5"})
-    with pytest.raises(PlanError, match="cycles"):
-        SpikePlan(cycles=0)
 
 
 # --- the command line, the report, and the hook into the verifier's modes -------------------------

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from app.memory.measure import MB
 from scripts.verify.core import phases as ph
-from scripts.verify.core.sampling import MB, Sample
+from scripts.verify.core.sampling import Sample
 from scripts.verify.core.timeline import Timeline, read_json
 from scripts.verify.core.verdict import Criteria, NotEnoughSamples, compute, judge
 

@@ -9,8 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from app.memory.measure import MB
 from scripts.verify.core import phases as ph
-from scripts.verify.core.sampling import MB
 from scripts.verify.core.timeline import Timeline
 
 PHASE_COLOURS = {ph.BASELINE: "#e8e8e8", ph.RAMP: "#ffe0b2", ph.HOLD: "#ffcc80", ph.IDLE: "#c8e6c9"}

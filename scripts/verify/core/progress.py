@@ -7,7 +7,7 @@ import sys
 import time
 from typing import TextIO
 
-MB = 1024 * 1024
+from app.memory.measure import MB
 
 
 class Progress:

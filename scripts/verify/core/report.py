@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from app.memory.measure import MB
 from scripts.verify.core.health import HealthFigures
 from scripts.verify.core.run import RunResult
-from scripts.verify.core.sampling import MB
 from scripts.verify.core.verdict import IDLE_TARGET_RATIO
 
 

@@ -17,7 +17,6 @@ import psutil
 
 log = logging.getLogger("verify.sampling")
 
-MB = 1024 * 1024
 METRICS = ("rss", "pss", "uss", "cgroup")
 LOCAL_SERIES = "server"
 

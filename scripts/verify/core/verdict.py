@@ -10,8 +10,9 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
+from app.memory.measure import MB
 from scripts.verify.core import phases as ph
-from scripts.verify.core.sampling import MB, Sample
+from scripts.verify.core.sampling import Sample
 
 # Below this, the load did not raise memory enough for a share of it to mean anything (a few
 # MB move with every request); the return criterion is then reported as not applicable.

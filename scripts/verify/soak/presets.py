@@ -31,13 +31,8 @@ class SoakPreset:
             )
 
     @property
-    def plan(self) -> SpikePlan:
-        """The whole soak as one plan: the cycle's spike and idle window, ``cycles`` times."""
-        return self.cycle.plan.with_overrides(cycles=self.cycles)
-
-    @property
     def cycle_seconds(self) -> float:
-        return self.cycle.baseline_seconds + self.cycle.plan.cycle_seconds
+        return self.cycle.baseline_seconds + self.cycle.plan.total_seconds
 
     @property
     def expected_seconds(self) -> float:

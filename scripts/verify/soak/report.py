@@ -9,8 +9,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from app.memory.measure import MB
 from scripts.verify.core import plot
-from scripts.verify.core.sampling import MB
 from scripts.verify.core.timeline import Timeline
 from scripts.verify.soak.cycles import Cycle
 from scripts.verify.soak.verdict import SoakOutcome

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from scripts.verify.core.sampling import MB
+from app.memory.measure import MB
 from scripts.verify.core.timeline import Timeline
 from scripts.verify.core.verdict import Verdict
 from scripts.verify.soak.cycles import Cycle, cycles_of, loads_of

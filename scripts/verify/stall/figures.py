@@ -12,7 +12,8 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
-MB = 1024 * 1024
+from app.memory.measure import MB
+
 TARGET_MS = 5.0
 # Fewer probes than this and a p99 is one or two readings: too few to judge.
 MIN_PROBES = 100
