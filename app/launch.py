@@ -20,6 +20,7 @@ from app.profiles import Profile, ProfileError, load_profiles
 
 log = logging.getLogger("launch")
 
+GUARDED_PROTOCOL = "app.edge.protocol:GuardedH11Protocol"
 # Where Debian/Ubuntu (both architectures), Alpine and RHEL put shared libraries.
 LIBRARY_DIRS = ("/usr/lib/*-linux-gnu", "/lib/*-linux-gnu", "/usr/lib64", "/usr/lib", "/lib")
 
@@ -101,6 +102,10 @@ def uvicorn_argv(settings: Settings) -> list[str]:
         "--no-server-header",
         "--no-access-log",  # the app writes its own, redacted and bounded (app/edge/accesslog.py)
     ]
+    if settings.memory_admission:
+        # h11 with a header deadline and a connection cap (uvicorn has neither); h11 also caps
+        # an incomplete request head at 16 KB.
+        argv += ["--http", GUARDED_PROTOCOL]
     if settings.limit_max_requests:
         argv += ["--limit-max-requests", str(settings.limit_max_requests)]
         if settings.limit_max_requests_jitter:

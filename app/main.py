@@ -18,6 +18,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from app import diagnostics
+from app.admission import guard_bulk_routes
 from app.config import MB, ConfigError, Settings, load_settings
 from app.edge.accesslog import AccessLogMiddleware
 from app.errors import validation_error_handler
@@ -28,6 +29,7 @@ from app.profiles import load_profiles
 from app.workload import database
 from app.workload.bulk import BulkService
 from app.workload.cache import BulkCache
+from app.workload.routes import BulkRefused, bulk_refused_handler
 from app.workload.routes import router as bulk_router
 
 log = logging.getLogger("app")
@@ -138,6 +140,9 @@ def build_app(settings: Settings) -> FastAPI:
     if app.state.admin_token is not None:  # else /debug and /admin answer 404 to every method
         app.include_router(diagnostics.admin_router)
     app.include_router(bulk_router)
+    app.add_exception_handler(BulkRefused, bulk_refused_handler)
+    if settings.memory_admission:  # added before MemoryMiddleware: inside it
+        guard_bulk_routes(app, settings, memory, registry)
     app.add_middleware(MemoryMiddleware, activity=memory.activity, guard=memory.guard)
     if settings.access_log:
         app.add_middleware(AccessLogMiddleware)  # added last: outermost, sees every answer

@@ -6,29 +6,62 @@ parsing and validation allocate on the path being measured, not on the loop for 
 
 Both paths share one limiter (BULK_CONCURRENCY, split across workers): a submission holds tens
 of MB while it runs, and in one process held by the GIL, more of them at once do not finish
-sooner; they only raise the peak. The others wait their turn with their bodies read.
+sooner; they only raise the peak. The others wait their turn with their bodies read. How many
+may wait is the memory manager's admission control: GUARDED_ROUTES tells it what a submission
+costs, and it reserves that before a byte of the body is read.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 import anyio
 import anyio.to_thread
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi import Path as PathParam
-from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
+from fastapi.responses import JSONResponse
+from starlette.convertors import StringConvertor, register_url_convertor
+from starlette.requests import ClientDisconnect
 
+from app.memory.gate import GuardedRoute
 from app.workload import database
-from app.workload.bulk import BulkService, TooManyRecords
+from app.workload.bulk import BulkService, InvalidBulk, TooManyRecords
 from app.workload.models import SKU_PATTERN, BulkSummary, Product, Record, inline_schema
+
+log = logging.getLogger(__name__)
+
+# Bytes a submission holds per body byte while it is parsed, validated, enriched and encoded,
+# its body included. Measured (docs/overload.md): 10x for records of ~400 bytes, 22x for
+# records of ~130 bytes; small records cost more per byte. 16 covers the standard spike's mix
+# and keeps one MAX_BODY_MB body (8 MB: 128 MB) within a 2-worker share of 500 MB; the pressure
+# check covers what a reservation underestimates.
+COST_FACTOR = 16.0
+GUARDED_ROUTES = (
+    GuardedRoute("POST", "/bulk/sync", COST_FACTOR),
+    GuardedRoute("POST", "/bulk/async", COST_FACTOR),
+)
+CLOSE = {"Connection": "close"}  # a refused body is not read on: the client must reconnect
+
+
+class _Pattern(StringConvertor):
+    """A path segment matched by its pattern at routing time: anything else is not this route
+    (404, or 405 where another route has that path), rather than a 422 echoing the input."""
+
+    def __init__(self, regex: str) -> None:
+        self.regex = regex
+
+
+register_url_convertor("submission_id", _Pattern("[0-9a-f]{32}"))
+register_url_convertor("sku", _Pattern(SKU_PATTERN.strip("^$")))
 
 router = APIRouter(tags=["bulk"])
 BULK_ERRORS: dict[int | str, dict[str, object]] = {
+    408: {"description": "Body not received within BODY_TIMEOUT_SECONDS"},
     413: {"description": "Body over MAX_BODY_MB or more than MAX_BULK_RECORDS records"},
-    415: {"description": "Content type is not application/json"},
-    422: {"description": "Malformed JSON or invalid records; nothing is stored"},
+    415: {"description": "Not UTF-8 application/json, or a Content-Encoding"},
+    422: {"description": "Malformed JSON or invalid records (the first few, and the count)"},
+    503: {"description": "No room in the memory budget now; retry after Retry-After seconds"},
 }
 
 SubmissionId = Annotated[str, PathParam(pattern=r"^[0-9a-f]{32}$")]
@@ -61,25 +94,46 @@ def bulk_limiter(request: Request) -> anyio.CapacityLimiter:
     return request.app.state.bulk_limiter  # type: ignore[no-any-return]
 
 
+def _check_content_type(value: str) -> None:
+    media_type, *params = (part.strip() for part in value.split(";"))
+    if media_type.lower() != "application/json":
+        raise HTTPException(415, "send the records as application/json")
+    for param in params:
+        name, _, charset = param.partition("=")
+        if name.strip().lower() == "charset" and charset.strip('" ').lower() not in (
+            "utf-8",
+            "utf8",
+        ):
+            raise HTTPException(415, "JSON must be UTF-8: send charset=utf-8 or no charset")
+
+
 async def json_body(request: Request) -> bytes:
     """The request body, refused with 413 as soon as it passes MAX_BODY_MB: a declared length
-    is checked before reading and the stream is counted as it arrives, never buffered past it."""
+    is checked before reading and the stream is counted as it arrives, never buffered past it.
+    With admission on, the gate has read it already under the same limit; this is the check for
+    a service run without it."""
     limit: int = request.app.state.max_body_bytes
-    content_type = request.headers.get("content-type", "")
-    if content_type.split(";")[0].strip().lower() != "application/json":
-        raise HTTPException(415, "send the records as application/json")
+    _check_content_type(request.headers.get("content-type", ""))
+    if request.headers.get("content-encoding", "identity").lower() != "identity":
+        raise HTTPException(415, "Content-Encoding is not supported: send the body uncompressed")
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise HTTPException(
-            413, f"body of {declared} bytes is over the {limit}-byte limit (MAX_BODY_MB)"
+            413, f"body of {declared} bytes is over the {limit}-byte limit (MAX_BODY_MB)", CLOSE
         )
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise HTTPException(413, f"body is over the {limit}-byte limit (MAX_BODY_MB)")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise HTTPException(
+                    413, f"body is over the {limit}-byte limit (MAX_BODY_MB)", CLOSE
+                )
+            chunks.append(chunk)
+    except ClientDisconnect:
+        log.info("[bulk] client disconnected after %d body bytes of %s", size, request.url.path)
+        raise HTTPException(400, "client disconnected") from None  # no one reads this reply
     return b"".join(chunks)
 
 
@@ -88,15 +142,32 @@ Service = Annotated[BulkService, Depends(bulk_service)]
 Limiter = Annotated[anyio.CapacityLimiter, Depends(bulk_limiter)]
 
 
+class BulkRefused(Exception):
+    """A bad bulk body, as the reply it gets; built where the body was parsed, off the loop on
+    the sync path, and of bounded size on both: the first errors and how many there were."""
+
+    def __init__(self, status: int, content: dict[str, object]) -> None:
+        self.status = status
+        self.content = content
+
+
+def bulk_refused_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, BulkRefused)
+    return JSONResponse(exc.content, exc.status)
+
+
 def _submit(service: BulkService, body: bytes, path: str) -> BulkSummary:
     try:
         return service.submit(body, path)
-    except TooManyRecords as exc:
-        raise HTTPException(413, str(exc)) from None
-    except ValidationError as exc:
-        # No input echo: for a JSON syntax error pydantic's input is the whole body.
-        errors = exc.errors(include_url=False, include_context=False, include_input=False)
-        raise RequestValidationError(errors) from None
+    except (TooManyRecords, InvalidBulk) as exc:
+        raise _refusal(exc) from None
+
+
+def _refusal(exc: TooManyRecords | InvalidBulk) -> BulkRefused:
+    if isinstance(exc, TooManyRecords):
+        return BulkRefused(413, {"detail": str(exc)})
+    # No input echo: for a JSON syntax error the input would be the whole body.
+    return BulkRefused(422, {"detail": exc.errors, "error_count": exc.count})
 
 
 @router.post(
@@ -119,10 +190,15 @@ async def bulk_sync(body: Body, service: Service, limiter: Limiter) -> BulkSumma
 async def bulk_async(body: Body, service: Service, limiter: Limiter) -> BulkSummary:
     """Process a batch of records on the event loop."""
     async with limiter:
-        return _submit(service, body, "async")
+        try:
+            return await service.submit_async(body, "async")
+        except (TooManyRecords, InvalidBulk) as exc:
+            raise _refusal(exc) from None
 
 
-@router.get("/bulk/{submission_id}", responses={404: {"description": "Unknown or expired"}})
+@router.get(
+    "/bulk/{submission_id:submission_id}", responses={404: {"description": "Unknown or expired"}}
+)
 def bulk_result(submission_id: SubmissionId, service: Service) -> Response:
     """A stored result with its enriched lines, while it is in the cache."""
     document = service.result(submission_id)
@@ -131,7 +207,7 @@ def bulk_result(submission_id: SubmissionId, service: Service) -> Response:
     return Response(document, media_type="application/json")
 
 
-@router.get("/products/{sku}", responses={404: {"description": "Unknown product"}})
+@router.get("/products/{sku:sku}", responses={404: {"description": "Unknown product"}})
 def get_product(sku: Sku, service: Service) -> Product:
     """One product of the catalogue."""
     with database.connect(service.db_path) as conn:

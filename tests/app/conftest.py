@@ -95,7 +95,13 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
     """Settings with a fresh database under tmp_path; keyword arguments override."""
 
     def make(**overrides: object) -> Settings:
-        values: dict[str, object] = {"database_path": str(tmp_path / "db.sqlite")}
+        # The app budgets memory from its own start RSS, and here that process is pytest, whose
+        # RSS grows with the suite: a limit far above it keeps the budget out of tests that are
+        # not about it.
+        values: dict[str, object] = {
+            "database_path": str(tmp_path / "db.sqlite"),
+            "memory_limit_mb": 8192,
+        }
         values.update(overrides)
         return load_settings(**values)
 

@@ -54,6 +54,18 @@ BAD_VALUES = [
     ("LIMIT_MAX_REQUESTS_JITTER", "-1"),
     ("BULK_CONCURRENCY", "0"),
     ("BULK_CONCURRENCY", "2.5"),
+    ("MEMORY_ADMISSION", "perhaps"),
+    ("MEMORY_HEADROOM_MB", "0"),
+    ("MEMORY_HEADROOM_MB", "some"),
+    ("MEMORY_INFLIGHT_MB", "-1"),
+    ("ADMISSION_QUEUE", "-1"),
+    ("ADMISSION_QUEUE", "short"),
+    ("ADMISSION_MAX_WAIT_SECONDS", "-1"),
+    ("MAX_CONNECTIONS", "0"),
+    ("MAX_CONNECTIONS", "lots"),
+    ("HEADER_TIMEOUT_SECONDS", "0"),
+    ("BODY_TIMEOUT_SECONDS", "-3"),
+    ("BODY_TIMEOUT_SECONDS", "inf"),
 ]
 
 
