@@ -29,7 +29,6 @@ from app.profiles import load_profiles
 from app.workload import database
 from app.workload.bulk import BulkService
 from app.workload.cache import BulkCache
-from app.workload.routes import BulkRefused, bulk_refused_handler
 from app.workload.routes import router as bulk_router
 
 log = logging.getLogger("app")
@@ -140,7 +139,6 @@ def build_app(settings: Settings) -> FastAPI:
     if app.state.admin_token is not None:  # else /debug and /admin answer 404 to every method
         app.include_router(diagnostics.admin_router)
     app.include_router(bulk_router)
-    app.add_exception_handler(BulkRefused, bulk_refused_handler)
     if settings.memory_admission:  # added before MemoryMiddleware: inside it
         guard_bulk_routes(app, settings, memory, registry)
     app.add_middleware(MemoryMiddleware, activity=memory.activity, guard=memory.guard)

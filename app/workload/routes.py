@@ -20,10 +20,10 @@ import anyio
 import anyio.to_thread
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi import Path as PathParam
-from fastapi.responses import JSONResponse
 from starlette.convertors import StringConvertor, register_url_convertor
 from starlette.requests import ClientDisconnect
 
+from app.errors import PartialValidationError
 from app.memory.gate import GuardedRoute
 from app.workload import database
 from app.workload.bulk import BulkService, InvalidBulk, TooManyRecords
@@ -142,20 +142,6 @@ Service = Annotated[BulkService, Depends(bulk_service)]
 Limiter = Annotated[anyio.CapacityLimiter, Depends(bulk_limiter)]
 
 
-class BulkRefused(Exception):
-    """A bad bulk body, as the reply it gets; built where the body was parsed, off the loop on
-    the sync path, and of bounded size on both: the first errors and how many there were."""
-
-    def __init__(self, status: int, content: dict[str, object]) -> None:
-        self.status = status
-        self.content = content
-
-
-def bulk_refused_handler(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, BulkRefused)
-    return JSONResponse(exc.content, exc.status)
-
-
 def _submit(service: BulkService, body: bytes, path: str) -> BulkSummary:
     try:
         return service.submit(body, path)
@@ -163,11 +149,12 @@ def _submit(service: BulkService, body: bytes, path: str) -> BulkSummary:
         raise _refusal(exc) from None
 
 
-def _refusal(exc: TooManyRecords | InvalidBulk) -> BulkRefused:
+def _refusal(exc: TooManyRecords | InvalidBulk) -> Exception:
+    """The reply to a bad body, of bounded size: the first errors and how many there were,
+    never the input (for a JSON syntax error that would be the whole body)."""
     if isinstance(exc, TooManyRecords):
-        return BulkRefused(413, {"detail": str(exc)})
-    # No input echo: for a JSON syntax error the input would be the whole body.
-    return BulkRefused(422, {"detail": exc.errors, "error_count": exc.count})
+        return HTTPException(413, str(exc))
+    return PartialValidationError(exc.errors, exc.count)
 
 
 @router.post(
