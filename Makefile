@@ -70,7 +70,7 @@ lock:
 	$(PYTHON) -m venv .lockvenv && .lockvenv/bin/pip install -q uv
 	.lockvenv/bin/uv pip compile pyproject.toml --universal --python-version 3.11 \
 		--generate-hashes --no-header -o requirements.lock
-	.lockvenv/bin/uv pip compile pyproject.toml --extra load --extra plot --extra test \
+	.lockvenv/bin/uv pip compile pyproject.toml --extra load --extra plot --extra servers --extra test \
 		--universal --python-version 3.11 --generate-hashes --no-header -o requirements-dev.lock
 
 clean:
