@@ -4,13 +4,17 @@ cgroup from its pid. The full run under `--memory` is exercised by
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from subprocess import CompletedProcess
 
 import pytest
 
 from app.memory.cgroup import CGROUP_ROOT
+from app.memory.measure import MB
 from scripts.verify.core.container import ContainerService, host_cgroup_of
+from scripts.verify.core.engine_cgroup import EngineCgroup
 
 CONTAINER_ID = "4f2a9c0d1e2b" + "0" * 52
 
@@ -66,3 +70,37 @@ def test_a_pid_whose_cgroup_does_not_name_the_container_is_not_it(tmp_path: Path
 
 def test_a_gone_pid_has_no_cgroup(tmp_path: Path) -> None:
     assert host_cgroup_of(123456, CONTAINER_ID, proc=tmp_path) is None
+
+
+class DesktopEngine:
+    """An engine whose containers run in a VM: `docker inspect` gives the VM's pid (here this
+    test's own, which is not in the container's cgroup), `docker exec` the recorded cgroup dump."""
+
+    def __init__(self) -> None:
+        self.dump = (Path(__file__).parent / "fixtures" / "engine").joinpath(
+            "exec_tail_v2_from_fixture.txt"
+        )
+
+    def run(self, *args: str, check: bool = True, timeout: float = 0) -> CompletedProcess[str]:
+        answers = {
+            "run": CONTAINER_ID + "\n",
+            "inspect": json.dumps({"Pid": os.getpid(), "Running": True}),
+            "exec": self.dump.read_text(),
+        }
+        return CompletedProcess(["docker", *args], 0, answers.get(args[0], ""), "")
+
+
+def test_where_the_host_cannot_see_the_container_its_cgroup_is_read_through_the_engine(
+    tmp_path: Path,
+) -> None:
+    service = ContainerService(DesktopEngine(), "img", "jemalloc", tmp_path / "log", 5, 10, 500)
+    service.start()
+    try:
+        assert service.cgroup_where == "engine" and service.host_pid is None
+        [sample] = service.probe(1.0)
+        assert sample.cgroup_working_set_bytes == 130 * MB  # the v2 fixture, read in the dump
+        assert sample.pss_bytes is None  # no process figures from a VM
+        assert service.failure() is None  # asked of the engine, not of this host's pid
+    finally:
+        assert isinstance(service.cgroup, EngineCgroup)
+        service.cgroup.close()
