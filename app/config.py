@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: int = Field(10, ge=0, le=600)  # uvicorn takes whole seconds
     limit_max_requests: int | None = Field(None, ge=1)
     limit_max_requests_jitter: int = Field(0, ge=0)
+    # The server the launcher execs: uvicorn (the service as built), or Granian as a peer to
+    # measure against (dev lock only), recycling its worker above WORKERS_MAX_RSS_MB.
+    server: Literal["uvicorn", "granian"] = "uvicorn"
+    workers_max_rss_mb: int | None = Field(None, ge=1, le=1_000_000)
 
     # The memory budget and admission control (app/memory/budget.py, admission.py, gate.py).
     memory_admission: bool = True
@@ -84,6 +88,7 @@ class Settings(BaseSettings):
     @field_validator(
         "memory_limit_mb",
         "limit_max_requests",
+        "workers_max_rss_mb",
         "admin_token",
         "memory_headroom_mb",
         "memory_inflight_mb",
@@ -144,6 +149,33 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"LIMIT_MAX_REQUESTS_JITTER={self.limit_max_requests_jitter} needs "
                 "LIMIT_MAX_REQUESTS: there is no restart to spread"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _request_limit_needs_a_supervisor(self) -> Settings:
+        if self.limit_max_requests is None:
+            return self
+        if self.server != "uvicorn":
+            raise ValueError(
+                f"LIMIT_MAX_REQUESTS={self.limit_max_requests} is uvicorn's; "
+                "with SERVER=granian recycle on memory with WORKERS_MAX_RSS_MB"
+            )
+        if self.web_concurrency == 1:
+            # uvicorn with one worker ends the whole server at the limit with exit status 0, and
+            # Railway's ON_FAILURE policy restarts only a non-zero exit: the service stays down.
+            raise ValueError(
+                f"LIMIT_MAX_REQUESTS={self.limit_max_requests} needs WEB_CONCURRENCY >= 2: with "
+                "one worker uvicorn exits 0 at the limit and ON_FAILURE does not restart that"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _rss_limit_needs_granian(self) -> Settings:
+        if self.workers_max_rss_mb is not None and self.server != "granian":
+            raise ValueError(
+                f"WORKERS_MAX_RSS_MB={self.workers_max_rss_mb} needs SERVER=granian: "
+                "uvicorn has no memory-based recycling"
             )
         return self
 

@@ -8,6 +8,7 @@ Docker or Railway reach uvicorn directly.
 from __future__ import annotations
 
 import glob
+import importlib.util
 import logging
 import os
 import platform
@@ -113,6 +114,49 @@ def uvicorn_argv(settings: Settings) -> list[str]:
     return argv
 
 
+def granian_argv(settings: Settings) -> list[str]:
+    """Granian serving the same app: a peer to measure against, not the service as built.
+
+    Its own supervisor replaces a worker whose RSS stays over WORKERS_MAX_RSS_MB, starting the
+    new one before the old one stops; GRANIAN_* variables (e.g. GRANIAN_RSS_SAMPLE_INTERVAL)
+    reach it through the environment.
+    """
+    argv = [
+        sys.executable,
+        "-m",
+        "granian",
+        "--interface",
+        "asgi",
+        "--factory",
+        "app.main:create_app",
+        "--host",
+        settings.host,
+        "--port",
+        str(settings.port),
+        "--workers",
+        str(settings.web_concurrency),
+        "--log-level",
+        settings.log_level,
+        "--no-access-log",  # the app writes its own (app/edge/accesslog.py)
+    ]
+    if settings.shutdown_grace_seconds:
+        argv += ["--workers-kill-timeout", str(settings.shutdown_grace_seconds)]
+    if settings.workers_max_rss_mb is not None:
+        argv += ["--workers-max-rss", str(settings.workers_max_rss_mb)]
+    return argv
+
+
+def server_argv(settings: Settings) -> list[str]:
+    """The command line of the server SERVER names."""
+    if settings.server == "granian":
+        if importlib.util.find_spec("granian") is None:
+            raise ConfigError(
+                ["configuration error: SERVER='granian' needs granian installed (make .venv/.dev)"]
+            )
+        return granian_argv(settings)
+    return uvicorn_argv(settings)
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     [launch] %(message)s")
     try:
@@ -120,6 +164,7 @@ def main() -> None:
         env, kept = profile.environment(os.environ)
         os.environ.update(env)  # Settings must see the profile's values, as the server will
         settings = load_settings()
+        argv = server_argv(settings)
     except ProfileError as exc:
         sys.stderr.write(f"configuration error: {exc}\n")
         raise SystemExit(2) from None
@@ -129,15 +174,15 @@ def main() -> None:
     for name in kept:
         log.info("%s set in the environment; profile %r value not applied", name, profile.name)
     log.info(
-        "profile %s (allocator %s%s) on %s:%d, %d worker(s)",
+        "profile %s (allocator %s%s) on %s:%d, %d worker(s), %s",
         profile.name,
         profile.allocator,
         f", LD_PRELOAD={env['LD_PRELOAD']}" if profile.preload else "",
         settings.host,
         settings.port,
         settings.web_concurrency,
+        settings.server,
     )
-    argv = uvicorn_argv(settings)
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(argv[0], argv, env)

@@ -52,6 +52,9 @@ BAD_VALUES = [
     ("LIMIT_MAX_REQUESTS", "0"),
     ("LIMIT_MAX_REQUESTS", "many"),
     ("LIMIT_MAX_REQUESTS_JITTER", "-1"),
+    ("SERVER", "gunicorn"),
+    ("WORKERS_MAX_RSS_MB", "0"),
+    ("WORKERS_MAX_RSS_MB", "120MB"),
     ("BULK_CONCURRENCY", "0"),
     ("BULK_CONCURRENCY", "2.5"),
     ("MEMORY_ADMISSION", "perhaps"),
@@ -248,6 +251,7 @@ def test_defaults_are_the_documented_ones(cgroup_limit: list[int | None]) -> Non
     assert (settings.max_bulk_records, settings.max_body_mb) == (20000, 8)
     assert (settings.threadpool_size, settings.shutdown_grace_seconds) == (40, 10)
     assert settings.limit_max_requests is None
+    assert (settings.server, settings.workers_max_rss_mb) == ("uvicorn", None)
     assert settings.forwarded_allow_ips == "127.0.0.1,::1"  # Railway's edge address is unknown
     assert settings.api_docs is False
 
@@ -256,6 +260,32 @@ def test_jitter_without_a_request_limit_is_refused(monkeypatch: pytest.MonkeyPat
     line = refusal(monkeypatch, LIMIT_MAX_REQUESTS_JITTER="100")
     assert line.startswith("configuration error: LIMIT_MAX_REQUESTS_JITTER=100 ")
     assert "LIMIT_MAX_REQUESTS:" in line
+
+
+def test_request_limit_with_one_worker_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One uvicorn worker ends the server with exit 0 at the limit; ON_FAILURE leaves it down."""
+    line = refusal(monkeypatch, LIMIT_MAX_REQUESTS="500")
+    assert line.startswith("configuration error: LIMIT_MAX_REQUESTS=500 needs WEB_CONCURRENCY >= 2")
+    assert "exits 0" in line and "ON_FAILURE" in line
+
+
+def test_request_limit_with_two_workers_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LIMIT_MAX_REQUESTS", "500")
+    monkeypatch.setenv("WEB_CONCURRENCY", "2")
+    assert load_settings().limit_max_requests == 500
+
+
+def test_request_limit_under_granian_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    line = refusal(monkeypatch, LIMIT_MAX_REQUESTS="500", WEB_CONCURRENCY="2", SERVER="granian")
+    assert line.startswith("configuration error: LIMIT_MAX_REQUESTS=500 is uvicorn's")
+    assert "WORKERS_MAX_RSS_MB" in line
+
+
+def test_rss_limit_needs_granian(monkeypatch: pytest.MonkeyPatch) -> None:
+    line = refusal(monkeypatch, WORKERS_MAX_RSS_MB="120")
+    assert line.startswith("configuration error: WORKERS_MAX_RSS_MB=120 needs SERVER=granian")
+    monkeypatch.setenv("SERVER", "granian")
+    assert load_settings().workers_max_rss_mb == 120
 
 
 @pytest.mark.parametrize(
@@ -308,7 +338,14 @@ def test_good_values_are_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["MEMORY_LIMIT_MB", "LIMIT_MAX_REQUESTS", "ADMIN_TOKEN", "MEMORY_PROFILE"]
+    "name",
+    [
+        "MEMORY_LIMIT_MB",
+        "LIMIT_MAX_REQUESTS",
+        "ADMIN_TOKEN",
+        "MEMORY_PROFILE",
+        "WORKERS_MAX_RSS_MB",
+    ],
 )
 def test_empty_optional_variable_means_unset(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
     # A dashboard often leaves a variable present but empty.

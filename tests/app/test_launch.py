@@ -149,6 +149,7 @@ def test_uvicorn_argv_passes_proxies_and_request_limit() -> None:
         limit_max_requests=5000,
         limit_max_requests_jitter=500,
         shutdown_grace_seconds=3,
+        web_concurrency=2,
     )
     params = parse_uvicorn(launch.uvicorn_argv(settings))
     assert params["forwarded_allow_ips"] == "100.64.0.0/10,fd12::/16"
@@ -156,6 +157,42 @@ def test_uvicorn_argv_passes_proxies_and_request_limit() -> None:
     assert params["limit_max_requests"] == 5000
     assert params["limit_max_requests_jitter"] == 500
     assert params["timeout_graceful_shutdown"] == 3
+
+
+def parse_granian(argv: list[str]) -> dict[str, object]:
+    """Granian's own command line parser over the arguments after `python -m granian`."""
+    granian_cli = pytest.importorskip("granian.cli")
+    assert argv[:3] == [sys.executable, "-m", "granian"]
+    with granian_cli.cli.make_context("granian", argv[3:]) as ctx:
+        return dict(ctx.params)
+
+
+def test_granian_argv_is_accepted_by_granian() -> None:
+    settings = load_settings(
+        server="granian", workers_max_rss_mb=120, host="::", port=8125, shutdown_grace_seconds=4
+    )
+    params = parse_granian(launch.server_argv(settings))
+    assert (params["app"], params["factory"], params["interface"].value) == (
+        "app.main:create_app",
+        True,
+        "asgi",
+    )
+    assert (params["host"], params["port"], params["workers"]) == ("::", 8125, 1)
+    assert (params["workers_max_rss"], params["log_access_enabled"]) == (120, False)
+    assert params["workers_kill_timeout"] == 4
+
+
+def test_server_argv_defaults_to_uvicorn() -> None:
+    assert parse_uvicorn(launch.server_argv(load_settings()))["app"] == "app.main:create_app"
+
+
+def test_granian_not_installed_is_one_config_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(launch.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ConfigError) as info:
+        launch.server_argv(load_settings(server="granian"))
+    assert info.value.lines == [
+        "configuration error: SERVER='granian' needs granian installed (make .venv/.dev)"
+    ]
 
 
 def test_fractional_shutdown_grace_is_refused_before_uvicorn_sees_it() -> None:
