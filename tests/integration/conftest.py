@@ -71,8 +71,11 @@ class Server:
         return int(self.process.returncode)
 
 
-def start_server(tmp_path: Path, **env: str) -> Server:
-    """Launch on a free port with a fresh database; extra env as keyword arguments."""
+def start_server(
+    tmp_path: Path, preexec_fn: Callable[[], None] | None = None, **env: str
+) -> Server:
+    """Launch on a free port with a fresh database; extra env as keyword arguments;
+    ``preexec_fn`` runs in the child before it execs (a resource limit, a cgroup to join)."""
     port = free_port()
     token = secrets.token_hex(16)
     log_path = tmp_path / f"server-{port}.log"
@@ -94,6 +97,7 @@ def start_server(tmp_path: Path, **env: str) -> Server:
             [sys.executable, "-m", "app.launch"],
             cwd=tmp_path,
             env=environ,
+            preexec_fn=preexec_fn,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -106,8 +110,8 @@ def start_server(tmp_path: Path, **env: str) -> Server:
 def server_factory(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     started: list[Server] = []
 
-    def factory(**env: str) -> Server:
-        server = start_server(tmp_path, **env)
+    def factory(preexec_fn: Callable[[], None] | None = None, **env: str) -> Server:
+        server = start_server(tmp_path, preexec_fn, **env)
         started.append(server)
         return server
 

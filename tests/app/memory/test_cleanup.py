@@ -429,3 +429,25 @@ def test_loop_can_run_again_on_a_new_event_loop() -> None:
     asyncio.run(once())
     # Waiting an hour for its interval, the loop looks at the clock a handful of times.
     assert clock.calls - first < 50, f"{clock.calls - first} checks in 0.2 s"
+
+
+def test_pressure_releases_at_once_and_at_most_every_few_seconds() -> None:
+    async def scenario() -> None:
+        clock = FakeClock(0.0)
+        loop = make_loop(config(interval_seconds=1000.0), clock=clock)  # last run: t=0
+        clock.now = 10.0
+        loop.start()
+        await until(lambda: clock.calls >= 2, "the loop to start waiting")
+        loop.wake_for_pressure(480 * MB)  # far sooner than an interval: honoured anyway
+        await until(lambda: loop.releaser.counts[("pressure", "ok")] == 1, "pressure run")
+        clock.now = 11.0  # one second later: within PRESSURE_MIN_SECONDS of that run
+        seen = clock.calls
+        loop.wake_for_pressure(480 * MB)
+        await until(lambda: clock.calls >= seen + 2, "the wake to be looked at")
+        assert loop.runs == 1
+        clock.now = 12.5  # past the spacing: the pending one runs without another wake
+        loop.wake(0)  # any wake makes the loop look at the clock again
+        await until(lambda: loop.releaser.counts[("pressure", "ok")] == 2, "second run")
+        await loop.stop()
+
+    run(scenario)

@@ -165,3 +165,29 @@ def test_middleware_without_a_guard_still_counts() -> None:
     middleware = MemoryMiddleware(Inner(activity), activity, None)  # type: ignore[arg-type]
     asgi_call(middleware, http("/bulk/sync"))
     assert activity.requests == 1
+
+
+def test_a_request_waiting_on_its_client_does_not_count_as_work() -> None:
+    clock = FakeClock()
+    activity = Activity(clock)
+    calls: list[str] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        clock.now += 5
+        assert activity.idle_for() == 0.0  # the app at work
+        await receive()
+        assert activity.idle_for() == 0.0  # at work again once the body is in
+        calls.append("read")
+
+    async def receive() -> Message:
+        clock.now += 30  # a body that stalls for 30 s
+        assert activity.waiting_on_client == 1
+        assert activity.idle_for() == 35.0  # waiting on the client: idle, for the release
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        pass
+
+    middleware = MemoryMiddleware(app, activity, guard=None)
+    asyncio.run(middleware({"type": "http", "path": "/bulk/sync"}, receive, send))
+    assert calls == ["read"] and activity.waiting_on_client == 0

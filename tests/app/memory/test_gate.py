@@ -1,0 +1,208 @@
+"""The admission gate as ASGI: what it reserves, reads, hands on, answers and gives back."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Sequence
+
+import pytest
+from starlette.types import Message, Receive, Scope, Send
+
+from app.memory.admission import Admission
+from app.memory.gate import AdmissionGate, GuardedRoute
+
+LIMIT = 1000
+FACTOR = 4.0
+
+
+class App:
+    """Records the body it was handed and what the pool held meanwhile."""
+
+    def __init__(self, pool: Admission, fail: bool = False) -> None:
+        self.pool = pool
+        self.fail = fail
+        self.bodies: list[bytes] = []
+        self.reserved_while_running: list[int] = []
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        self.bodies.append(body)
+        self.reserved_while_running.append(self.pool.reserved_bytes)
+        if self.fail:
+            raise RuntimeError("handler failed")
+        await send({"type": "http.response.start", "status": 201, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+
+def scope(path: str = "/bulk", headers: Sequence[tuple[bytes, bytes]] = ()) -> Scope:
+    return {"type": "http", "method": "POST", "path": path, "headers": list(headers)}
+
+
+def length(n: int) -> tuple[bytes, bytes]:
+    return (b"content-length", str(n).encode())
+
+
+class Client:
+    """Feeds the request's messages (then waits, or disconnects) and collects the reply."""
+
+    def __init__(self, chunks: Sequence[bytes], then: str = "end") -> None:
+        """``then``: "end" sends the body whole; "wait" stalls and "disconnect" leaves after the
+        chunks, the body unfinished."""
+        last = len(chunks) - 1 if then == "end" else len(chunks)
+        self.messages: list[Message] = [
+            {"type": "http.request", "body": c, "more_body": i < last}
+            for i, c in enumerate(chunks)
+        ]
+        self.then = then
+        self.read = 0
+        self.sent: list[Message] = []
+
+    async def receive(self) -> Message:
+        if self.read < len(self.messages):
+            self.read += 1
+            return self.messages[self.read - 1]
+        if self.then == "disconnect":
+            return {"type": "http.disconnect"}
+        await asyncio.sleep(3600)
+        raise AssertionError("unreachable")
+
+    async def send(self, message: Message) -> None:
+        self.sent.append(message)
+
+    @property
+    def status(self) -> int | None:
+        return self.sent[0]["status"] if self.sent else None
+
+    @property
+    def headers(self) -> dict[bytes, bytes]:
+        return dict(self.sent[0]["headers"]) if self.sent else {}
+
+    @property
+    def json(self) -> dict[str, object]:
+        return json.loads(self.sent[1]["body"])
+
+
+def gate(pool: Admission, app: App, body_timeout: float = 5.0) -> AdmissionGate:
+    return AdmissionGate(
+        app, pool, [GuardedRoute("POST", "/bulk", FACTOR)], LIMIT, body_timeout,
+        limit_name="MAX_BODY_MB",
+    )
+
+
+def call(g: AdmissionGate, s: Scope, client: Client) -> None:
+    asyncio.run(g(s, client.receive, client.send))
+
+
+def test_an_admitted_body_is_reserved_at_its_cost_handed_on_whole_and_given_back() -> None:
+    pool = Admission(10_000)
+    app = App(pool)
+    client = Client([b"ab", b"cd", b"e"])
+    call(gate(pool, app), scope(headers=[length(5)]), client)
+    assert app.bodies == [b"abcde"]
+    assert app.reserved_while_running == [5 * FACTOR]
+    assert client.status == 201 and pool.reserved_bytes == 0
+
+
+def test_a_chunked_body_reserves_its_largest_size_then_what_it_used() -> None:
+    pool = Admission(10_000)
+    app = App(pool)
+    call(gate(pool, app), scope(), Client([b"x" * 10, b"y" * 10]))
+    assert app.reserved_while_running == [20 * FACTOR]  # shrunk from LIMIT x FACTOR
+    assert pool.reserved_bytes == 0
+
+
+def test_the_reservation_comes_back_when_the_handler_fails() -> None:
+    pool = Admission(10_000)
+    with pytest.raises(RuntimeError):
+        call(gate(pool, App(pool, fail=True)), scope(headers=[length(1)]), Client([b"x"]))
+    assert pool.reserved_bytes == 0
+
+
+def test_a_declared_body_over_the_limit_is_413_unread_and_closed() -> None:
+    pool = Admission(10_000)
+    app = App(pool)
+    client = Client([b"x" * 10])
+    call(gate(pool, app), scope(headers=[length(LIMIT + 1)]), client)
+    assert client.status == 413 and client.read == 0 and not app.bodies
+    assert client.headers[b"connection"] == b"close"
+    assert "MAX_BODY_MB" in str(client.json["detail"])
+
+
+def test_a_chunked_body_that_grows_past_the_limit_is_413() -> None:
+    pool = Admission(10_000)
+    app = App(pool)
+    client = Client([b"x" * 600, b"y" * 600, b"z"])
+    call(gate(pool, app), scope(), client)
+    assert client.status == 413 and not app.bodies and pool.reserved_bytes == 0
+
+
+def test_a_refused_body_is_read_and_dropped_before_the_503() -> None:
+    pool = Admission(10, queue_limit=0)  # room for nothing of this size
+    app = App(pool)
+    client = Client([b"x" * 50, b"y" * 50])
+    call(gate(pool, app), scope(headers=[length(100)]), client)
+    assert client.read == 2  # drained: the client that sends first and reads later sees it
+    assert client.status == 503 and not app.bodies
+    assert client.headers[b"retry-after"] == b"2"
+    assert client.headers[b"connection"] == b"close"
+    assert client.json["reason"] == "budget"
+
+
+def test_a_client_that_expects_100_continue_is_refused_without_being_read() -> None:
+    pool = Admission(10, queue_limit=0)
+    client = Client([b"x" * 100])
+    headers = [length(100), (b"expect", b"100-continue")]
+    call(gate(pool, App(pool)), scope(headers=headers), client)
+    assert client.status == 503 and client.read == 0
+
+
+def test_a_content_encoding_is_415() -> None:
+    pool = Admission(10_000)
+    app = App(pool)
+    client = Client([b"\x1f\x8b..."])
+    headers = [length(5), (b"content-encoding", b"gzip")]
+    call(gate(pool, app), scope(headers=headers), client)
+    assert client.status == 415 and not app.bodies
+
+
+def test_conflicting_lengths_are_400() -> None:
+    pool = Admission(10_000)
+    client = Client([b"x"])
+    call(gate(pool, App(pool)), scope(headers=[length(1), length(2)]), client)
+    assert client.status == 400
+
+
+def test_a_client_gone_mid_body_is_one_line_and_its_reservation_returned(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="app.memory.gate")
+    pool = Admission(10_000)
+    app = App(pool)
+    client = Client([b"{"], then="disconnect")
+    call(gate(pool, app), scope(headers=[length(10)]), client)
+    assert not client.sent and not app.bodies and pool.reserved_bytes == 0
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert "client disconnected after 1 body bytes" in line
+
+
+def test_a_stalled_body_gets_408_and_its_reservation_back() -> None:
+    pool = Admission(10_000)
+    app = App(pool)
+    client = Client([b"{"], then="wait")
+    call(gate(pool, app, body_timeout=0.05), scope(headers=[length(10)]), client)
+    assert client.status == 408 and not app.bodies and pool.reserved_bytes == 0
+
+
+def test_other_routes_pass_through_untouched() -> None:
+    pool = Admission(0)  # would refuse anything it guarded
+    app = App(pool)
+    client = Client([b"x"])
+    call(gate(pool, app), scope(path="/other", headers=[length(1)]), client)
+    assert client.status == 201 and pool.admitted == 0
