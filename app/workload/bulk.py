@@ -18,6 +18,7 @@ import asyncio
 import io
 import json
 import logging
+import sqlite3
 import time
 import uuid
 from collections import defaultdict
@@ -100,12 +101,15 @@ class BulkService:
     async def submit_async(self, body: bytes, path: str) -> BulkSummary:
         """Process a submission on the event loop, giving the loop back between slices."""
         steps = self._steps(body, path)
-        while True:
-            try:
-                next(steps)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
-            await asyncio.sleep(0)
+        try:
+            while True:
+                try:
+                    next(steps)
+                except StopIteration as done:
+                    return done.value  # type: ignore[no-any-return]
+                await asyncio.sleep(0)
+        finally:
+            steps.close()  # cancelled (the client went away): its connection closes now
 
     def result(self, submission_id: str) -> bytes | None:
         return self.cache.get(submission_id)
@@ -260,7 +264,7 @@ def _cut_extra_keys(chunk: list[Any]) -> tuple[list[Any], int]:
 class _Catalogue:
     """Products fetched as the slices need them, each SKU asked for once per submission."""
 
-    def __init__(self, conn: Any) -> None:
+    def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
         self.products: dict[str, database.Product] = {}
         self.asked: set[str] = set()

@@ -361,3 +361,20 @@ def test_a_bad_body_holds_no_more_memory_than_a_good_one_of_its_size() -> None:
     good, bad = peak("good"), peak("bad")
     # 10% for the noise of two processes; the unbounded errors took 734 MB against 38 MB.
     assert bad <= good * 1.1, f"bad body peak {bad / MB:.1f}MB, good body {good / MB:.1f}MB"
+
+
+def test_a_cancelled_async_submission_stores_nothing(service: BulkService) -> None:
+    async def cancel_midway() -> None:
+        task = asyncio.create_task(
+            sliced(service, 2).submit_async(body(*[record()] * 40), "async")
+        )
+        for _ in range(5):
+            await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(cancel_midway())
+    with sqlite3.connect(service.db_path) as conn:
+        assert database.submission_count(conn) == 0
+    assert service.cache.stats().entries == 0
