@@ -1,0 +1,198 @@
+"""One overload run: the service started as the verifier starts it, inside a real memory cgroup,
+flooded by ``clients`` posting large valid bodies for ``seconds`` while /healthz is probed and
+the cgroup's working set is sampled; then what it did: answers, goodput, latencies, peak, OOM
+kills, whether it is still alive, and whether every reservation came back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import re
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from app.memory.measure import MB
+from loadtest.payloads import make_record
+from scripts.verify.core.cgroup_limit import MemoryCgroup
+from scripts.verify.core.errors import RunNotMade
+from scripts.verify.core.local import LocalServer, http_get
+from scripts.verify.overload.flood import (
+    FloodResult,
+    HealthResult,
+    flood,
+    percentile,
+    probe_health,
+)
+
+PATHS = ("/bulk/sync", "/bulk/async")
+HOST = "127.0.0.1"
+
+
+@lru_cache(maxsize=4)
+def large_body(records: int = 20_000, note_chars: int = 300) -> bytes:
+    """A valid body of ~7.7 MB at the defaults: the most records allowed, each with a long note,
+    under MAX_BODY_MB (8)."""
+    rng = random.Random(records)
+    rows = []
+    for _ in range(records):
+        row = make_record(rng)
+        row["note"] = "x" * note_chars
+        rows.append(row)
+    return json.dumps({"records": rows}, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True)
+class OverloadSettings:
+    clients: int = 64
+    seconds: float = 30.0
+    limit_mb: float = 500.0
+    chunked: bool = False
+    web_concurrency: int = 1
+    overrides: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class OverloadRun:
+    profile: str
+    settings: OverloadSettings
+    flood: FloodResult
+    health: HealthResult
+    peak_working_set_bytes: int
+    peak_usage_bytes: int
+    oom_kills: int
+    alive: bool
+    reserved_after_bytes: float | None
+    server_log: Path
+
+    def as_dict(self) -> dict[str, object]:
+        latencies = self.flood.accepted_latencies
+        return {
+            "profile": self.profile,
+            "clients": self.settings.clients,
+            "seconds": round(self.flood.seconds, 1),
+            "chunked": self.settings.chunked,
+            "limit_mb": self.settings.limit_mb,
+            "requests": self.flood.requests,
+            "statuses": {str(k): v for k, v in sorted(self.flood.statuses.items())},
+            "connection_errors": dict(self.flood.errors),
+            "error_share": round(self.flood.error_share, 4),
+            "goodput_per_s": round(self.flood.goodput, 3),
+            "accepted_p50_s": _round(percentile(latencies, 0.5)),
+            "accepted_p99_s": _round(percentile(latencies, 0.99)),
+            "health_probes": len(self.health.latencies) + self.health.failures,
+            "health_failures": self.health.failures,
+            "health_worst_s": round(self.health.worst, 3),
+            "peak_working_set_mb": round(self.peak_working_set_bytes / MB, 1),
+            "peak_usage_mb": round(self.peak_usage_bytes / MB, 1),
+            "oom_kills": self.oom_kills,
+            "alive": self.alive,
+            "reserved_after_bytes": self.reserved_after_bytes,
+        }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+class _Sampler(threading.Thread):
+    """The cgroup's working set and usage every 50 ms."""
+
+    def __init__(self, cgroup: MemoryCgroup) -> None:
+        super().__init__(name="overload-sampler", daemon=True)
+        self.cgroup = cgroup
+        self.stop = threading.Event()
+        self.peak_working_set = 0
+        self.peak_usage = 0
+
+    def run(self) -> None:
+        while not self.stop.wait(0.05):
+            reading = self.cgroup.read()
+            if reading is not None:
+                self.peak_working_set = max(self.peak_working_set, reading.working_set_bytes or 0)
+                self.peak_usage = max(self.peak_usage, reading.usage_bytes or 0)
+
+
+def reserved_bytes(server: LocalServer) -> float | None:
+    """memory_admission_reserved_bytes from /metrics; None where admission is off or unreadable."""
+    try:
+        status, body = http_get(f"{server.base_url}/metrics", timeout=5.0)
+    except OSError:
+        return None
+    if status != 200:
+        return None
+    found = re.search(rb"^memory_admission_reserved_bytes ([0-9.e+]+)$", body, re.M)
+    return float(found.group(1)) if found else None
+
+
+async def _load(
+    port: int, settings: OverloadSettings, body: bytes
+) -> tuple[FloodResult, HealthResult]:
+    stop = asyncio.Event()
+    health = asyncio.create_task(probe_health(HOST, port, stop))
+    try:
+        result = await flood(
+            HOST, port, PATHS, body, settings.clients, settings.seconds, settings.chunked
+        )
+    finally:
+        stop.set()
+    return result, await health
+
+
+def run_overload(profile: str, settings: OverloadSettings, out: Path | None = None) -> OverloadRun:
+    """One run; RunNotMade when the service cannot be started or no cgroup can be made."""
+    body = large_body()
+    workdir = Path(tempfile.mkdtemp(prefix=f"overload-{profile}-"))
+    log_dir = out or workdir
+    log_dir.mkdir(parents=True, exist_ok=True)
+    cgroup = MemoryCgroup(settings.limit_mb).create()
+    server = LocalServer(
+        profile,
+        workdir,
+        log_dir / f"server-{profile}-{settings.clients}.log",
+        cleanup_interval_seconds=60,
+        cache_ttl_seconds=300,
+        limit_mb=settings.limit_mb,
+        cgroup=cgroup,
+        web_concurrency=settings.web_concurrency,
+        overrides={"ACCESS_LOG": "0", **settings.overrides},
+    )
+    sampler = _Sampler(cgroup)
+    try:
+        server.start()
+        server.wait_healthy(60)
+        sampler.start()
+        result, health = asyncio.run(_load(server.port, settings, body))
+        time.sleep(1.0)  # reservations of the last replies are returned after they are sent
+        alive = server.exit_code() is None and _healthy(server)
+        reserved = reserved_bytes(server) if alive else None
+        return OverloadRun(
+            profile,
+            settings,
+            result,
+            health,
+            sampler.peak_working_set,
+            sampler.peak_usage,
+            cgroup.events().oom_kills,
+            alive,
+            reserved,
+            server.log_path,
+        )
+    except RunNotMade:
+        raise
+    finally:
+        sampler.stop.set()
+        server.stop()
+        cgroup.remove()
+
+
+def _healthy(server: LocalServer) -> bool:
+    try:
+        return http_get(f"{server.base_url}/healthz", timeout=5.0)[0] == 200
+    except OSError:
+        return False
