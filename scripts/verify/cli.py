@@ -13,10 +13,17 @@ import sys
 from collections.abc import Sequence
 
 from scripts.verify import flags, spike
+from scripts.verify.overload import command as overload
 from scripts.verify.soak import command as soak
 from scripts.verify.stall import command as stall
 
-COMMANDS: tuple[flags.Command, ...] = (spike.RUN, spike.COMPARE, soak.COMMAND, stall.COMMAND)
+COMMANDS: tuple[flags.Command, ...] = (
+    spike.RUN,
+    spike.COMPARE,
+    soak.COMMAND,
+    stall.COMMAND,
+    overload.COMMAND,
+)
 
 EPILOG = "Exit codes: 0 pass, 1 fail (with the numbers), 2 run not made (with the reason)."
 

@@ -1,0 +1,188 @@
+"""Offer more load than the service can serve, inside a real memory limit:
+`python -m scripts.verify overload`.
+
+Needs root and a memory controller (--limit-mode cgroup, the only mode here). For each
+profile (`baseline` and the default unless --profile names one) and each level of --levels,
+starts the service as the verifier does inside a memory cgroup of --limit-mb (memory and
+memory+swap), and has ``level x BULK_CONCURRENCY`` clients post large valid bodies (20,000
+records, 7.7 MB) for --seconds, half to /bulk/sync and half to /bulk/async, each sending its
+whole body before reading the reply, while /healthz is probed every 100 ms. Records every
+answer, goodput (accepted per second), p50 and p99 of accepted requests, the peak working set,
+OOM kills and /healthz. Judged for every profile but `baseline` (shown for contrast): no OOM
+kill at any level, the peak working set under the limit less the headroom, and goodput at the
+highest level at least --min-goodput-share of goodput at the lowest.
+
+  exit 0  every judged profile met the targets
+  exit 1  one did not (the reasons are listed)
+  exit 2  the run could not be made (no root, no memory controller, service never healthy)
+
+Writes <out>/overload.md (the table) and <out>/overload.json, and each server's log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+
+from app.memory.budget import DEFAULT_HEADROOM_SHARE
+from app.profiles import ProfileError, load_profiles
+from scripts.verify import flags
+from scripts.verify.core.errors import EXIT_NOT_MADE, RunNotMade, exit_for
+from scripts.verify.overload.flood import percentile
+from scripts.verify.overload.run import OverloadRun, OverloadSettings, large_body, run_overload
+
+BASELINE = "baseline"
+SERVES_AT_ONCE = 2  # BULK_CONCURRENCY's default: submissions the service processes at once
+COLUMNS = (
+    "profile", "offered", "clients", "201", "503", "other", "conn. errors", "goodput /s",
+    "p50 s", "p99 s", "peak MB", "OOM kills", "alive", "/healthz worst s",
+)
+
+
+def add_arguments(parser: flags.Parser) -> None:
+    flags.add_profile(parser)
+    parser.add_argument(
+        "--levels",
+        default="1,4,16",
+        help="load offered, as multiples of what the service serves at once (default 1,4,16)",
+    )
+    flags.add_number(parser, "--seconds", float, 30.0, "seconds of load per level")
+    flags.add_number(parser, "--limit-mb", float, 500.0, "the memory cgroup's limit, MB")
+    flags.add_number(
+        parser, "--min-goodput-share", float, 0.8,
+        "goodput at the highest level, as a share of the lowest level's, to pass",
+    )
+    parser.add_argument(
+        "--chunked", action="store_true", help="send the bodies chunked, without Content-Length"
+    )
+    flags.add_service(parser, limit_mode="cgroup")
+    flags.add_output(parser, "results/overload-<timestamp>/", plot=False)
+
+
+def levels_of(text: str) -> list[int]:
+    return [int(part) for part in text.split(",") if part.strip()]
+
+
+def check_arguments(parser: flags.Parser, args: argparse.Namespace) -> None:
+    try:
+        levels = levels_of(args.levels)
+    except ValueError:
+        parser.error("--levels is a comma-separated list of whole numbers, e.g. 1,4,16")
+    if not levels or min(levels) < 1:
+        parser.error("--levels needs at least one level, each at least 1")
+    if args.seconds <= 0 or args.limit_mb <= 0:
+        parser.error("--seconds and --limit-mb must be positive")
+    if not 0 <= args.min_goodput_share <= 1:
+        parser.error("--min-goodput-share is a share: between 0 and 1")
+    flags.check_service(parser, args)
+    if args.limit_mode != "cgroup":
+        parser.error("overload runs in a memory cgroup made here: --limit-mode cgroup (root)")
+
+
+def judge(runs: Sequence[OverloadRun], limit_mb: float, min_share: float) -> list[str]:
+    """Why one profile's runs miss the targets; empty when they meet them."""
+    reasons = []
+    mark_mb = limit_mb * (1 - DEFAULT_HEADROOM_SHARE)
+    for run in runs:
+        figures = run.as_dict()
+        where = f"{run.profile} at {run.settings.clients} clients"
+        if run.oom_kills or not run.alive:
+            reasons.append(f"{where}: {run.oom_kills} OOM kill(s), alive {run.alive}")
+        if figures["peak_working_set_mb"] >= mark_mb:  # type: ignore[operator]
+            reasons.append(
+                f"{where}: peak working set {figures['peak_working_set_mb']} MB, not under "
+                f"{mark_mb:g} MB (the limit less the headroom)"
+            )
+    lowest, highest = runs[0].flood.goodput, runs[-1].flood.goodput
+    if len(runs) > 1 and highest < min_share * lowest:
+        reasons.append(
+            f"{runs[-1].profile}: goodput {highest:.2f}/s at the highest level is under "
+            f"{min_share:g}x the {lowest:.2f}/s at the lowest"
+        )
+    return reasons
+
+
+def row(run: OverloadRun, level: int) -> list[str]:
+    statuses = run.flood.statuses
+    other = sum(n for status, n in statuses.items() if status not in (201, 503))
+    latencies = run.flood.accepted_latencies
+    return [
+        run.profile, f"{level}x", str(run.settings.clients), str(statuses.get(201, 0)),
+        str(statuses.get(503, 0)), str(other), str(sum(run.flood.errors.values())),
+        f"{run.flood.goodput:.2f}", _seconds(percentile(latencies, 0.5)),
+        _seconds(percentile(latencies, 0.99)), f"{run.peak_working_set_bytes / 2**20:.0f}",
+        str(run.oom_kills), "yes" if run.alive else "no", f"{run.health.worst:.2f}",
+    ]
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def render(rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
+    return "\n".join([*lines, *("| " + " | ".join(r) + " |" for r in rows)])
+
+
+def run(args: argparse.Namespace) -> int:
+    started = datetime.now().astimezone()
+    out = args.out or Path("results") / started.strftime("overload-%Y%m%d-%H%M%S")
+    try:
+        profiles = load_profiles()
+        names = [profiles.get(args.profile).name] if args.profile else [BASELINE, profiles.default]
+    except ProfileError as exc:
+        sys.stderr.write(f"overload: run not made: {exc}\n")
+        return EXIT_NOT_MADE
+    overrides = flags.overrides_of(args)
+    at_once = int(overrides.get("BULK_CONCURRENCY", SERVES_AT_ONCE))
+    rows: list[list[str]] = []
+    reasons: list[str] = []
+    figures: list[dict[str, object]] = []
+    large_body()  # built once, before any server runs
+    for name in names:
+        runs = []
+        for level in levels_of(args.levels):
+            settings = OverloadSettings(
+                clients=level * at_once, seconds=args.seconds, limit_mb=args.limit_mb,
+                chunked=args.chunked, web_concurrency=args.web_concurrency,
+                overrides=overrides,
+            )
+            sys.stderr.write(f"overload: {name} at {level}x ({settings.clients} clients)\n")
+            try:
+                result = run_overload(name, settings, out / name)
+            except RunNotMade as exc:
+                sys.stderr.write(f"overload: run not made: {exc}\n")
+                return EXIT_NOT_MADE
+            runs.append(result)
+            rows.append(row(result, level))
+            figures.append({**result.as_dict(), "level": level})
+        if name != BASELINE:
+            reasons += judge(runs, args.limit_mb, args.min_goodput_share)
+    context = [
+        "command: `" + " ".join(["python -m scripts.verify", *args.argv]) + "`",
+        f"bodies of {len(large_body()) / 2**20:.1f} MB (20,000 records), "
+        f"{'chunked' if args.chunked else 'with Content-Length'}; {args.seconds:g} s per level; "
+        f"a {args.limit_mb:g} MB memory cgroup; {at_once} served at once",
+        f"started {started.isoformat(timespec='seconds')} on {os.cpu_count()} CPUs",
+    ]
+    table = render(rows)
+    out.mkdir(parents=True, exist_ok=True)
+    document = ["# Overload", "", *(f"- {c}" for c in context), "", table]
+    document += ["", *(f"- {r}" for r in reasons)] if reasons else ["", "- targets met"]
+    (out / "overload.md").write_text("\n".join(document) + "\n")
+    (out / "overload.json").write_text(
+        json.dumps({"context": context, "runs": figures, "reasons": reasons}, indent=1) + "\n"
+    )
+    sys.stdout.write(table + "\n")
+    sys.stdout.writelines(r + "\n" for r in reasons)
+    sys.stdout.write(f"results in {out}\n")
+    return exit_for(not reasons)
+
+
+SUMMARY = "more load than the service can serve, inside a real limit: shed, never OOM-killed"
+COMMAND = flags.Command("overload", SUMMARY, __doc__, add_arguments, check_arguments, run)

@@ -1,0 +1,83 @@
+"""The overload subcommand: its flags, its verdict and its table, on made-up runs."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from scripts.verify import cli
+from scripts.verify.overload.command import judge, render, row
+from scripts.verify.overload.flood import FloodResult, HealthResult
+from scripts.verify.overload.run import OverloadRun, OverloadSettings
+
+MB = 1024 * 1024
+
+
+def made_run(clients: int, goodput: float, peak_mb: float, oom: int = 0) -> OverloadRun:
+    flood = FloodResult(seconds=10.0, statuses=Counter({201: int(goodput * 10), 503: 40}))
+    flood.accepted_latencies = [0.5, 0.7, 1.2]
+    return OverloadRun(
+        "jemalloc-nopymalloc",
+        OverloadSettings(clients=clients),
+        flood,
+        HealthResult(latencies=[0.01, 0.2]),
+        int(peak_mb * MB),
+        int(peak_mb * MB),
+        oom,
+        oom == 0,
+        0.0,
+        Path("server.log"),
+    )
+
+
+def test_targets_met() -> None:
+    runs = [made_run(2, 4.0, 220), made_run(32, 3.4, 300)]
+    assert judge(runs, limit_mb=500, min_share=0.8) == []
+
+
+@pytest.mark.parametrize(
+    ("runs", "needle"),
+    [
+        ([made_run(2, 4.0, 220), made_run(32, 3.0, 300)], "goodput 3.00/s"),
+        ([made_run(2, 4.0, 220), made_run(32, 4.0, 455)], "not under 450 MB"),
+        ([made_run(2, 4.0, 220), made_run(32, 4.0, 300, oom=1)], "1 OOM kill(s)"),
+    ],
+)
+def test_each_target_can_fail(runs: list[OverloadRun], needle: str) -> None:
+    reasons = judge(runs, limit_mb=500, min_share=0.8)
+    assert len(reasons) == 1 and needle in reasons[0]
+
+
+def test_the_table_has_a_cell_per_column() -> None:
+    table = render([row(made_run(2, 4.0, 220), 1)])
+    header, rule, line = table.splitlines()
+    assert header.count("|") == rule.count("|") == line.count("|")
+    assert "| 1x | 2 | 40 | 40 | 0 | 0 | 4.00 |" in line
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["overload", "--levels", "1,x"],
+        ["overload", "--levels", "0"],
+        ["overload", "--seconds", "0"],
+        ["overload", "--min-goodput-share", "2"],
+        ["overload", "--limit-mode", "none"],
+        ["overload", "--set", "lower=1"],
+    ],
+)
+def test_bad_flags_are_refused_by_the_parser(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main(argv)
+    assert info.value.code == 2
+    assert "error:" in capsys.readouterr().err
+
+
+def test_listed_among_the_subcommands(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    assert "overload" in capsys.readouterr().out
