@@ -6,37 +6,26 @@ the bulk routes are declared with their cost factor, and a MAX_BODY_MB body is c
 
 from __future__ import annotations
 
-from fastapi import FastAPI
-from prometheus_client import CollectorRegistry
-
 from app.config import MB, ConfigError, Settings
-from app.edge.protocol import EdgeCollector
-from app.memory.budget import BudgetError, MemoryBudget, split_budget
-from app.memory.gate import AdmissionGate
-from app.memory.manager import MemoryManager
+from app.memory import AdmissionConfig, BudgetError, MemoryBudget, MemoryManager, split_budget
 from app.memory.measure import fmt_mb
 from app.workload.routes import COST_FACTOR, GUARDED_ROUTES
 
 
-def guard_bulk_routes(
-    app: FastAPI, settings: Settings, memory: MemoryManager, registry: CollectorRegistry
-) -> None:
-    """Admission in front of the bulk routes; call before the middleware that should wrap it."""
-    admission = memory.enable_admission(
-        worker_budget(settings, memory.read_rss()),
-        settings.admission_queue,
-        settings.admission_max_wait_seconds,
-    )
-    check_guarded_routes_fit(settings, admission.capacity_bytes)
-    app.add_middleware(
-        AdmissionGate,
-        admission=admission,
+def bulk_admission(settings: Settings, memory: MemoryManager) -> AdmissionConfig:
+    """Admission for the bulk routes, for ``memory.install``; parts that do not fit stop
+    startup."""
+    budget = worker_budget(settings, memory.read_rss())
+    check_guarded_routes_fit(settings, budget.inflight_bytes)
+    return AdmissionConfig(
+        budget=budget,
         routes=GUARDED_ROUTES,
-        max_body_bytes=app.state.max_body_bytes,
+        max_body_bytes=int(settings.max_body_mb * MB),
+        queue_limit=settings.admission_queue,
+        max_wait_seconds=settings.admission_max_wait_seconds,
         body_timeout_seconds=settings.body_timeout_seconds,
         limit_name="MAX_BODY_MB",
     )
-    registry.register(EdgeCollector())
 
 
 def worker_budget(settings: Settings, start_rss: int) -> MemoryBudget:

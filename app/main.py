@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -18,13 +19,12 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from app import diagnostics
-from app.admission import guard_bulk_routes
+from app.admission import bulk_admission
 from app.config import MB, ConfigError, Settings, load_settings
 from app.edge.accesslog import AccessLogMiddleware
+from app.edge.protocol import EdgeCollector
 from app.errors import validation_error_handler
-from app.memory.cleanup import CleanupConfig
-from app.memory.guard import MemoryMiddleware
-from app.memory.manager import MemoryManager
+from app.memory import CleanupConfig, MemoryManager
 from app.profiles import load_profiles
 from app.workload import database
 from app.workload.bulk import BulkService
@@ -58,7 +58,13 @@ def memory_manager(settings: Settings) -> MemoryManager:
         idle_release_seconds=settings.memory_idle_release_seconds,
         release_min_bytes=int(settings.memory_release_min_mb * MB),
     )
-    return MemoryManager(config, int(settings.limit_mb * MB), settings.memory_check_min_seconds)
+    return MemoryManager(
+        config,
+        int(settings.limit_mb * MB),
+        settings.memory_check_min_seconds,
+        quiet_paths=diagnostics.QUIET_PATHS,
+        replica_id=os.environ.get("RAILWAY_REPLICA_ID"),  # /debug/memory tells replicas apart
+    )
 
 
 def check_profile(settings: Settings, memory: MemoryManager) -> None:
@@ -106,14 +112,10 @@ def build_app(settings: Settings) -> FastAPI:
         )
         # Startup objects (modules, routes, validators: ~70k tracked objects) live for the whole
         # process; frozen, a release's gc.collect() skips them instead of holding the GIL for
-        # ~30 ms while it walks them.
+        # ~30 ms while it walks them. The memory manager starts after this (memory.install).
         gc.collect()
         gc.freeze()
-        memory.start()
-        try:
-            yield
-        finally:
-            await memory.stop()
+        yield
 
     app = FastAPI(
         title="Lean memory service",
@@ -139,9 +141,10 @@ def build_app(settings: Settings) -> FastAPI:
     if app.state.admin_token is not None:  # else /debug and /admin answer 404 to every method
         app.include_router(diagnostics.admin_router)
     app.include_router(bulk_router)
-    if settings.memory_admission:  # added before MemoryMiddleware: inside it
-        guard_bulk_routes(app, settings, memory, registry)
-    app.add_middleware(MemoryMiddleware, activity=memory.activity, guard=memory.guard)
+    admission = bulk_admission(settings, memory) if settings.memory_admission else None
+    memory.install(app, admission)  # the admission gate sits inside the traffic counter
+    if admission is not None:
+        registry.register(EdgeCollector())
     if settings.access_log:
         app.add_middleware(AccessLogMiddleware)  # added last: outermost, sees every answer
     return app

@@ -1,0 +1,29 @@
+"""A memory manager for ASGI services: releases memory after traffic spikes, bounds the work in
+flight, and reports what it did. Copy this folder into any package; it imports only itself, the
+standard library, psutil, prometheus-client and Starlette.
+
+    memory = MemoryManager(CleanupConfig(), limit_bytes=500 * MB, namespace="myservice")
+    memory.install(app)
+"""
+
+from .budget import BudgetError, MemoryBudget, split_budget
+from .cleanup import CleanupConfig
+from .gate import AdmissionConfig, GuardedRoute
+from .manager import MemoryManager
+from .measure import MB
+from .readers import Readers
+from .release import ReleaseResult, force_release_memory
+
+__all__ = [
+    "MB",
+    "AdmissionConfig",
+    "BudgetError",
+    "CleanupConfig",
+    "GuardedRoute",
+    "MemoryBudget",
+    "MemoryManager",
+    "Readers",
+    "ReleaseResult",
+    "force_release_memory",
+    "split_budget",
+]

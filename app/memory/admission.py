@@ -71,6 +71,7 @@ class Admission:
         max_wait_seconds: float = 5.0,
         pressure: Pressure | None = None,
         clock: Callable[[], float] = time.monotonic,
+        namespace: str = "",
     ) -> None:
         self.capacity_bytes = capacity_bytes
         self.queue_limit = queue_limit
@@ -85,6 +86,7 @@ class Admission:
             "memory_admission_queue_wait_seconds",
             "Time admitted requests waited for their reservation.",
             buckets=WAIT_BUCKETS,
+            namespace=namespace,  # the manager's metric namespace, as on every other metric
             registry=None,
         )
         self._refusing_since: int | None = None  # rejections count when refusals began

@@ -25,9 +25,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from app.memory.guard import Activity
-from app.memory.measure import MB, fmt_mb, rss_bytes
-from app.memory.release import Releaser, ReleaseResult
+from .guard import Activity
+from .measure import MB, fmt_mb, rss_bytes
+from .release import Releaser, ReleaseResult
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ class CleanupLoop:
 
     def start(self) -> None:
         if not self.config.enabled:
-            log.info("[memory-cleanup] Disabled (MEMORY_CLEANUP=0)")
+            log.info("[memory-cleanup] Disabled: no background releases")
             return
         # Events belong to the loop that runs this task; a lifespan run again (a second
         # TestClient, a reloaded server) gets fresh ones.

@@ -20,12 +20,13 @@ import asyncio
 import json
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .admission import Admission, Refused
+from .budget import MemoryBudget
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,19 @@ class GuardedRoute:
     method: str
     path: str
     cost_factor: float  # bytes held per body byte while the request is handled
+
+
+@dataclass(frozen=True)
+class AdmissionConfig:
+    """Everything ``MemoryManager.install`` needs to put admission control in front of routes."""
+
+    budget: MemoryBudget  # this worker's split; admission spends its in-flight part
+    routes: Sequence[GuardedRoute]
+    max_body_bytes: int
+    queue_limit: int = 16
+    max_wait_seconds: float = 5.0
+    body_timeout_seconds: float = 30.0
+    limit_name: str = "the body size limit"  # what the 413 calls it: the app's setting
 
 
 @dataclass(frozen=True)

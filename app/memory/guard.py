@@ -9,18 +9,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.memory.measure import rss_bytes
+from .measure import rss_bytes
 
 log = logging.getLogger(__name__)
-
-# Probes and operator calls are not traffic: a health check, a scrape or a verifier polling
-# /debug/memory every second must not keep the service from ever looking idle.
-QUIET_PATHS = frozenset({"/healthz", "/metrics", "/debug/memory", "/admin/memory/release"})
-
 
 class Activity:
     """Requests in flight and when traffic last stopped, for idle detection.
@@ -90,15 +85,26 @@ class MemoryGuard:
 
 
 class MemoryMiddleware:
-    """Pure ASGI middleware (no per-request task or body copy): counts traffic and samples RSS."""
+    """Pure ASGI middleware (no per-request task or body copy): counts traffic and samples RSS.
 
-    def __init__(self, app: ASGIApp, activity: Activity, guard: MemoryGuard | None) -> None:
+    ``quiet_paths`` are not traffic: a health check, a scrape or an operator polling a debug
+    page every second must not keep the service from ever looking idle.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        activity: Activity,
+        guard: MemoryGuard | None,
+        quiet_paths: Iterable[str] = (),
+    ) -> None:
         self.app = app
         self.activity = activity
         self.guard = guard
+        self.quiet_paths = frozenset(quiet_paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("path") in QUIET_PATHS:
+        if scope["type"] != "http" or scope.get("path") in self.quiet_paths:
             await self.app(scope, receive, send)
             return
         activity = self.activity

@@ -1,26 +1,34 @@
-"""The memory manager: one object an ASGI app creates, starts in its lifespan and stops on
-shutdown. It knows nothing about the app's workload; the app hands it cleanup hooks."""
+"""The memory manager: one object an ASGI app creates and wires with one call, ``install``.
+
+It knows nothing about the app: the app passes in its quiet paths, its metric namespace, an
+instance id and cleanup hooks. ``status()`` is the one source of the figures that a debug page
+and the Prometheus collector show.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
+from starlette.applications import Starlette
 from starlette.types import ASGIApp
 
-from app.memory.admission import Admission
-from app.memory.allocator import Allocator, detect_allocator
-from app.memory.budget import MemoryBudget
-from app.memory.cgroup import read_cgroup_memory
-from app.memory.cleanup import CleanupConfig, CleanupHook, CleanupLoop, ExpirySource
-from app.memory.guard import Activity, MemoryGuard, MemoryMiddleware
-from app.memory.measure import MB, fmt_mb, process_memory, rss_bytes
-from app.memory.metrics import MemoryCollector
-from app.memory.pressure import Pressure
-from app.memory.release import Releaser, ReleaseResult
-from app.memory.smaps import read_breakdown
+from .admission import Admission
+from .allocator import Allocator, detect_allocator
+from .budget import MemoryBudget
+from .cleanup import CleanupConfig, CleanupHook, CleanupLoop, ExpirySource
+from .gate import AdmissionConfig, AdmissionGate
+from .guard import Activity, MemoryGuard, MemoryMiddleware
+from .interpreter import Interpreter, running_interpreter
+from .logs import show_logs
+from .measure import MB, fmt_mb
+from .metrics import MemoryCollector
+from .pressure import Pressure
+from .readers import Readers
+from .release import Releaser, ReleaseResult
 
 log = logging.getLogger(__name__)
 
@@ -32,32 +40,93 @@ class MemoryManager:
         limit_bytes: int,
         check_min_seconds: float = 1.0,
         allocator: Allocator | None = None,
-        read_rss: Callable[[], int] = rss_bytes,
+        readers: Readers | None = None,
+        *,
+        quiet_paths: Iterable[str] = (),
+        namespace: str = "",
+        replica_id: str | None = None,
+        interpreter: Interpreter | None = None,
     ) -> None:
         self.config = config
         self.limit_bytes = limit_bytes
-        self.read_rss = read_rss
+        self.readers = readers or Readers()
+        self.read_rss: Callable[[], int] = self.readers.rss
+        self.quiet_paths = frozenset(quiet_paths)
+        self.namespace = namespace
+        self.replica_id = replica_id
+        self.interpreter = interpreter or running_interpreter()
         self.allocator = allocator or detect_allocator()
-        self.releaser = Releaser(self.allocator, read_rss)
+        self.releaser = Releaser(self.allocator, self.read_rss)
         self.activity = Activity()
-        self.loop = CleanupLoop(config, self.releaser, self.activity, read_rss=read_rss)
+        self.loop = CleanupLoop(config, self.releaser, self.activity, read_rss=self.read_rss)
         self.guard = (
-            MemoryGuard(config.threshold_bytes, self.loop.wake, check_min_seconds, read_rss)
+            MemoryGuard(config.threshold_bytes, self.loop.wake, check_min_seconds, self.read_rss)
             if config.enabled
             else None
         )
         self.budget: MemoryBudget | None = None
         self.admission: Admission | None = None
-        self.collector = MemoryCollector(self)
+        self.collector = MemoryCollector(self, namespace)
+
+    def install(self, app: Starlette, admission: AdmissionConfig | None = None) -> None:
+        """Wire the manager into a Starlette or FastAPI app: count its traffic, optionally guard
+        routes with admission control, and run the cleanup loop inside the app's own lifespan
+        (started after the app's startup, stopped before its shutdown)."""
+        if admission is not None:  # added first: inside the traffic counter
+            app.add_middleware(AdmissionGate, **self._gate_options(admission))
+        app.add_middleware(
+            MemoryMiddleware, activity=self.activity, guard=self.guard, quiet_paths=self.quiet_paths
+        )
+        inner = app.router.lifespan_context
+
+        @asynccontextmanager
+        async def lifespan(app: Any) -> AsyncIterator[Any]:
+            async with inner(app) as state, self.running():
+                yield state
+
+        app.router.lifespan_context = lifespan
+
+    def _gate_options(self, config: AdmissionConfig) -> dict[str, Any]:
+        admission = self.enable_admission(
+            config.budget, config.queue_limit, config.max_wait_seconds
+        )
+        return {
+            "admission": admission,
+            "routes": config.routes,
+            "max_body_bytes": config.max_body_bytes,
+            "body_timeout_seconds": config.body_timeout_seconds,
+            "limit_name": config.limit_name,
+        }
+
+    def running(self) -> AbstractAsyncContextManager[None]:
+        """The cleanup loop for the length of a ``with``: for an ASGI framework's own lifespan."""
+
+        @asynccontextmanager
+        async def run() -> AsyncIterator[None]:
+            self.start()
+            try:
+                yield
+            finally:
+                await self.stop()
+
+        return run()
+
+    def middleware(self, app: ASGIApp) -> ASGIApp:
+        """The traffic counter around any ASGI app, for frameworks other than Starlette's."""
+        return MemoryMiddleware(app, self.activity, self.guard, self.quiet_paths)
 
     def enable_admission(
         self, budget: MemoryBudget, queue_limit: int = 16, max_wait_seconds: float = 5.0
     ) -> Admission:
         """Admission control over ``budget``'s in-flight part, shedding new work under pressure;
-        the app puts ``gate.AdmissionGate`` in front of the routes it guards."""
+        ``install(app, AdmissionConfig(...))`` calls it and puts the gate in front of the routes."""
         self.budget = budget
         self.admission = Admission(
-            budget.inflight_bytes, queue_limit, max_wait_seconds, self._pressure(budget)
+            budget.inflight_bytes,
+            queue_limit,
+            max_wait_seconds,
+            self._pressure(budget),
+            namespace=self.namespace,
         )
         return self.admission
 
@@ -66,11 +135,15 @@ class MemoryManager:
         worker and the page cache the kernel will not drop first), else this process's RSS."""
         share = budget.high_water_bytes / budget.limit_bytes
         release_now = self.loop.wake_for_pressure
-        cgroup = read_cgroup_memory()
+        cgroup = self.readers.cgroup()
         if cgroup is not None and cgroup.limit_bytes and cgroup.working_set_bytes is not None:
             mark = int(min(self.limit_bytes, cgroup.limit_bytes) * share)
-            return Pressure(mark, _cgroup_working_set, "cgroup working set", on_start=release_now)
+            return Pressure(mark, self._working_set, "cgroup working set", on_start=release_now)
         return Pressure(budget.high_water_bytes, self.read_rss, "RSS", on_start=release_now)
+
+    def _working_set(self) -> int | None:
+        reading = self.readers.cgroup()
+        return reading.working_set_bytes if reading is not None else None
 
     def add_cleanup_hook(self, hook: CleanupHook, expires_at: ExpirySource | None = None) -> None:
         """``hook`` runs before every release; ``expires_at`` (when all the hook's data will have
@@ -79,16 +152,14 @@ class MemoryManager:
         if expires_at is not None:
             self.loop.expiry_sources.append(expires_at)
 
-    def middleware(self, app: ASGIApp) -> ASGIApp:
-        return MemoryMiddleware(app, self.activity, self.guard)
-
     @property
     def failures(self) -> int:
         guard = self.guard.failures if self.guard is not None else 0
         return self.loop.failures + self.releaser.failures + guard
 
     def start(self) -> None:
-        cgroup = read_cgroup_memory()
+        show_logs()
+        cgroup = self.readers.cgroup()
         log.info(
             "[memory] allocator %s%s, release by %s; limit %s; cgroup %s; RSS %s",
             self.allocator.name,
@@ -98,6 +169,8 @@ class MemoryManager:
             f"v{cgroup.version} limit {fmt_mb(cgroup.limit_bytes)}" if cgroup else "none",
             fmt_mb(self._rss_or_none()),
         )
+        for line in self.interpreter.warnings():
+            log.warning("[memory] %s", line)
         if self.budget is not None and self.admission is not None:
             pressure = self.admission.pressure
             log.info(
@@ -125,20 +198,40 @@ class MemoryManager:
         assert result is not None
         return result
 
-    def _process_memory(self) -> dict[str, int | None]:
+    def _process_memory(self, detail: bool) -> dict[str, int | None]:
         """Process figures, or the pid alone where /proc cannot be read: a diagnostics page
-        that fails exactly when something is wrong is no diagnostics page."""
+        that fails exactly when something is wrong is no diagnostics page. Without ``detail``,
+        RSS only (USS and PSS walk every mapping)."""
+        figures: dict[str, int | None] = {
+            "pid": os.getpid(), "rss_bytes": None, "uss_bytes": None, "pss_bytes": None,
+        }
         try:
-            return process_memory().as_dict()
+            if detail:
+                return self.readers.process().as_dict()
+            figures["rss_bytes"] = self.read_rss()
         except Exception:
-            return {"pid": os.getpid(), "rss_bytes": None, "uss_bytes": None, "pss_bytes": None}
+            pass
+        return figures
 
-    def report(self) -> dict[str, Any]:
-        """Everything /debug/memory shows; reads smaps, so run it off the event loop."""
-        cgroup = read_cgroup_memory()
+    def _breakdown(self, detail: bool) -> list[dict[str, int | str]] | None:
+        if not detail:
+            return None
+        try:
+            return [usage.as_dict() for usage in self.readers.breakdown()]
+        except Exception:
+            return []
+
+    def status(self, detail: bool = True) -> dict[str, Any]:
+        """Every figure the manager has: a debug page shows it whole, the collector reads it
+        without ``detail`` (no smaps walk). With ``detail``, run it off the event loop."""
+        try:
+            cgroup = self.readers.cgroup()
+        except Exception:
+            cgroup = None
+        releaser = self.releaser
         return {
-            **self._process_memory(),
-            "replica_id": os.environ.get("RAILWAY_REPLICA_ID"),
+            **self._process_memory(detail),
+            "replica_id": self.replica_id,
             "limit_mb": self.limit_bytes / MB,
             "cgroup": None
             if cgroup is None
@@ -153,10 +246,18 @@ class MemoryManager:
                 "library": self.allocator.library,
                 "release_method": self.allocator.method,
             },
+            "interpreter": self.interpreter.as_dict(),
             "budget": self.budget.as_dict() if self.budget else None,
             "admission": self.admission.status() if self.admission else None,
-            "breakdown": [usage.as_dict() for usage in read_breakdown()],
-            "releases": [result.as_dict() for result in self.releaser.history],
+            "breakdown": self._breakdown(detail),
+            "releases": [result.as_dict() for result in releaser.history],
+            "release_totals": {
+                "freed_bytes": releaser.freed_bytes_total,
+                "by_outcome": [
+                    {"trigger": trigger, "outcome": outcome, "count": count}
+                    for (trigger, outcome), count in sorted(releaser.counts.items())
+                ],
+            },
             "cleanup": {
                 "enabled": self.config.enabled,
                 "running": self.loop.running,
@@ -169,8 +270,3 @@ class MemoryManager:
                 "requests_seen": self.activity.requests,
             },
         }
-
-
-def _cgroup_working_set() -> int | None:
-    reading = read_cgroup_memory()
-    return reading.working_set_bytes if reading is not None else None

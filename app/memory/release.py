@@ -15,8 +15,8 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from app.memory.allocator import Allocator, detect_allocator
-from app.memory.measure import fmt_mb, rss_bytes
+from .allocator import Allocator, detect_allocator
+from .measure import fmt_mb, rss_bytes
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from app.config import Settings, load_settings
 from app.main import create_app
 
 REPO = Path(__file__).resolve().parents[2]
-FIXTURES = REPO / "tests" / "fixtures"
+FIXTURES = REPO / "tests" / "memory" / "fixtures"  # the cgroup and /proc trees
 JEMALLOC = "libjemalloc.so.2"
 
 # Every variable the service reads, so a developer's shell or CI job cannot leak into a test.

@@ -10,7 +10,8 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.memory import metrics
+from app.diagnostics import QUIET_PATHS
+from app.memory import Readers
 from app.memory.cgroup import read_cgroup_memory
 from tests.app.conftest import FIXTURES
 
@@ -44,13 +45,14 @@ def test_healthz(serve: Callable[..., TestClient]) -> None:
 
 
 def test_metrics_has_every_documented_name(
-    serve: Callable[..., TestClient], token: str, monkeypatch: pytest.MonkeyPatch
+    serve: Callable[..., TestClient], token: str
 ) -> None:
     # This machine's cgroup has no limit; the v2 fixture stands in for a container's.
     tree = FIXTURES / "cgroup" / "v2"
     reading = read_cgroup_memory(tree / "sys" / "fs" / "cgroup", tree / "proc_self_cgroup")
-    monkeypatch.setattr(metrics, "read_cgroup_memory", lambda: reading)
     client = serve(admin_token=token)
+    memory = client.app.state.memory  # type: ignore[attr-defined]
+    memory.readers = Readers(rss=memory.read_rss, cgroup=lambda: reading)
     assert client.post("/bulk/sync", json={"records": [RECORD]}).status_code == 201
     assert client.post("/admin/memory/release", headers=bearer(token)).status_code == 200
     response = client.get("/metrics")
@@ -75,6 +77,11 @@ def test_metrics_on_this_machine(serve: Callable[..., TestClient]) -> None:
     reading = read_cgroup_memory()
     if reading is not None and reading.usage_bytes is not None:
         assert "memory_cgroup_usage_bytes" in names
+
+
+def test_quiet_paths_are_the_probe_and_operator_endpoints() -> None:
+    assert {"/healthz", "/metrics", "/debug/memory", "/admin/memory/release"} <= QUIET_PATHS
+    assert not {"/bulk/sync", "/bulk/async", "/products/SKU-00001"} & QUIET_PATHS
 
 
 def test_healthz_answers_head(serve: Callable[..., TestClient]) -> None:

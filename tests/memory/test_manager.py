@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-
-import pytest
+from typing import Any
 
 from app.memory.allocator import Allocator
 from app.memory.cleanup import CleanupConfig
@@ -15,10 +14,10 @@ from app.memory.manager import MemoryManager
 MB = 1024 * 1024
 
 
-def make(enabled: bool = True) -> MemoryManager:
+def make(enabled: bool = True, **options: Any) -> MemoryManager:
     allocator = Allocator("glibc", None, "malloc_trim", lambda: True)
     config = CleanupConfig(enabled=enabled, interval_seconds=30, threshold_bytes=64 * MB)
-    return MemoryManager(config, 256 * MB, allocator=allocator)
+    return MemoryManager(config, 256 * MB, allocator=allocator, **options)
 
 
 def test_guard_wakes_the_loop_and_shares_the_threshold() -> None:
@@ -40,11 +39,10 @@ def test_release_waits_and_returns_the_result() -> None:
     assert memory.releaser.last is done
 
 
-def test_report_has_the_documented_shape(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("RAILWAY_REPLICA_ID", "replica-7")
-    memory = make()
+def test_status_has_the_documented_shape() -> None:
+    memory = make(replica_id="replica-7")
     asyncio.run(memory.release("manual"))
-    report = memory.report()
+    report = memory.status()
     assert report["pid"] == os.getpid()
     assert report["replica_id"] == "replica-7"
     assert report["rss_bytes"] > 0

@@ -12,7 +12,7 @@ import psutil
 import pytest
 
 from app.memory.smaps import MappingUsage, classify, parse_smaps, read_breakdown
-from tests.app.conftest import FIXTURES
+from tests.memory.conftest import FIXTURES
 
 KiB = 1024
 HANDCRAFTED = FIXTURES / "proc" / "handcrafted.smaps"

@@ -12,7 +12,7 @@ import pytest
 
 from app.memory import allocator
 from app.memory.allocator import detect_allocator, mapped_allocator
-from tests.app.conftest import REPO, service_free_environ
+from tests.memory.conftest import REPO, allocator_free_environ
 
 LIBC = "7f1a2b000000-7f1a2b028000 r--p 00000000 fe:00 1234   /usr/lib/x86_64-linux-gnu/libc.so.6"
 ANON = "7f1a2c000000-7f1a2c021000 rw-p 00000000 00:00 0 "
@@ -32,7 +32,7 @@ def this_process_preloads_jemalloc() -> bool:
 
 
 def detect_in_subprocess(**env: str) -> tuple[list[object], str]:
-    environ = service_free_environ()
+    environ = allocator_free_environ()
     environ.update(PYTHONPATH=str(REPO), **env)
     done = subprocess.run(
         [sys.executable, "-c", DETECT],

@@ -16,7 +16,7 @@ from app.memory.cgroup import (
     read_cgroup_memory,
     read_memory_events,
 )
-from tests.app.conftest import FIXTURES
+from tests.memory.conftest import FIXTURES
 
 MiB = 1024 * 1024
 

@@ -397,7 +397,7 @@ def test_disabled_loop_never_starts(caplog: pytest.LogCaptureFixture) -> None:
 
     with caplog.at_level(logging.INFO, logger=LOGGER):
         run(scenario)
-    assert "[memory-cleanup] Disabled (MEMORY_CLEANUP=0)" in caplog.text
+    assert "[memory-cleanup] Disabled: no background releases" in caplog.text
 
 
 def test_start_logs_its_settings(caplog: pytest.LogCaptureFixture) -> None:

@@ -1,0 +1,57 @@
+"""Fixtures for the memory manager's tests. They import the package and nothing else of the
+app, so the folder can go wherever the package goes."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+PACKAGE = REPO / "app" / "memory"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+JEMALLOC = "libjemalloc.so.2"
+ALLOCATOR_VARIABLES = ("LD_PRELOAD", "MALLOC_CONF", "GLIBC_TUNABLES", "PYTHONMALLOC")
+
+
+def allocator_free_environ() -> dict[str, str]:
+    """os.environ without allocator settings, for subprocesses that must start plain."""
+    return {k: v for k, v in os.environ.items() if k.upper() not in ALLOCATOR_VARIABLES}
+
+
+@pytest.fixture(autouse=True)
+def logging_restored() -> Iterator[None]:
+    """The root logger and the package logger as they were: the manager attaches a handler to
+    its own logger where nothing would print its lines."""
+    package = logging.getLogger("app.memory")
+    saved = [(log, log.handlers[:], log.level) for log in (logging.getLogger(), package)]
+    yield
+    for log, handlers, level in saved:
+        log.handlers[:] = handlers
+        log.setLevel(level)
+
+
+def _linker_knows(soname: str) -> bool:
+    """Whether the dynamic linker's own cache (`ldconfig -p`) lists the soname."""
+    ldconfig = shutil.which("ldconfig") or "/sbin/ldconfig"
+    try:
+        listing = subprocess.run([ldconfig, "-p"], capture_output=True, text=True).stdout
+    except OSError:
+        return False
+    return any(line.strip().startswith(soname + " ") for line in listing.splitlines())
+
+
+@pytest.fixture
+def jemalloc() -> str:
+    """The jemalloc soname; skips where it is not installed, except in CI where that fails."""
+    if not _linker_knows(JEMALLOC):
+        reason = f"{JEMALLOC} is not installed (Debian/Ubuntu: apt-get install libjemalloc2)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI must test the jemalloc path: {reason}")
+        pytest.skip(reason)
+    return JEMALLOC
