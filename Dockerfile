@@ -50,9 +50,12 @@ WORKDIR /app
 COPY profiles ./profiles
 COPY app ./app
 RUN /opt/venv/bin/python -m compileall -q app
+# HOST=:: takes IPv6 and, on Linux (net.ipv6.bindv6only=0), IPv4 on the same socket: Railway's
+# public edge arrives over IPv4, its private network is IPv6-only in environments created
+# before 2025-10-16 (docs, private networking).
 ENV PATH=/opt/venv/bin:$PATH \
     VIRTUAL_ENV=/opt/venv \
-    HOST=0.0.0.0 \
+    HOST=:: \
     PORT=8000 \
     DATABASE_PATH=/data/service.db
 USER 10001:10001

@@ -80,6 +80,19 @@ def choose_profile(environ: Mapping[str, str]) -> Profile:
     return profiles.get("glibc")
 
 
+def uvicorn_host(settings: Settings) -> str:
+    """The --host that makes uvicorn listen where HOST says, on both families for `::`.
+
+    With one worker uvicorn binds through asyncio's create_server, which sets IPV6_V6ONLY on an
+    IPv6 socket, so `::` would refuse IPv4; an empty host there opens one socket per family.
+    With several workers uvicorn binds one socket itself without IPV6_V6ONLY, so `::` takes
+    IPv4 too (Linux's default net.ipv6.bindv6only=0), while an empty host would be IPv4 only.
+    """
+    if settings.host in ("::", "[::]"):
+        return "" if settings.web_concurrency == 1 else "::"
+    return settings.host
+
+
 def uvicorn_argv(settings: Settings) -> list[str]:
     argv = [
         sys.executable,
@@ -88,7 +101,7 @@ def uvicorn_argv(settings: Settings) -> list[str]:
         "app.main:create_app",
         "--factory",
         "--host",
-        settings.host,
+        uvicorn_host(settings),
         "--port",
         str(settings.port),
         "--workers",

@@ -159,6 +159,18 @@ def test_uvicorn_argv_passes_proxies_and_request_limit() -> None:
     assert params["timeout_graceful_shutdown"] == 3
 
 
+@pytest.mark.parametrize(
+    ("host", "workers", "expected"),
+    [("::", 1, ""), ("::", 2, "::"), ("0.0.0.0", 1, "0.0.0.0"), ("::1", 1, "::1")],
+)
+def test_any_ipv6_address_is_passed_so_uvicorn_also_serves_ipv4(
+    host: str, workers: int, expected: str
+) -> None:
+    """One worker binds through asyncio (IPV6_V6ONLY on): an empty host opens both families."""
+    settings = load_settings(host=host, web_concurrency=workers)
+    assert parse_uvicorn(launch.uvicorn_argv(settings))["host"] == expected
+
+
 def parse_granian(argv: list[str]) -> dict[str, object]:
     """Granian's own command line parser over the arguments after `python -m granian`."""
     granian_cli = pytest.importorskip("granian.cli")
