@@ -2,10 +2,17 @@
 
 The Railway CLI evaluates this file with whatever `python3` is first on PATH, from whatever
 directory it was started in (the repository root, `.railway/`, or anywhere with `--file`): it
-imports the file, calls `main()` and sends the returned graph to Railway. So the file imports
-nothing outside the standard library, finds the repository from its own location, and returns
-the graph in the form Railway's SDKs emit (`deploy`, `variables`), because the CLI itself only
-rewrites `start` and a string `build` into that form and silently drops other shorthand keys.
+imports the file and calls `main`, with a context (project, environment, command; also in
+RAILWAY_IAC_CONTEXT as JSON) when `main` takes a parameter, as current CLIs do, or with none, as
+older ones do; it evaluates the file once per persistent environment and sends each graph to
+Railway. So the file imports nothing outside the standard library, finds the repository from
+its own location, returns the same graph in every environment (a resource missing from one
+environment is an error to the CLI), and returns it in the form Railway's SDKs emit (`deploy`,
+`variables`), because the CLI itself only rewrites `start` and a string `build` into that form
+and silently drops other shorthand keys.
+
+Infrastructure as Code is marked experimental by Railway. It replaces Config as Code
+(railway.toml), which Railway's docs say stops being read on 2026-12-01 (docs/railway.md).
 
 The allocator profile is chosen by PROFILE below, and nowhere else; it must name a deployable
 profile in profiles/profiles.toml, and evaluating this file fails with one line if it does not.
@@ -15,6 +22,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -131,13 +139,24 @@ def service_graph(
     }
     if github_repo:
         node["source"] = {"type": "github", "repo": github_repo, "branch": GITHUB_BRANCH}
+    # DOCKERFILE is gone from the public GraphQL Builder enum, but it is still the value of the
+    # environment config this graph becomes: the CLI writes it there itself (`railway environment
+    # edit`) and its IaC diff treats {"builder": "DOCKERFILE"} as a service built from
+    # /Dockerfile (railwayapp/cli 5.43, src/iac/tests.rs). Railway builds a root Dockerfile
+    # whenever one exists, so this only says so explicitly.
     node["build"] = {"builder": "DOCKERFILE", "dockerfilePath": "Dockerfile"}
     node["deploy"] = deploy
     node["variables"] = variables
     return node
 
 
-def main() -> dict[str, Any]:
-    """Called by the CLI with no arguments; returns the project graph."""
+def main(ctx: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The project graph; the CLI's context (environment, command) changes nothing in it.
+
+    One service, configured alike in production, staging and PR environments: the figures the
+    memory manager is tuned for are the same everywhere, and the CLI refuses a resource that
+    only some environments have.
+    """
+    del ctx  # accepted so current CLIs pass it; unused on purpose
     check_profile(PROFILE, deployable_profiles())
     return {"name": PROJECT, "resources": [service_graph()]}

@@ -1,12 +1,15 @@
 """.railway/railway.py: Railway infrastructure as code, evaluated the way the Railway CLI does.
 
-The CLI (railwayapp/cli, src/iac/eval.rs) runs `python3 -c <script> <absolute path>` in the
-directory it was started from, with RAILWAY_IAC_CONTEXT in the environment; the script loads the
-file with importlib under a module name of its own, calls `main` (or `Railway` / `default`) with
-no arguments when it takes none, turns a result with `to_graph()` into a dict, and prints
-`json.dumps({"partial": ..., "project": ...})`. Then it rewrites only `start` and a string
-`build`, and its compiler (src/iac/compiler.rs) reads a fixed set of keys: anything else is
-dropped without a word. So the graph is checked as Railway will read it.
+Current CLIs (railwayapp/cli, src/iac/eval.rs with EvalContext) run `python3 -c <script>
+<absolute path>` in the directory they were started from, once per persistent environment, with
+RAILWAY_IAC_CONTEXT set to {command, projectId, projectName, environmentId, environment,
+environmentName}. The script loads the file with importlib under a module name of its own, takes
+`main` (or `Railway` / `default`), calls it with a context when it takes a parameter (the SDK's
+context if railway_sdk imports, else a dict carrying the same keys plus `.environment`) and
+with nothing when it takes none, as older CLIs always did; turns a result with `to_graph()`
+into a dict, and prints `json.dumps({"partial": ..., "project": ...})`. Then it rewrites only
+`start` and a string `build`, and its compiler (src/iac/compiler.rs) reads a fixed set of keys:
+anything else is dropped without a word. So the graph is checked as Railway will read it.
 """
 
 from __future__ import annotations
@@ -35,7 +38,13 @@ LAUNCH_ARGV = ["python", "-m", "app.launch"]
 # The CLI's evaluation steps, written out here (same order, same lookups, same output).
 EVAL_SCRIPT = """
 import importlib.util, inspect, json, os, sys
-context = json.loads(os.environ.get("RAILWAY_IAC_CONTEXT") or "{}")
+payload = json.loads(os.environ.get("RAILWAY_IAC_CONTEXT") or "{}")
+
+class Context(dict):
+    def __init__(self, payload):
+        super().__init__(payload)
+        self.environment = payload.get("environment") or payload.get("environmentName")
+
 spec = importlib.util.spec_from_file_location("railway_sdk_user", sys.argv[1])
 module = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(module)
@@ -45,14 +54,31 @@ entry = getattr(module, "main", None) or getattr(module, "Railway", None) \\
     or getattr(module, "default", None)
 if callable(entry):
     takes_context = bool(inspect.signature(entry).parameters)
-    project = entry(context) if takes_context else entry()
+    project = entry(Context(payload)) if takes_context else entry()
 else:
     project = entry
 if hasattr(project, "to_graph"):
     project = project.to_graph()
 print(json.dumps({"partial": partial, "project": project}, default=str))
 """
-CONTEXT = {"command": "plan", "environment": "production", "environmentName": "production"}
+# Older CLIs called main() with no argument and set no context.
+LEGACY_PRELUDE = "import inspect; inspect.signature = lambda f: inspect.Signature()\n"
+
+
+def context(environment: str) -> dict[str, Any]:
+    return {
+        "command": "plan",
+        "projectId": "00000000-0000-0000-0000-000000000001",
+        "projectName": "lean-memory-service",
+        "environmentId": f"env-{environment}",
+        "environment": environment,
+        "environmentName": environment,
+    }
+
+
+CONTEXT = context("production")
+# The persistent environments a fork typically has; the CLI evaluates the file in each.
+ENVIRONMENTS = ("production", "staging", "pr-42")
 
 # Resource keys the CLI's compiler passes on to Railway (src/iac/compiler.rs,
 # project_definition_to_graph and service_to_environment_config).
@@ -114,9 +140,16 @@ SECRETS = {"ADMIN_TOKEN"}
 
 
 def evaluate(
-    python: list[str], cwd: Path, file: Path = RAILWAY_PY, prelude: str = ""
+    python: list[str],
+    cwd: Path,
+    file: Path = RAILWAY_PY,
+    prelude: str = "",
+    ctx: dict[str, Any] | None = CONTEXT,
 ) -> subprocess.CompletedProcess:
-    env = {**os.environ, "RAILWAY_IAC_CONTEXT": json.dumps(CONTEXT), "PYTHONDONTWRITEBYTECODE": "1"}
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    env.pop("RAILWAY_IAC_CONTEXT", None)
+    if ctx is not None:
+        env["RAILWAY_IAC_CONTEXT"] = json.dumps(ctx)
     return subprocess.run(
         [*python, "-c", prelude + EVAL_SCRIPT, str(file.resolve())],
         cwd=cwd,
@@ -272,6 +305,38 @@ def test_graph_is_what_this_service_needs(
     payload: dict[str, Any], profiles: ProfileSet, toml: dict[str, Any]
 ) -> None:
     assert graph_problems(payload["project"], profiles, toml) == []
+
+
+@pytest.mark.parametrize("environment", ENVIRONMENTS)
+def test_every_environment_gets_the_same_graph(
+    environment: str, payload: dict[str, Any], tmp_path: Path
+) -> None:
+    """The CLI evaluates once per environment; a resource only some have is an error to it."""
+    done = evaluate(python3(), tmp_path, ctx=context(environment))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == payload
+
+
+def test_main_takes_the_context_current_clis_pass(railway_module: ModuleType) -> None:
+    import inspect
+
+    assert list(inspect.signature(railway_module.main).parameters) == ["ctx"]
+    assert railway_module.main(context("staging")) == railway_module.main()
+
+
+def test_older_clis_without_a_context_get_the_same_graph(
+    payload: dict[str, Any], tmp_path: Path
+) -> None:
+    done = evaluate(python3(), tmp_path, prelude=LEGACY_PRELUDE, ctx=None)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == payload
+
+
+def test_build_is_the_dockerfile_in_the_form_the_cli_diffs(payload: dict[str, Any]) -> None:
+    """The CLI's own diff reads {"builder": "DOCKERFILE"} as the root Dockerfile (no drift)."""
+    web = payload["project"]["resources"][0]
+    assert web["build"] == {"builder": "DOCKERFILE", "dockerfilePath": "Dockerfile"}
+    assert (REPO / "Dockerfile").is_file()
 
 
 def test_file_owns_the_whole_project(payload: dict[str, Any]) -> None:
