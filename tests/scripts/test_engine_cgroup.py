@@ -16,6 +16,9 @@ ENGINE = Path(__file__).parent / "fixtures" / "engine"
 # The v2 fixture tree (tests/fixtures/cgroup/v2) as `tail -n +1` prints it in a container with a
 # private cgroup namespace.
 V2_DUMP = (ENGINE / "exec_tail_v2_from_fixture.txt").read_text()
+# Recorded on this machine (cgroup v1, no cgroup namespace) from a container of the service image
+# under --memory=500m, at rest; `docker stats` said 42.08MiB / 500MiB a moment later.
+V1_RECORDED = (ENGINE / "exec_tail_v1_recorded.txt").read_text()
 
 
 class RecordedEngine:
@@ -41,6 +44,16 @@ def test_the_dump_splits_into_files_and_skips_what_tail_could_not_open() -> None
 def test_v2_reads_as_the_service_reads_its_own_cgroup(tmp_path: Path) -> None:
     reading, events = read_dump(V2_DUMP, tmp_path / "scratch")
     assert reading == CgroupMemory(2, "/", 512 * MB, 150 * MB, 130 * MB)
+    assert events == MemoryEvents(oom_kills=0, limit_hits=0)
+
+
+def test_v1_recorded_from_a_real_container_reads_its_limit_and_working_set(tmp_path: Path) -> None:
+    reading, events = read_dump(V1_RECORDED, tmp_path / "scratch")
+    assert reading is not None and reading.version == 1
+    assert reading.path.startswith("/docker/1d6a2e9f487e")  # the host path; the mount is its own
+    assert reading.limit_bytes == 500 * MB
+    assert reading.usage_bytes == 44941312
+    assert reading.working_set_bytes == 44941312 - 421888  # less total_inactive_file
     assert events == MemoryEvents(oom_kills=0, limit_hits=0)
 
 
