@@ -73,10 +73,18 @@ def test_a_profile_that_cannot_run_is_recorded_and_the_rest_still_run() -> None:
 
 def test_variants_follow_the_profiles_and_a_failing_one_does_not_fail_the_comparison() -> None:
     runs = compare.plan(PROFILES)
-    assert [r.label for r in runs] == ["baseline", "glibc", "jemalloc", "baseline-recycle"]
-    (recycle,) = runs[3:]
+    assert [r.label for r in runs] == [
+        "baseline",
+        "glibc",
+        "jemalloc",
+        "baseline-recycle",
+        "granian-max-rss",
+    ]
+    recycle, granian = runs[3:]
     assert (recycle.profile, recycle.web_concurrency) == ("baseline", 2)
     assert int(recycle.overrides["LIMIT_MAX_REQUESTS"]) > 0
+    assert (granian.profile, granian.overrides["SERVER"]) == ("baseline", "granian")
+    assert int(granian.overrides["WORKERS_MAX_RSS_MB"]) > 0
     outcomes = compare.run_all(
         runs,
         lambda spec: replay("passes" if spec.deploy else "stays_high", spec.label),
@@ -87,3 +95,14 @@ def test_variants_follow_the_profiles_and_a_failing_one_does_not_fail_the_compar
 def test_a_variant_of_a_profile_that_is_not_defined_is_left_out() -> None:
     only = ProfileSet(default="glibc", profiles={"glibc": Profile("glibc", "", "glibc")})
     assert [r.label for r in compare.plan(only)] == ["glibc"]
+
+
+def test_every_variant_is_a_configuration_the_launcher_accepts() -> None:
+    """A variant whose settings the service refuses would be a NOT MADE row in every bench."""
+    from app.config import load_settings
+
+    for variant in compare.VARIANTS:
+        settings = {name.lower(): value for name, value in variant.overrides.items()}
+        known = {k: v for k, v in settings.items() if not k.startswith("granian_")}
+        loaded = load_settings(web_concurrency=variant.web_concurrency or 1, **known)
+        assert loaded.web_concurrency == (variant.web_concurrency or 1)

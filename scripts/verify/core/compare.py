@@ -42,6 +42,21 @@ VARIANTS: tuple[Run, ...] = (
         overrides={"LIMIT_MAX_REQUESTS": "150", "LIMIT_MAX_REQUESTS_JITTER": "100"},
         deploy=False,
     ),
+    # The one Python server that recycles on memory: Granian (dev lock) on the same app, glibc as
+    # shipped, cleanup off, one worker respawned once its RSS is over 120 MiB at a 5 s sample
+    # (Granian's default is 30 s, longer than the short preset's idle window). The new worker
+    # starts before the old one stops, and the old one's cache is dropped with it.
+    Run(
+        "granian-max-rss",
+        "baseline",
+        web_concurrency=1,
+        overrides={
+            "SERVER": "granian",
+            "WORKERS_MAX_RSS_MB": "120",
+            "GRANIAN_RSS_SAMPLE_INTERVAL": "5",
+        },
+        deploy=False,
+    ),
 )
 
 
