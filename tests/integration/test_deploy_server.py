@@ -112,3 +112,31 @@ def test_request_limit_with_two_workers_replaces_the_worker(tmp_path: Path) -> N
         assert log.count("Started server process") >= 2 + 4, log  # each exited worker replaced
     finally:
         assert server.stop() == 0
+
+
+def test_request_head_is_bounded_by_the_http_stack_shipped(tmp_path: Path) -> None:
+    """h11 (the stack kept, docs/http-stack.md) refuses a 1 MB header after its 16 KB cap,
+    instead of parsing it whole as httptools would; /healthz is answered right after."""
+    server = start_server(tmp_path, MEMORY_PROFILE="glibc")
+    try:
+        port = int(server.url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ")
+            sent = 0
+            try:
+                while sent < 1024 * 1024:
+                    sock.sendall(b"A" * 16384)
+                    sent += 16384
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the server stopped reading: the bound at work
+            reply = b""
+            try:
+                while chunk := sock.recv(4096):
+                    reply += chunk
+            except (ConnectionResetError, TimeoutError):
+                pass
+        assert not reply.startswith(b"HTTP/1.1 200"), reply[:100]
+        assert reply == b"" or reply.startswith((b"HTTP/1.1 400", b"HTTP/1.1 431")), reply[:100]
+        assert httpx.get(f"{server.url}/healthz", timeout=5).status_code == 200
+    finally:
+        server.stop()
