@@ -18,7 +18,7 @@ from app.memory.measure import MB
 from scripts.verify.core.cgroup_limit import HostCgroup, MemoryCgroup, record_of, with_cgroup
 from scripts.verify.core.errors import RunNotMade
 from scripts.verify.core.sampling import Sample
-from tests.app.conftest import FIXTURES
+from tests.memory.conftest import FIXTURES
 
 V1_MEMORY = CGROUP_ROOT / "memory"
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="making a cgroup needs root")

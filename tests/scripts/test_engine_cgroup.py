@@ -13,8 +13,8 @@ from app.memory.measure import MB
 from scripts.verify.core.engine_cgroup import FILES, EngineCgroup, parse_dump, read_dump
 
 ENGINE = Path(__file__).parent / "fixtures" / "engine"
-# The v2 fixture tree (tests/fixtures/cgroup/v2) as `tail -n +1` prints it in a container with a
-# private cgroup namespace.
+# The v2 fixture tree (tests/memory/fixtures/cgroup/v2) as `tail -n +1` prints it in a container
+# with a private cgroup namespace.
 V2_DUMP = (ENGINE / "exec_tail_v2_from_fixture.txt").read_text()
 # Recorded on this machine (cgroup v1, no cgroup namespace) from a container of the service image
 # under --memory=500m, at rest; `docker stats` said 42.08MiB / 500MiB a moment later.
