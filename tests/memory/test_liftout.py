@@ -1,0 +1,195 @@
+"""The package lifted into another service, as a reader of the README would do it.
+
+The folder is copied into a temporary project as `svc.memory`; the README's wiring snippet is
+written into it as the README has it, with only the package name changed, so the doc and this
+test cannot drift. The project is started for real under each server users run, driven with a
+burst, and must show the loop's start line per worker, a release line and its metrics.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.memory.conftest import PACKAGE, REPO, allocator_free_environ
+
+README = REPO / "README.md"
+SECTION = "### In your own service"
+START_LINE = "[memory-cleanup] Background cleanup task running every"
+RELEASE_LINE = re.compile(r"Memory Release: [\d.]+MB freed \| RSS: .* \((idle|threshold)\)")
+# What the snippet leaves to the service: a cache to clean, and a burst to clean up after. A
+# long-lived object in every few hundred keeps pymalloc arenas pinned, so RSS stays up after the
+# burst and the idle release has something to do, as in a real service.
+CACHE = '''class Cache:
+    def drop_expired(self) -> int:
+        return 0
+
+
+my_cache = Cache()
+'''
+ROUTES = '''from svc.wiring import app
+
+KEPT: list[dict[str, object]] = []
+
+
+def burst(n: int = 400_000) -> dict[str, int]:
+    rows = [{"i": i, "text": "x" * 40} for i in range(n)]
+    KEPT.extend(rows[::400])
+    return {"rows": len(rows)}
+
+
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+app.add_api_route("/burst", burst, methods=["POST"])
+app.add_api_route("/healthz", healthz)
+'''
+
+
+def snippet(readme: str, package: str) -> str:
+    """The first Python block of the README's section, with only the package name changed."""
+    section = readme.split(SECTION, 1)[1]
+    match = re.search(r"```python\n(.*?)```", section, re.S)
+    assert match, f"no python block after {SECTION!r}"
+    return match.group(1).replace("app.memory", f"{package}.memory")
+
+
+def make_project(root: Path) -> Path:
+    """svc/memory (the copied folder), svc/cache.py, svc/wiring.py (the snippet), svc/main.py."""
+    svc = root / "svc"
+    shutil.copytree(PACKAGE, svc / "memory", ignore=shutil.ignore_patterns("__pycache__"))
+    (svc / "__init__.py").write_text("")
+    (svc / "cache.py").write_text(CACHE)
+    wiring = "from svc.cache import my_cache\n" + snippet(README.read_text(), "svc")
+    (svc / "wiring.py").write_text(wiring)
+    (svc / "main.py").write_text(ROUTES)
+    return root
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Served:
+    url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for(self, what: str, check: object, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"server exited {self.process.returncode}:\n{self.log()}")
+            if check():  # type: ignore[operator]
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"no {what} within {timeout}s:\n{self.log()}")
+
+    def healthy(self) -> bool:
+        try:
+            return httpx.get(self.url + "/healthz", timeout=1.0).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+SERVERS = {
+    "uvicorn-1": ["uvicorn", "svc.main:app", "--host", "127.0.0.1", "--port", "{port}"],
+    "uvicorn-2": ["uvicorn", "svc.main:app", "--host", "127.0.0.1", "--port", "{port}",
+                  "--workers", "2"],
+    "gunicorn-2": ["gunicorn", "svc.main:app", "-k", "uvicorn.workers.UvicornWorker",
+                   "-w", "2", "-b", "127.0.0.1:{port}"],
+    "granian-2": ["granian", "--interface", "asgi", "--host", "127.0.0.1", "--port", "{port}",
+                  "--workers", "2", "svc.main:app"],
+}
+WORKERS = {"uvicorn-1": 1, "uvicorn-2": 2, "gunicorn-2": 2, "granian-2": 2}
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    return make_project(tmp_path / "project")
+
+
+@pytest.fixture
+def serve(project: Path) -> Iterator[object]:
+    started: list[Served] = []
+
+    def start(name: str) -> Served:
+        port = free_port()
+        module, *args = SERVERS[name]
+        argv = [sys.executable, "-m", module, *(a.format(port=port) for a in args)]
+        log_path = project / f"{name}.log"
+        environ = {**allocator_free_environ(), "PYTHONPATH": str(project)}
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                argv, cwd=project, env=environ, stdout=log, stderr=subprocess.STDOUT
+            )
+        served = Served(f"http://127.0.0.1:{port}", process, log_path)
+        started.append(served)
+        served.wait_for("health", served.healthy)
+        return served
+
+    yield start
+    for served in started:
+        served.stop()
+
+
+def test_the_snippet_names_only_the_package_it_is_given() -> None:
+    code = snippet(README.read_text(), "svc")
+    assert "from svc.memory import" in code
+    assert not re.search(r"\b(from|import) app\b|\bapp\.memory", code)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(SERVERS))
+def test_the_lifted_package_runs_under(name: str, serve: object) -> None:
+    if shutil.which(SERVERS[name][0], path=os.path.dirname(sys.executable)) is None:
+        pytest.skip(f"{SERVERS[name][0]} is not installed (dev lock, extra `servers`)")
+    namespace = re.search(r'namespace="(\w+)"', snippet(README.read_text(), "svc"))
+    prefix = f"{namespace.group(1)}_" if namespace else ""
+    served: Served = serve(name)  # type: ignore[operator]
+    workers = WORKERS[name]
+    served.wait_for(f"{workers} start line(s)", lambda: served.log().count(START_LINE) >= workers)
+    with httpx.Client(base_url=served.url, timeout=60.0) as client:
+        for _ in range(2 * workers):  # new connections: every worker gets some of the burst
+            assert client.post("/burst", headers={"Connection": "close"}).status_code == 200
+    # The idle release fires a few seconds after the burst ends, in each worker that served it.
+    served.wait_for("a release line", lambda: RELEASE_LINE.search(served.log()), timeout=40)
+    scrape = ""
+    for _ in range(10 * workers):  # a scrape reaches one worker: find one that released
+        scrape = httpx.get(served.url + "/metrics", headers={"Connection": "close"}).text
+        if re.search(rf'^{prefix}memory_releases_total{{.*outcome="ok".*}} [1-9]', scrape, re.M):
+            break
+    else:
+        raise AssertionError(f"no worker's /metrics shows a release:\n{scrape}")
+    assert re.search(rf"^{prefix}memory_rss_bytes \d", scrape, re.M)
+    assert "[memory] allocator " in served.log()
+    served.stop()
+    assert served.log().count("[memory-cleanup] Stopped") >= 1, served.log()
