@@ -14,6 +14,7 @@ import os
 import platform
 import subprocess
 import sys
+import sysconfig
 from collections.abc import Mapping
 
 from app.config import ConfigError, Settings, load_settings
@@ -22,6 +23,10 @@ from app.profiles import Profile, ProfileError, load_profiles
 log = logging.getLogger("launch")
 
 GUARDED_PROTOCOL = "app.edge.protocol:GuardedH11Protocol"
+# Free-threaded CPython stops with a fatal error at start on PYTHONMALLOC=malloc; this profile
+# keeps jemalloc for C-level allocations without it (Python's objects live in mimalloc there).
+FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+FREE_THREADED_PROFILE = "jemalloc"
 # Where Debian/Ubuntu (both architectures), Alpine and RHEL put shared libraries.
 LIBRARY_DIRS = ("/usr/lib/*-linux-gnu", "/lib/*-linux-gnu", "/usr/lib64", "/usr/lib", "/lib")
 
@@ -52,7 +57,7 @@ def library_available(soname: str) -> bool:
     return False
 
 
-def choose_profile(environ: Mapping[str, str]) -> Profile:
+def choose_profile(environ: Mapping[str, str], free_threaded: bool = FREE_THREADED) -> Profile:
     """The requested profile; the default one falls back to glibc, loudly, where it cannot load.
 
     A profile named explicitly must be honoured or startup fails: running without the allocator
@@ -61,6 +66,16 @@ def choose_profile(environ: Mapping[str, str]) -> Profile:
     profiles = load_profiles()
     requested = environ.get("MEMORY_PROFILE") or None
     profile = profiles.get(requested)
+    if free_threaded and "PYTHONMALLOC" in profile.env:
+        line = (
+            f"MEMORY_PROFILE={profile.name!r} sets PYTHONMALLOC={profile.env['PYTHONMALLOC']}, "
+            f"which free-threaded CPython refuses at start: use MEMORY_PROFILE="
+            f"{FREE_THREADED_PROFILE!r}"
+        )
+        if requested is not None:
+            raise ProfileError(line)
+        log.warning("default %s; falling back to it", line.removeprefix("MEMORY_PROFILE="))
+        profile = profiles.get(FREE_THREADED_PROFILE)
     if profile.preload is None or library_available(profile.preload):
         if profile.preload and platform.system() != "Linux":
             raise ProfileError(

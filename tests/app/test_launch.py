@@ -302,3 +302,20 @@ def test_threshold_over_limit_exits_2_with_one_line(tmp_path: Path) -> None:
     lines = done.stderr.splitlines()
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith("configuration error: MEMORY_CLEANUP_THRESHOLD_MB=80 ")
+
+
+def test_free_threaded_refuses_an_explicit_pythonmalloc_profile_and_names_one_that_works(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with pytest.raises(ProfileError) as refused:
+        launch.choose_profile({"MEMORY_PROFILE": "jemalloc-nopymalloc"}, free_threaded=True)
+    assert str(refused.value) == (
+        "MEMORY_PROFILE='jemalloc-nopymalloc' sets PYTHONMALLOC=malloc, which free-threaded "
+        "CPython refuses at start: use MEMORY_PROFILE='jemalloc'"
+    )
+    assert "PYTHONMALLOC" not in load_profiles().get(launch.FREE_THREADED_PROFILE).env
+    with caplog.at_level(logging.WARNING, logger="launch"):
+        chosen = launch.choose_profile({}, free_threaded=True)  # the default sets PYTHONMALLOC
+    assert "PYTHONMALLOC" not in chosen.env
+    assert "free-threaded CPython refuses at start" in caplog.text
+    assert launch.choose_profile({"MEMORY_PROFILE": "glibc"}, free_threaded=True).name == "glibc"
