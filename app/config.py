@@ -74,8 +74,8 @@ class Settings(BaseSettings):
     memory_admission: bool = True
     memory_headroom_mb: float | None = Field(None, gt=0)  # for the whole service: workers split it
     memory_inflight_mb: float | None = Field(None, gt=0)  # for the whole service: workers split it
-    admission_queue: int = Field(16, ge=0, le=10_000)
-    admission_max_wait_seconds: float = Field(5.0, ge=0, le=600)
+    admission_queue: int = Field(4, ge=0, le=10_000)
+    admission_max_wait_seconds: float = Field(2.0, ge=0, le=600)
     max_connections: int | None = Field(None, ge=1, le=1_000_000)  # per worker
     header_timeout_seconds: float = Field(10.0, gt=0, le=3600)
     body_timeout_seconds: float = Field(30.0, gt=0, le=3600)

@@ -67,8 +67,8 @@ class Admission:
     def __init__(
         self,
         capacity_bytes: int,
-        queue_limit: int = 16,
-        max_wait_seconds: float = 5.0,
+        queue_limit: int = 4,
+        max_wait_seconds: float = 2.0,
         pressure: Pressure | None = None,
         clock: Callable[[], float] = time.monotonic,
         namespace: str = "",

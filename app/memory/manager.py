@@ -116,7 +116,7 @@ class MemoryManager:
         return MemoryMiddleware(app, self.activity, self.guard, self.quiet_paths)
 
     def enable_admission(
-        self, budget: MemoryBudget, queue_limit: int = 16, max_wait_seconds: float = 5.0
+        self, budget: MemoryBudget, queue_limit: int = 4, max_wait_seconds: float = 2.0
     ) -> Admission:
         """Admission control over ``budget``'s in-flight part, shedding new work under pressure;
         ``install(app, AdmissionConfig(...))`` calls it and puts the gate in front of the routes."""
