@@ -108,8 +108,10 @@ def test_request_limit_with_two_workers_replaces_the_worker(tmp_path: Path) -> N
         assert statuses == [200] * 20
         assert server.process.poll() is None, server.log()
         log = server.log()
-        assert log.count("Maximum request limit of 3 exceeded") >= 4, log  # 20 requests, 2 workers
-        assert log.count("Started server process") >= 2 + 4, log  # each exited worker replaced
+        # A worker may take a few more than 3 before its next check: count exits, not requests.
+        exits = log.count("Maximum request limit of 3 exceeded")
+        assert exits >= 2, log
+        assert log.count("Started server process") >= 2 + exits - 1, log  # exited ones replaced
     finally:
         assert server.stop() == 0
 
