@@ -32,10 +32,11 @@ from app.workload.models import SKU_PATTERN, BulkSummary, Product, Record, inlin
 log = logging.getLogger(__name__)
 
 # Bytes a submission holds per body byte while it is parsed, validated, enriched and encoded,
-# its body included. Measured (docs/overload.md): 10x for records of ~400 bytes, 22x for
-# records of ~130 bytes; small records cost more per byte. 16 covers the standard spike's mix
-# and keeps one MAX_BODY_MB body (8 MB: 128 MB) within a 2-worker share of 500 MB; the pressure
-# check covers what a reservation underestimates.
+# its body included. Measured as a fresh server's peak RSS growth over one submission
+# (docs/overload.md): 10.7x for 20,000 records of ~400 bytes, 13.4x for 20,000 of ~130 bytes,
+# 20x for 3,000 of those; small records cost more per byte, and little in all. 16 covers the
+# records that weigh and keeps one MAX_BODY_MB body (8 MB: 128 MB) within a 2-worker share of
+# 500 MB; the pressure check covers what a reservation underestimates.
 COST_FACTOR = 16.0
 GUARDED_ROUTES = (
     GuardedRoute("POST", "/bulk/sync", COST_FACTOR),
