@@ -80,7 +80,12 @@ def test_short_run_inside_a_real_500_mb_cgroup_passes(tmp_path: Path) -> None:
 
 @needs_v1_root
 def test_a_server_oom_killed_in_a_tight_cgroup_fails_with_the_reason(tmp_path: Path) -> None:
-    done = verify(tmp_path, "--limit-mode", "cgroup", "--limit-mb", "150", "--no-plot")
+    # Admission off: with it on, the service refuses what 150 MB cannot hold instead of dying
+    # (a MAX_BODY_MB body does not even fit that budget, and startup says so).
+    done = verify(
+        tmp_path,
+        "--limit-mode", "cgroup", "--limit-mb", "150", "--no-plot", "--set", "MEMORY_ADMISSION=0",
+    )
     assert done.returncode == 1, done.stdout + done.stderr
     assert "OOM-killed in the 150 MB cgroup" in done.stdout
     timeline = read_json(tmp_path / DEFAULT / "timeline.json")
