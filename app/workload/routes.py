@@ -33,11 +33,12 @@ log = logging.getLogger(__name__)
 
 # Bytes a submission holds per body byte while it is parsed, validated, enriched and encoded,
 # its body included. Measured as a fresh server's peak RSS growth over one submission
-# (docs/overload.md): 10.7x for 20,000 records of ~400 bytes, 13.4x for 20,000 of ~130 bytes,
-# 20x for 3,000 of those; small records cost more per byte, and little in all. 16 covers the
-# records that weigh and keeps one MAX_BODY_MB body (8 MB: 128 MB) within a 2-worker share of
-# 500 MB; the pressure check covers what a reservation underestimates.
-COST_FACTOR = 16.0
+# (docs/overload.md): 10.7x for 20,000 records of ~400 bytes (7.7 MB, near MAX_BODY_MB), 13.4x
+# for 20,000 of ~130 bytes (2.6 MB), 20x for 3,000 of those (0.4 MB): small records cost more
+# per byte and little in all. 12 covers the bodies that weigh, underestimates the small ones by
+# a few MB (the headroom and the pressure check take that), and keeps one MAX_BODY_MB body
+# (8 MB: 96 MB) well within a 2-worker share of 500 MB.
+COST_FACTOR = 12.0
 GUARDED_ROUTES = (
     GuardedRoute("POST", "/bulk/sync", COST_FACTOR),
     GuardedRoute("POST", "/bulk/async", COST_FACTOR),
