@@ -1,6 +1,6 @@
 """The container's memory limit and usage, read from the cgroup files (v2 and v1).
 
-Railway does not document how it meters memory, so the service reads what the kernel enforces.
+Platforms rarely document how they meter memory, so the manager reads what the kernel enforces.
 Paths are arguments so tests can point them at fixture trees.
 """
 

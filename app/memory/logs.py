@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 
-PACKAGE = __package__ or __name__.rpartition(".")[0]  # "app.memory", or wherever it was copied
+PACKAGE = __package__ or __name__.rpartition(".")[0]  # wherever the folder was copied to
 FORMAT = "%(levelname)s:     [%(process)d] %(message)s"  # uvicorn's own layout
 
 

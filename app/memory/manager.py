@@ -1,7 +1,7 @@
 """The memory manager: one object an ASGI app creates and wires with one call, ``install``.
 
-It knows nothing about the app: the app passes in its quiet paths, its metric namespace, an
-instance id and cleanup hooks. ``status()`` is the one source of the figures that a debug page
+It knows nothing about the app: the app passes in its quiet paths, its metric namespace, a
+replica id and cleanup hooks. ``status()`` is the one source of the figures that a debug page
 and the Prometheus collector show.
 """
 
