@@ -8,6 +8,7 @@ library would tidy them, and the server's own log.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
 import subprocess
@@ -247,3 +248,80 @@ def test_the_right_token_with_a_strippable_byte_is_refused(
         for end in (b"", tail)
     ]
     assert [answer[:12] for answer in answers] == [b"HTTP/1.1 200", b"HTTP/1.1 403"]
+
+
+# The body path: a refused body closes its connection, a client gone mid-body is one line, and
+# the errors say what is wrong, with admission on (the gate reads the body) and off (the route).
+BODY_PATHS = [{}, {"MEMORY_ADMISSION": "0"}]
+BODY_IDS = ["admission", "no-admission"]
+
+
+def bulk_head(*headers: bytes, length: int | None = None) -> bytes:
+    framing = b"Transfer-Encoding: chunked" if length is None else b"Content-Length: %d" % length
+    lines = [b"POST /bulk/sync HTTP/1.1", b"Host: 127.0.0.1", framing, *headers]
+    return b"\r\n".join([*lines, b"", b""])
+
+
+@pytest.mark.parametrize("env", BODY_PATHS, ids=BODY_IDS)
+def test_a_body_past_the_limit_closes_the_connection(
+    server_factory: Callable[..., Server], env: dict[str, str]
+) -> None:
+    server = server_factory(MAX_BODY_MB="1", **env)
+    chunk = b"x" * 65536
+    body = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(20))  # 1.25 MB
+    pipelined = request("/healthz")
+    with socket.create_connection(("127.0.0.1", port_of(server)), timeout=10) as sock:
+        sock.sendall(bulk_head(b"Content-Type: application/json") + body)
+        with contextlib.suppress(OSError):  # the server may stop reading: that is the point
+            sock.sendall(body + b"0\r\n\r\n" + pipelined)
+        received = b""
+        with contextlib.suppress(ConnectionResetError):
+            while chunk_in := sock.recv(65536):
+                received += chunk_in
+    assert received.startswith(b"HTTP/1.1 413 "), received[:200]
+    assert b"connection: close" in received.lower()
+    assert received.count(b"HTTP/1.1 ") == 1  # the pipelined request was not answered
+
+
+@pytest.mark.parametrize("env", BODY_PATHS, ids=BODY_IDS)
+def test_a_client_gone_mid_upload_is_one_info_line(
+    server_factory: Callable[..., Server], env: dict[str, str]
+) -> None:
+    server = server_factory(**env)
+    for _ in range(3):
+        with socket.create_connection(("127.0.0.1", port_of(server)), timeout=10) as sock:
+            sock.sendall(bulk_head(b"Content-Type: application/json", length=10) + b"{")
+    deadline = time.monotonic() + 10
+    while server.log().count("client disconnected after 1 body bytes") < 3:
+        assert time.monotonic() < deadline, server.log()[-2000:]
+        time.sleep(0.05)
+    log = server.log()
+    assert "Traceback" not in log and "Exception in ASGI application" not in log
+    assert "ERROR" not in log
+
+
+@pytest.mark.parametrize("env", BODY_PATHS, ids=BODY_IDS)
+@pytest.mark.parametrize(
+    ("header", "reason"),
+    [
+        (b"Content-Encoding: gzip", "Content-Encoding"),
+        (b"Content-Type: application/json; charset=latin1", "UTF-8"),
+        (b"Content-Type: application/json; charset=utf-16", "UTF-8"),
+    ],
+)
+def test_a_body_the_service_cannot_read_as_sent_is_415(
+    server_factory: Callable[..., Server], env: dict[str, str], header: bytes, reason: str
+) -> None:
+    server = server_factory(**env)
+    json_type = b"Content-Type: application/json"
+    headers = [header] if header.startswith(b"Content-Type") else [header, json_type]
+    reply = exchange(server, bulk_head(*headers, b"Connection: close", length=2) + b"{}")
+    assert reply.startswith(b"HTTP/1.1 415 "), reply[:200]
+    assert reason.encode() in reply
+
+
+def test_a_bulk_path_with_the_wrong_method_is_405(server_factory: Callable[..., Server]) -> None:
+    server = server_factory()
+    assert server.client.get("/bulk/sync").status_code == 405
+    assert server.client.get("/bulk/async").status_code == 405
+    assert server.client.get("/bulk/" + "0" * 32).status_code == 404  # a result id still routes
