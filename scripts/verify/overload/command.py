@@ -6,7 +6,8 @@ profile (`baseline` and the default unless --profile names one) and each level o
 starts the service as the verifier does inside a memory cgroup of --limit-mb (memory and
 memory+swap), and has ``level x BULK_CONCURRENCY`` clients post large valid bodies (20,000
 records, 7.7 MB) for --seconds, half to /bulk/sync and half to /bulk/async, each sending its
-whole body before reading the reply, while /healthz is probed every 100 ms. Records every
+whole body before reading the reply and, refused, waiting out the 503's Retry-After (or
+not: --ignore-retry-after), while /healthz is probed every 100 ms. Records every
 answer, goodput (accepted per second), p50 and p99 of accepted requests, the peak working set,
 OOM kills and /healthz. Judged for every profile but `baseline` (shown for contrast): no OOM
 kill at any level, the peak working set under the limit less the headroom, and goodput at the
@@ -59,6 +60,12 @@ def add_arguments(parser: flags.Parser) -> None:
     )
     parser.add_argument(
         "--chunked", action="store_true", help="send the bodies chunked, without Content-Length"
+    )
+    parser.add_argument(
+        "--ignore-retry-after",
+        action="store_true",
+        help="refused clients try again after 50 ms, as hostile ones do, instead of after the "
+        "503's Retry-After",
     )
     flags.add_service(parser, limit_mode="cgroup")
     flags.add_output(parser, "results/overload-<timestamp>/", plot=False)
@@ -149,7 +156,8 @@ def run(args: argparse.Namespace) -> int:
         for level in levels_of(args.levels):
             settings = OverloadSettings(
                 clients=level * at_once, seconds=args.seconds, limit_mb=args.limit_mb,
-                chunked=args.chunked, web_concurrency=args.web_concurrency,
+                chunked=args.chunked, honour_retry_after=not args.ignore_retry_after,
+                web_concurrency=args.web_concurrency,
                 overrides=overrides,
             )
             sys.stderr.write(f"overload: {name} at {level}x ({settings.clients} clients)\n")
@@ -166,7 +174,9 @@ def run(args: argparse.Namespace) -> int:
     context = [
         "command: `" + " ".join(["python -m scripts.verify", *args.argv]) + "`",
         f"bodies of {len(large_body()) / 2**20:.1f} MB (20,000 records), "
-        f"{'chunked' if args.chunked else 'with Content-Length'}; {args.seconds:g} s per level; "
+        f"{'chunked' if args.chunked else 'with Content-Length'}; refused clients retry "
+        f"{'after 50 ms' if args.ignore_retry_after else 'after Retry-After'}; "
+        f"{args.seconds:g} s per level; "
         f"a {args.limit_mb:g} MB memory cgroup; {at_once} served at once",
         f"started {started.isoformat(timespec='seconds')} on {os.cpu_count()} CPUs",
     ]

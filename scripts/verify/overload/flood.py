@@ -126,9 +126,11 @@ async def flood(
     clients: int,
     seconds: float,
     chunked: bool = False,
+    honour_retry_after: bool = False,
 ) -> FloodResult:
     """``clients`` loops posting ``body`` until ``seconds`` have passed; client i uses path i
-    modulo the paths given (the sync and async routes side by side)."""
+    modulo the paths given (the sync and async routes side by side). A refused client tries
+    again after 50 ms, as a hostile one would, or after the reply's Retry-After."""
     result = FloodResult()
     deadline = time.monotonic() + seconds
 
@@ -146,9 +148,11 @@ async def flood(
             if 200 <= reply.status < 300:
                 result.accepted_latencies.append(time.monotonic() - started)
             elif reply.status == 503:
-                if "retry-after" not in reply.headers:
+                wait = reply.headers.get("retry-after", "")
+                if not wait.isdigit():
                     result.retry_after_missing += 1
-                await asyncio.sleep(0.05)
+                pause = float(wait) if honour_retry_after and wait.isdigit() else 0.05
+                await asyncio.sleep(min(pause, max(deadline - time.monotonic(), 0)))
 
     started = time.monotonic()
     await asyncio.gather(*(client(i) for i in range(clients)))

@@ -53,6 +53,7 @@ class OverloadSettings:
     seconds: float = 30.0
     limit_mb: float = 500.0
     chunked: bool = False
+    honour_retry_after: bool = False
     web_concurrency: int = 1
     overrides: dict[str, str] = field(default_factory=dict)
 
@@ -77,6 +78,7 @@ class OverloadRun:
             "clients": self.settings.clients,
             "seconds": round(self.flood.seconds, 1),
             "chunked": self.settings.chunked,
+            "honour_retry_after": self.settings.honour_retry_after,
             "limit_mb": self.settings.limit_mb,
             "requests": self.flood.requests,
             "statuses": {str(k): v for k, v in sorted(self.flood.statuses.items())},
@@ -137,7 +139,14 @@ async def _load(
     health = asyncio.create_task(probe_health(HOST, port, stop))
     try:
         result = await flood(
-            HOST, port, PATHS, body, settings.clients, settings.seconds, settings.chunked
+            HOST,
+            port,
+            PATHS,
+            body,
+            settings.clients,
+            settings.seconds,
+            settings.chunked,
+            settings.honour_retry_after,
         )
     finally:
         stop.set()
