@@ -131,10 +131,12 @@ def uvicorn_argv(settings: Settings) -> list[str]:
         "--no-server-header",
         "--no-access-log",  # the app writes its own, redacted and bounded (app/edge/accesslog.py)
     ]
-    if settings.memory_admission:
-        # h11 with a header deadline and a connection cap (uvicorn has neither); h11 also caps
-        # an incomplete request head at 16 KB.
-        argv += ["--http", GUARDED_PROTOCOL]
+    # h11 on asyncio, named, never uvicorn's "auto": that picks httptools and uvloop wherever
+    # they are installed (the dev venv has them), so a service run from a checkout would
+    # measure another stack than the image's (docs/http-stack.md). With admission on, h11 with
+    # a header deadline and a connection cap (uvicorn has neither); h11 caps a head at 16 KB.
+    protocol = GUARDED_PROTOCOL if settings.memory_admission else "h11"
+    argv += ["--loop", "asyncio", "--http", protocol]
     if settings.limit_max_requests:
         argv += ["--limit-max-requests", str(settings.limit_max_requests)]
         if settings.limit_max_requests_jitter:

@@ -319,3 +319,11 @@ def test_free_threaded_refuses_an_explicit_pythonmalloc_profile_and_names_one_th
     assert "PYTHONMALLOC" not in chosen.env
     assert "free-threaded CPython refuses at start" in caplog.text
     assert launch.choose_profile({"MEMORY_PROFILE": "glibc"}, free_threaded=True).name == "glibc"
+
+
+@pytest.mark.parametrize("admission", [True, False])
+def test_the_http_stack_is_named_whatever_is_installed(admission: bool) -> None:
+    # uvicorn's "auto" would take httptools and uvloop from the dev venv, not the image's stack.
+    params = parse_uvicorn(launch.uvicorn_argv(load_settings(memory_admission=admission)))
+    assert params["loop"] == "asyncio"
+    assert params["http"] == ("app.edge.protocol:GuardedH11Protocol" if admission else "h11")
