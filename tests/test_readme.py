@@ -3,19 +3,39 @@
 from __future__ import annotations
 
 import re
+import shlex
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
+
+from packaging.specifiers import SpecifierSet
+
+from app.profiles import load_profiles
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
 
 
-def python_block_after(heading: str) -> str:
+def block_after(heading: str, language: str) -> str:
     section = README.split(heading, 1)[1]
-    match = re.search(r"```python\n(.*?)```", section, re.S)
-    assert match, f"no python block after {heading!r}"
+    match = re.search(rf"```{language}\n(.*?)```", section, re.S)
+    assert match, f"no {language} block after {heading!r}"
     return match.group(1)
+
+
+def python_block_after(heading: str) -> str:
+    return block_after(heading, "python")
+
+
+def dockerfile_instructions(text: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined."""
+    joined = re.sub(r"\\\n\s*", " ", text)
+    return [
+        (line.split(None, 1)[0].upper(), line.split(None, 1)[1])
+        for line in joined.splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
 
 
 def test_embedding_snippet_runs_in_a_fresh_interpreter() -> None:
@@ -49,3 +69,26 @@ def test_the_two_commands_are_make_targets() -> None:
         assert f"make {target}" in README
         assert re.search(rf"^{target}:", makefile, re.M)
     assert "make test" in (REPO / ".ci" / "run").read_text()
+
+
+def test_the_dockerfile_lines_are_the_default_profile() -> None:
+    profiles = load_profiles()
+    profile = profiles.get(None)
+    lines = dockerfile_instructions(block_after("### In your own service", "dockerfile"))
+    installed = " ".join(args for op, args in lines if op == "RUN")
+    assert profile.preload == "libjemalloc.so.2"  # Debian ships it as libjemalloc2
+    assert re.search(r"apt-get install .*\blibjemalloc2\b", installed)
+    env = dict(
+        pair.split("=", 1) for op, args in lines if op == "ENV" for pair in shlex.split(args)
+    )
+    assert env == {"LD_PRELOAD": profile.preload, **profile.env}
+    assert f"`{profile.name}`" in README.split("### In your own service", 1)[1]
+
+
+def test_the_supported_python_range_leaves_out_the_growing_3_14_collector() -> None:
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    supported = SpecifierSet(pyproject["project"]["requires-python"])
+    assert ".".join(map(str, sys.version_info[:3])) in supported  # the one running this test
+    assert not [patch for patch in range(5) if f"3.14.{patch}" in supported]
+    assert "3.14.5" in supported and "3.10.14" not in supported
+    assert "3.14.5" in README
