@@ -42,15 +42,17 @@ def cgroup_or_skip(limit_mb: float = 500) -> MemoryCgroup:
 @pytest.fixture
 def limited(server_factory: Callable[..., Server]) -> Iterator[Callable[..., Server]]:
     """A server started inside a fresh 500 MB memory cgroup."""
-    cgroups: list[MemoryCgroup] = []
+    started: list[tuple[Server, MemoryCgroup]] = []
 
     def start(**env: str) -> Server:
         cgroup = cgroup_or_skip()
-        cgroups.append(cgroup)
-        return server_factory(preexec_fn=cgroup.join, **env)
+        server = server_factory(preexec_fn=cgroup.join, **env)
+        started.append((server, cgroup))
+        return server
 
     yield start
-    for cgroup in cgroups:
+    for server, cgroup in started:  # the kernel removes a cgroup only once its processes are gone
+        server.stop()
         cgroup.remove()
 
 
