@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from scripts.verify import flags, spike
 from scripts.verify.overload import command as overload
 from scripts.verify.soak import command as soak
+from scripts.verify.stack import command as stack
 from scripts.verify.stall import command as stall
 
 COMMANDS: tuple[flags.Command, ...] = (
@@ -23,6 +24,7 @@ COMMANDS: tuple[flags.Command, ...] = (
     soak.COMMAND,
     stall.COMMAND,
     overload.COMMAND,
+    stack.COMMAND,
 )
 
 EPILOG = "Exit codes: 0 pass, 1 fail (with the numbers), 2 run not made (with the reason)."

@@ -1,0 +1,125 @@
+"""The stack subcommand: its order of runs, its ratios, its table and flags; and one real run of
+both stacks on free ports with tiny settings."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from scripts.verify import cli
+from scripts.verify.core.errors import RunNotMade
+from scripts.verify.stack.command import COLUMNS, ratios, render
+from scripts.verify.stack.serve import with_stack
+from scripts.verify.stack.stacks import STACKS, Slot, Stack, schedule
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def figures(
+    workload: str, stack: str, req_per_s: float, p99_ms: float | None, peak: float
+) -> dict[str, object]:
+    return {
+        "workload": workload, "round": 1, "stack": stack, "seconds": 15.0, "requests": 100,
+        "req_per_s": req_per_s, "p50_ms": 5.0, "p99_ms": p99_ms, "errors": 0,
+        "rss_start_mb": 54.4, "rss_peak_mb": peak,
+    }
+
+
+def test_runs_interleave_the_stacks_round_by_round_within_each_workload() -> None:
+    order = schedule(["light", "bulk"], 2, ["a", "b"])
+    assert [(s.workload, s.round, s.stack) for s in order] == [
+        ("light", 1, "a"), ("light", 1, "b"), ("light", 2, "a"), ("light", 2, "b"),
+        ("bulk", 1, "a"), ("bulk", 1, "b"), ("bulk", 2, "a"), ("bulk", 2, "b"),
+    ]
+
+
+def test_ratios_are_means_of_each_stack_over_the_first_stacks_mean() -> None:
+    runs = [
+        figures("light", "h11-asyncio", 1000, 100, 60),
+        figures("light", "httptools-uvloop", 1300, 80, 63),
+        figures("light", "h11-asyncio", 1200, 140, 60),
+        figures("light", "httptools-uvloop", 1340, 100, 63),
+        figures("bulk", "h11-asyncio", 4, None, 150),
+        figures("bulk", "httptools-uvloop", 5, 300, 165),
+    ]
+    assert ratios(runs, ["h11-asyncio", "httptools-uvloop"]) == [
+        "light: httptools-uvloop / h11-asyncio, means of 2 and 2: "
+        "req/s 1.20x, p99 0.75x, peak RSS 1.05x",
+        "bulk: httptools-uvloop / h11-asyncio, means of 1 and 1: "
+        "req/s 1.25x, p99 -, peak RSS 1.10x",
+    ]
+
+
+def test_the_table_has_a_cell_per_column_and_a_dash_where_nothing_was_measured() -> None:
+    table = render([figures("bulk", "h11-asyncio", 1234.5, None, 150.0)])
+    header, rule, line = table.splitlines()
+    assert header.count("|") == rule.count("|") == line.count("|") == len(COLUMNS) + 1
+    assert "| bulk | 1 | h11-asyncio | 15.0 | 100 | 1,234.5 | 5.0 | - | 0 |" in line
+
+
+def test_the_served_command_line_differs_only_in_the_stack() -> None:
+    argv = ["python", "-m", "uvicorn", "--loop", "asyncio", "--http", "h11", "--port", "1"]
+    assert with_stack(argv, "httptools", "uvloop") == [
+        "python", "-m", "uvicorn", "--loop", "uvloop", "--http", "httptools", "--port", "1",
+    ]
+
+
+def test_a_stack_whose_modules_are_missing_is_a_run_not_made() -> None:
+    with pytest.raises(RunNotMade, match="needs no_such_parser"):
+        Stack("x", "no_such_parser", "asyncio", "x", ("no_such_parser",)).check_installed()
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["--stacks", "h11-asyncio"], "at least two different stacks"),
+        (["--stacks", "h11-asyncio,h11-asyncio"], "at least two different stacks"),
+        (["--stacks", "h11-asyncio,hyper"], "unknown stack or workload: hyper"),
+        (["--workloads", "heavy"], "unknown stack or workload: heavy"),
+        (["--rounds", "0"], "must be positive"),
+        (["--seconds", "0"], "must be positive"),
+        (["--bulk-at-once", "0"], "must be positive"),
+    ],
+)
+def test_bad_flags_are_refused_with_what_is_wrong(
+    argv: list[str], named: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main(["stack", *argv])
+    assert info.value.code == 2
+    assert named in capsys.readouterr().err
+
+
+def test_listed_among_the_subcommands(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    assert "stack" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    any(importlib.util.find_spec(m) is None for m in STACKS["httptools-uvloop"].needs),
+    reason="httptools-uvloop needs httptools and uvloop",
+)
+def test_a_tiny_real_run_measures_both_stacks(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "scripts.verify", "stack", "--rounds", "1", "--seconds", "2",
+            "--connections", "8", "--bulk-posts", "4", "--bulk-at-once", "2",
+            "--out", str(tmp_path),
+        ],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=180,
+    )
+    assert done.returncode == 0, done.stderr
+    runs = json.loads((tmp_path / "stack.json").read_text())["runs"]
+    slots = [Slot(r["workload"], r["round"], r["stack"]) for r in runs]
+    assert slots == schedule(["light", "bulk"], 1, ["h11-asyncio", "httptools-uvloop"])
+    for figures_of_run in runs:
+        assert figures_of_run["requests"] > 0 and figures_of_run["errors"] == 0
+        assert figures_of_run["rss_peak_mb"] >= figures_of_run["rss_start_mb"] > 0
+    assert "light: httptools-uvloop / h11-asyncio" in (tmp_path / "stack.md").read_text()
