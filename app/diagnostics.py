@@ -67,7 +67,13 @@ async def debug_memory(_: Admin, memory: Manager, request: Request) -> dict[str,
     report = await asyncio.to_thread(memory.status)
     stats = request.app.state.bulk.cache.stats()
     report["profile"] = request.app.state.profile
-    report["cache"] = {"entries": stats.entries, "bytes": stats.bytes}
+    report["cache"] = {
+        "entries": stats.entries,
+        "bytes": stats.bytes,
+        "ttl_seconds": request.app.state.bulk.cache.ttl,
+        "evictions": stats.evictions,  # dropped by the entry or byte bound before their TTL
+        "expirations": stats.expirations,
+    }
     return report
 
 

@@ -181,6 +181,9 @@ def test_debug_memory_report(
     assert report["cleanup"]["enabled"] is True and report["cleanup"]["running"] is True
     assert report["cleanup"]["requests_seen"] == 1  # the bulk call; admin calls are quiet
     assert report["cache"]["entries"] == 1 and report["cache"]["bytes"] > 0
+    # The verifier's Locust reads the TTL here to tell a lost result from an expired one.
+    assert report["cache"]["ttl_seconds"] == 300.0
+    assert (report["cache"]["evictions"], report["cache"]["expirations"]) == (0, 0)
 
 
 def test_admin_release_result(serve: Callable[..., TestClient], token: str) -> None:

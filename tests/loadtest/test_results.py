@@ -1,0 +1,44 @@
+"""What a read-back answered 404 is reported as: lost inside the TTL, expired past it."""
+
+from __future__ import annotations
+
+import random
+
+from loadtest.results import (
+    CLOCK_MARGIN_SECONDS,
+    EXPIRED_NAME,
+    LOST_NAME,
+    READ_NAME,
+    READBACK_NAMES,
+    KeptResults,
+)
+
+
+def test_a_404_inside_the_ttl_is_lost_and_past_it_expired() -> None:
+    kept = KeptResults(keep=4, ttl_seconds=60.0)
+    kept.add("young", now=100.0)
+    kept.add("old", now=100.0)
+    assert kept.gone("young", now=130.0) == LOST_NAME
+    assert kept.gone("old", now=161.0) == EXPIRED_NAME
+    assert len(kept) == 0  # both forgotten: never read back again
+
+
+def test_a_404_within_the_clock_margin_of_the_ttl_is_not_counted_lost() -> None:
+    kept = KeptResults(keep=4, ttl_seconds=10.0)
+    kept.add("edge", now=0.0)
+    kept.add("inside", now=0.0)
+    assert kept.gone("edge", now=10.0 - CLOCK_MARGIN_SECONDS / 2) == EXPIRED_NAME
+    assert kept.gone("inside", now=10.0 - CLOCK_MARGIN_SECONDS * 2) == LOST_NAME
+
+
+def test_only_the_newest_ids_are_kept_and_picked() -> None:
+    kept = KeptResults(keep=2, ttl_seconds=60.0)
+    for n, name in enumerate(("a", "b", "c")):
+        kept.add(name, now=float(n))
+    rng = random.Random(1)
+    assert {kept.pick(rng) for _ in range(50)} == {"b", "c"}
+
+
+def test_the_names_are_distinct_and_share_the_read_backs_prefix() -> None:
+    assert len(set(READBACK_NAMES)) == 3
+    assert all(name.startswith(READ_NAME) for name in READBACK_NAMES)
