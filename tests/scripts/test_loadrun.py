@@ -9,6 +9,7 @@ import pytest
 from loadtest.spike import SpikePlan
 from scripts.verify.core.errors import RunNotMade
 from scripts.verify.core.loadrun import LoadStats, check_delivered, locust_argv, read_stats
+from scripts.verify.core.run import cache_ttl
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -20,6 +21,18 @@ def test_recorded_stats_give_the_aggregate_and_the_bulk_submits() -> None:
     assert stats.requests_per_second > 0
     assert stats.p50_ms is not None and stats.p99_ms is not None and stats.p50_ms <= stats.p99_ms
     assert LoadStats.from_dict(stats.as_dict()) == stats
+
+
+def test_read_backs_lost_inside_their_ttl_are_counted_apart() -> None:
+    # Recorded from a real short run of two uvicorn workers restarted every 150-250 requests:
+    # a read-back can reach the worker that never had the result, or one started since.
+    stats = read_stats(FIXTURES / "locust_stats_recycled.csv")
+    assert (stats.readbacks, stats.readbacks_lost) == (160, 68)  # found, expired and lost rows
+    assert stats.lost_share == 68 / 160
+    assert stats.failures == 1  # a 404 read-back is not a failed request
+    assert LoadStats.from_dict(stats.as_dict()) == stats
+    older = read_stats(FIXTURES / "locust_stats.csv")  # before lost read-backs had a name
+    assert older.readbacks > 0 and older.readbacks_lost == 0 and older.lost_share == 0.0
 
 
 def test_missing_statistics_mean_the_run_was_not_made(tmp_path: Path) -> None:
@@ -46,3 +59,13 @@ def test_locust_runs_the_spike_without_its_idle_window(tmp_path: Path) -> None:
     assert options["--spike-idle"] == "0"
     assert options["--think-time"] == "0.1,0.5"
     assert "--headless" in argv
+    assert "--cache-ttl" not in argv  # unknown: Locust assumes the service's default
+
+
+def test_locust_is_told_the_services_own_ttl(tmp_path: Path) -> None:
+    plan = SpikePlan(users=4, ramp_seconds=2, hold_seconds=9, idle_seconds=30)
+    argv = locust_argv("http://127.0.0.1:9", plan, tmp_path / "l", "0.1,0.5", "200:1", 10.0)
+    assert argv[argv.index("--cache-ttl") + 1] == "10"
+    assert cache_ttl({"service_at_start": {"cache": {"ttl_seconds": 10.0}}}) == 10.0
+    assert cache_ttl({"service_at_start": {"cache": {"entries": 0}}}) is None  # an older service
+    assert cache_ttl({"service_at_start": None}) is None

@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
-from scripts.verify.core.report import Row, render_markdown, render_text, summary_markdown
+from scripts.verify.core.report import (
+    COLUMNS,
+    Row,
+    render_markdown,
+    render_text,
+    summary_markdown,
+)
 
 
-def row(label: str, idle_mb: float, status: str = "PASS", reasons: tuple[str, ...] = ()) -> Row:
+def row(
+    label: str,
+    idle_mb: float,
+    status: str = "PASS",
+    reasons: tuple[str, ...] = (),
+    restarts: int | None = 0,
+    results_lost: float | None = 0.0,
+) -> Row:
     return Row(
         label=label,
         start_mb=50.0,
@@ -21,6 +34,8 @@ def row(label: str, idle_mb: float, status: str = "PASS", reasons: tuple[str, ..
         failures=0,
         status=status,
         reasons=reasons,
+        restarts=restarts,
+        results_lost=results_lost,
     )
 
 
@@ -56,7 +71,24 @@ def test_a_runs_own_ratio_and_time_to_target_get_no_baseline_ratio() -> None:
 
 def test_a_run_not_made_shows_as_such() -> None:
     text = render_markdown([Row.not_made("jemalloc", "libjemalloc.so.2 missing")])
-    assert "NOT MADE" in text and text.count("n/a") == 11
+    assert "NOT MADE" in text and text.count("n/a") == len(COLUMNS)
+
+
+def test_state_dropped_is_shown_as_counted_without_a_ratio() -> None:
+    rows = [row("baseline", 400.0, "FAIL"), row("recycle", 200.0, restarts=6, results_lost=0.55)]
+    rows.append(row("remote", 100.0, restarts=None, results_lost=None))
+    header, _, baseline_line, recycle_line, remote_line = render_markdown(
+        rows, "baseline"
+    ).splitlines()
+    names = [cell.strip() for cell in header.strip("|").split("|")]
+
+    def cell(line: str, name: str) -> str:
+        return [c.strip() for c in line.strip("|").split("|")][names.index(name)]
+
+    assert (cell(baseline_line, "restarts"), cell(baseline_line, "results lost")) == ("0", "0%")
+    # No ratio: against a baseline of 0 it would say nothing.
+    assert (cell(recycle_line, "restarts"), cell(recycle_line, "results lost")) == ("6", "55%")
+    assert (cell(remote_line, "restarts"), cell(remote_line, "results lost")) == ("n/a", "n/a")
 
 
 def test_summary_markdown_lists_context_table_and_reasons() -> None:

@@ -10,7 +10,14 @@ import psutil
 import pytest
 
 from app.memory.measure import MB
-from scripts.verify.core.sampling import Clock, Sample, Sampler, tree_sample
+from scripts.verify.core.sampling import (
+    Clock,
+    ExitCensus,
+    Sample,
+    Sampler,
+    exited_during,
+    tree_sample,
+)
 
 # A parent holding 60 MB that starts a child holding 40 MB; each says "ready" once its memory
 # is touched, then both wait for stdin to close.
@@ -23,6 +30,24 @@ child = subprocess.Popen([sys.executable, "-c",
 child.stdout.readline()
 print("ready", flush=True)
 sys.stdin.read()
+child.stdin.close()
+child.wait()
+"""
+
+# A parent that replaces its one child each time a line arrives on stdin, as a server replaces
+# a worker it recycles; "ready" once the new child runs.
+REPLACING = """
+import subprocess, sys
+def start():
+    return subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                            stdin=subprocess.PIPE)
+child = start()
+print("ready", flush=True)
+for _ in sys.stdin:
+    child.stdin.close()
+    child.wait()
+    child = start()
+    print("ready", flush=True)
 child.stdin.close()
 child.wait()
 """
@@ -82,3 +107,42 @@ def test_the_cgroup_metric_prefers_the_working_set() -> None:
     assert both.value("cgroup") == 200
     assert usage_only.value("cgroup") == 300
     assert Sample(t=0).value("pss") is None
+
+
+@pytest.fixture
+def replacing() -> Iterator[subprocess.Popen[str]]:
+    process = subprocess.Popen(
+        [sys.executable, "-c", REPLACING], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None and process.stdout.readline().strip() == "ready"
+    yield process
+    assert process.stdin is not None
+    process.stdin.close()
+    process.wait(timeout=30)
+
+
+def _replace_child(process: subprocess.Popen[str]) -> None:
+    assert process.stdin is not None and process.stdout is not None
+    process.stdin.write("next\n")
+    process.stdin.flush()
+    assert process.stdout.readline().strip() == "ready"
+
+
+def test_a_replaced_child_is_counted_once(replacing: subprocess.Popen[str]) -> None:
+    census = ExitCensus()
+    samples = [tree_sample(replacing.pid, t=0.0, census=census)]
+    _replace_child(replacing)
+    samples += [tree_sample(replacing.pid, t=t, census=census) for t in (1.0, 2.0)]
+    _replace_child(replacing)
+    samples.append(tree_sample(replacing.pid, t=3.0, census=census))
+    assert [s.processes_exited for s in samples] == [0, 1, 1, 2]
+    assert all(s.processes == 2 for s in samples)
+    assert exited_during(samples) == 2
+    assert exited_during(samples[1:3]) == 0  # counted from the first sample given
+
+
+def test_a_tree_that_keeps_its_processes_counts_no_exit(tree: subprocess.Popen[str]) -> None:
+    census = ExitCensus()
+    samples = [tree_sample(tree.pid, t=t, census=census) for t in (0.0, 1.0, 2.0)]
+    assert exited_during(samples) == 0
+    assert exited_during([Sample(t=0.0)]) is None  # not counted (a remote service)

@@ -17,6 +17,7 @@ from app.launch import library_available
 from app.memory.cgroup import CGROUP_ROOT
 from app.profiles import load_profiles
 from scripts.verify.core.loadrun import locust_available, read_stats
+from scripts.verify.core.sampling import exited_during
 from scripts.verify.core.timeline import read_json
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -55,7 +56,9 @@ def check_outputs(run_dir: Path, out: Path, profile: str) -> None:
     with (run_dir / "timeline.csv").open() as handle:
         assert len(list(csv.DictReader(handle))) == len(timeline.samples)
     assert (run_dir / "memory.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert read_stats(run_dir / "locust_stats.csv").bulk_submits > 0
+    stats = read_stats(run_dir / "locust_stats.csv")
+    assert stats.bulk_submits > 0 and stats.readbacks > 0
+    assert timeline.meta["service_at_start"]["cache"]["ttl_seconds"] == 10  # the short preset's
     assert f"| {profile} |" in (out / "summary.md").read_text()
 
 
@@ -64,6 +67,30 @@ def test_short_run_of_the_default_profile_passes(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert "PASS" in done.stdout
     check_outputs(tmp_path / DEFAULT, tmp_path, DEFAULT)
+    assert exited_during(read_json(tmp_path / DEFAULT / "timeline.json").samples) == 0
+
+
+def test_workers_restarted_during_a_run_are_counted_with_the_results_they_took(
+    tmp_path: Path,
+) -> None:
+    # Two workers, each restarted every 40-60 requests: several restarts in the short spike.
+    done = verify(
+        tmp_path,
+        "--profile", "baseline", "--web-concurrency", "2", "--no-plot",
+        "--set", "LIMIT_MAX_REQUESTS=40", "--set", "LIMIT_MAX_REQUESTS_JITTER=20",
+    )  # fmt: skip
+    assert done.returncode in (0, 1), done.stdout + done.stderr  # baseline may keep its spike
+    timeline = read_json(tmp_path / "baseline" / "timeline.json")
+    restarts = exited_during(timeline.samples)
+    assert restarts is not None and restarts >= 2
+    stats = read_stats(tmp_path / "baseline" / "locust_stats.csv")
+    assert stats.readbacks_lost > 0
+    table = [t for t in (tmp_path / "summary.md").read_text().splitlines() if t.startswith("|")]
+    header, _, line = table
+    names = [c.strip() for c in header.strip("|").split("|")]
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[names.index("restarts")] == str(restarts)
+    assert cells[names.index("results lost")] == f"{stats.lost_share:.0%}"
 
 
 @needs_v1_root

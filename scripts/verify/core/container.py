@@ -19,7 +19,7 @@ import psutil
 from scripts.verify.core.cgroup_limit import CgroupSource, HostCgroup, with_cgroup
 from scripts.verify.core.engine_cgroup import EngineCgroup
 from scripts.verify.core.errors import RunNotMade
-from scripts.verify.core.sampling import Sample, tree_sample
+from scripts.verify.core.sampling import ExitCensus, Sample, tree_sample
 from scripts.verify.core.served import Served
 
 CONTAINER_PORT = 8000
@@ -59,6 +59,7 @@ class ContainerService(Served):
         self.name = f"lean-memory-verify-{uuid.uuid4().hex[:10]}"
         self.container_id = ""
         self.host_pid: int | None = None  # None where the host does not run its processes
+        self.census = ExitCensus()  # workers the server replaces during the run
         self.cgroup: CgroupSource | None = None
         self.cgroup_where = "none"
 
@@ -122,7 +123,7 @@ class ContainerService(Served):
         sample = Sample(t=t)
         if self.host_pid is not None:
             try:
-                sample = tree_sample(self.host_pid, t)
+                sample = tree_sample(self.host_pid, t, self.census)
             except psutil.NoSuchProcess:
                 return []
         return [with_cgroup(sample, self.cgroup)]

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from loadtest.results import LOST_NAME, READBACK_NAMES
 from loadtest.spike import SpikePlan
 from scripts.verify.core.errors import RunNotMade
 
@@ -33,13 +34,20 @@ class LoadStats:
     p99_ms: float | None
     bulk_submits: int
     bulk_failures: int
+    readbacks: int = 0  # GET /bulk/{id} of a result the client was handed
+    readbacks_lost: int = 0  # of those, 404 while the result was inside its TTL
 
     @property
     def failure_share(self) -> float:
         return self.failures / self.requests if self.requests else 0.0
 
+    @property
+    def lost_share(self) -> float | None:
+        """State dropped, as a client sees it: the share of its read-backs the service had lost."""
+        return self.readbacks_lost / self.readbacks if self.readbacks else None
+
     def as_dict(self) -> dict[str, object]:
-        return {**asdict(self), "failure_share": self.failure_share}
+        return {**asdict(self), "failure_share": self.failure_share, "lost_share": self.lost_share}
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> LoadStats:
@@ -52,10 +60,19 @@ def locust_available() -> bool:
 
 
 def locust_argv(
-    host: str, plan: SpikePlan, csv_prefix: Path, think_time: str, bulk_sizes: str
+    host: str,
+    plan: SpikePlan,
+    csv_prefix: Path,
+    think_time: str,
+    bulk_sizes: str,
+    cache_ttl_seconds: float | None = None,
 ) -> list[str]:
     """The command line: the spike without its idle window, which the verifier waits out itself
-    (Locust's clock starts a second or two after the process, the verifier's does not)."""
+    (Locust's clock starts a second or two after the process, the verifier's does not).
+
+    ``cache_ttl_seconds`` is the service's own (from /debug/memory); None leaves Locust's
+    default, the service's default TTL."""
+    ttl = ["--cache-ttl", f"{cache_ttl_seconds:g}"] if cache_ttl_seconds else []
     return [
         sys.executable,
         "-m",
@@ -84,6 +101,7 @@ def locust_argv(
         think_time,
         "--bulk-sizes",
         bulk_sizes,
+        *ttl,
     ]
 
 
@@ -124,6 +142,7 @@ def read_stats(stats_csv: Path) -> LoadStats:
     if aggregated is None:
         raise RunNotMade(f"{stats_csv} has no Aggregated row")
     bulk = [r for r in rows if r.get("Name") in BULK_NAMES]
+    readbacks = [r for r in rows if r.get("Name") in READBACK_NAMES]
     return LoadStats(
         requests=int(aggregated["Request Count"]),
         failures=int(aggregated["Failure Count"]),
@@ -132,6 +151,8 @@ def read_stats(stats_csv: Path) -> LoadStats:
         p99_ms=_number(aggregated.get("99%")),
         bulk_submits=sum(int(r["Request Count"]) for r in bulk),
         bulk_failures=sum(int(r["Failure Count"]) for r in bulk),
+        readbacks=sum(int(r["Request Count"]) for r in readbacks),
+        readbacks_lost=sum(int(r["Request Count"]) for r in readbacks if r["Name"] == LOST_NAME),
     )
 
 

@@ -17,7 +17,7 @@ import psutil
 
 from app.profiles import load_profiles
 from scripts.verify.core.cgroup_limit import MemoryCgroup, with_cgroup
-from scripts.verify.core.sampling import Sample, tree_sample
+from scripts.verify.core.sampling import ExitCensus, Sample, tree_sample
 from scripts.verify.core.served import Served, free_port, http_get
 
 __all__ = ["REPO_ROOT", "LocalServer", "clean_environment", "free_port", "http_get"]
@@ -70,6 +70,7 @@ class LocalServer(Served):
         self.cgroup = cgroup
         self.web_concurrency = web_concurrency
         self.process: subprocess.Popen[bytes] | None = None
+        self.census = ExitCensus()  # workers the server replaces during the run
 
     def environment(self) -> dict[str, str]:
         env = clean_environment(os.environ)
@@ -135,7 +136,7 @@ class LocalServer(Served):
         if self.process is None or self.exit_code() is not None:
             return []
         try:
-            sample = tree_sample(self.process.pid, t)
+            sample = tree_sample(self.process.pid, t, self.census)
         except psutil.NoSuchProcess:
             return []
         return [with_cgroup(sample, self.cgroup)]

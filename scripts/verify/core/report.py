@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from app.memory.measure import MB
 from scripts.verify.core.health import HealthFigures
 from scripts.verify.core.run import RunResult
+from scripts.verify.core.sampling import exited_during
 from scripts.verify.core.verdict import IDLE_TARGET_RATIO
 
 
@@ -32,6 +33,10 @@ class Row:
     status: str  # PASS, FAIL, or NOT MADE
     reasons: tuple[str, ...] = ()
     healthz: HealthFigures | None = None
+    # What the setup lost besides requests: processes replaced while it ran, and the share of
+    # read-backs of results still inside their TTL that came back 404.
+    restarts: int | None = None
+    results_lost: float | None = None
 
     @classmethod
     def not_made(cls, label: str, why: str) -> Row:
@@ -62,6 +67,8 @@ def rows_for(result: RunResult) -> list[Row]:
                 status="PASS" if series.verdict.passed else "FAIL",
                 reasons=tuple(series.verdict.reasons),
                 healthz=result.healthz,
+                restarts=exited_during(result.timeline.of_series(series.series)),
+                results_lost=load.lost_share if load else None,
             )
         )
     return rows
@@ -81,6 +88,8 @@ COLUMNS: tuple[Column, ...] = (
     ("p50 ms", lambda r: r.p50_ms, "{:.0f}", True),
     ("p99 ms", lambda r: r.p99_ms, "{:.0f}", True),
     ("failures", lambda r: r.failures, "{:d}", True),
+    ("restarts", lambda r: r.restarts, "{:d}", False),
+    ("results lost", lambda r: r.results_lost, "{:.0%}", False),
 )
 # Shown when a row has them: /healthz from due time to answer while the load ran.
 HEALTH_COLUMNS: tuple[Column, ...] = (

@@ -175,15 +175,28 @@ def _stop(process: subprocess.Popen[bytes], grace: float = 10.0) -> None:
             process.wait(timeout=5)
 
 
+def cache_ttl(meta: dict[str, Any]) -> float | None:
+    """The service's own CACHE_TTL_SECONDS, as its /debug/memory gave it before the load."""
+    cache = (meta.get("service_at_start") or {}).get("cache") or {}
+    ttl = cache.get("ttl_seconds")
+    return float(ttl) if isinstance(ttl, int | float) else None
+
+
 def _run_load(
-    target: Target, settings: RunSettings, watch: _Watch, clock: Clock, load_start: float
+    target: Target,
+    settings: RunSettings,
+    watch: _Watch,
+    clock: Clock,
+    load_start: float,
+    ttl_seconds: float | None,
 ) -> subprocess.Popen[bytes]:
     """Locust from start to exit; RunNotMade if it hangs or fails other than by failed requests."""
     preset, plan = settings.preset, settings.preset.plan
     run_dir = settings.out_dir
     argv = loadrun.locust_argv(
-        target.base_url, plan, run_dir / "locust", preset.think_time, preset.bulk_sizes
-    )
+        target.base_url, plan, run_dir / "locust", preset.think_time, preset.bulk_sizes,
+        ttl_seconds,
+    )  # fmt: skip
     locust = loadrun.start_locust(argv, run_dir / "locust.log")
     finished = watch.until(
         lambda: ph.RAMP if clock.now() - load_start < plan.ramp_seconds else ph.HOLD,
@@ -227,7 +240,7 @@ def execute(
         if watch.died is None:  # a server that died before the load gets no load
             probe = HealthProbe(target.base_url).start()
             try:
-                locust = _run_load(target, settings, watch, clock, load_start)
+                locust = _run_load(target, settings, watch, clock, load_start, cache_ttl(meta))
             finally:
                 healthz = probe.stop()
             load_end = clock.now()

@@ -33,6 +33,9 @@ class Sample:
     cgroup_usage_bytes: int | None = None
     cgroup_working_set_bytes: int | None = None
     processes: int | None = None
+    # Processes of the tree that ended so far while its root ran: workers a server replaced,
+    # each taking its cache and whatever else it held with it.
+    processes_exited: int | None = None
 
     def value(self, metric: str) -> int | None:
         """The figure a verdict is made on: rss, pss, uss, or cgroup (the working set, which is
@@ -56,15 +59,42 @@ def tree_processes(root_pid: int) -> list[psutil.Process]:
     return [root, *root.children(recursive=True)]
 
 
-def tree_sample(root_pid: int, t: float) -> Sample:
+class ExitCensus:
+    """Counts the processes of a tree that ended between one sample and the next.
+
+    Server-agnostic: a uvicorn worker restarted after LIMIT_MAX_REQUESTS and a Granian worker
+    respawned over its RSS limit both show up as a pid that was there and is gone. A process
+    born and ended between two samples (under a second at the default interval) is not seen.
+    """
+
+    def __init__(self) -> None:
+        self._alive: set[int] = set()
+        self.exited = 0
+
+    def observe(self, pids: Iterable[int]) -> int:
+        now = set(pids)
+        self.exited += len(self._alive - now)
+        self._alive = now
+        return self.exited
+
+
+def exited_during(samples: Iterable[Sample]) -> int | None:
+    """How many of the tree's processes ended over these samples; None where not counted."""
+    counts = [s.processes_exited for s in samples if s.processes_exited is not None]
+    return max(counts) - min(counts) if counts else None
+
+
+def tree_sample(root_pid: int, t: float, census: ExitCensus | None = None) -> Sample:
     """RSS, PSS and USS of a process tree, summed; psutil.NoSuchProcess once the root is gone.
 
     A worker exiting between listing and reading is skipped, not fatal: uvicorn replaces workers.
+    With ``census``, also how many of the tree's processes have ended so far.
     """
     rss = pss = uss = 0
     have_full = True
     counted = 0
-    for process in tree_processes(root_pid):
+    processes = tree_processes(root_pid)
+    for process in processes:
         try:
             full = process.memory_full_info()
         except psutil.AccessDenied:
@@ -89,6 +119,7 @@ def tree_sample(root_pid: int, t: float) -> Sample:
         pss_bytes=pss if have_full and pss else None,
         uss_bytes=uss if have_full and uss else None,
         processes=counted,
+        processes_exited=census.observe(p.pid for p in processes) if census else None,
     )
 
 

@@ -27,6 +27,7 @@ CSV_COLUMNS = (
     "cgroup_usage_bytes",
     "cgroup_working_set_bytes",
     "processes",
+    "processes_exited",
 )
 
 
