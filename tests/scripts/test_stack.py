@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from scripts.verify import cli
 from scripts.verify.core.errors import RunNotMade
 from scripts.verify.stack.command import COLUMNS, ratios, render
 from scripts.verify.stack.serve import with_stack
+from scripts.verify.stack.server import StackServer
 from scripts.verify.stack.stacks import STACKS, Slot, Stack, schedule
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -67,6 +69,40 @@ def test_the_served_command_line_differs_only_in_the_stack() -> None:
     assert with_stack(argv, "httptools", "uvloop") == [
         "python", "-m", "uvicorn", "--loop", "uvloop", "--http", "httptools", "--port", "1",
     ]
+
+
+def big_header_reply(port: int, header_bytes: int = 1024 * 1024) -> bytes:
+    """The start of the reply to a GET /healthz carrying one header of ``header_bytes``."""
+    reply = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        try:
+            for _ in range(header_bytes // 16384):
+                sock.sendall(b"A" * 16384)
+            sock.sendall(b"\r\n\r\n")
+            reply = sock.recv(64)
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+            pass  # the server stopped reading: a bound at work
+    return reply
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("stack", "bounded"),
+    [("h11-asyncio", True), ("h11-uvloop", True), ("httptools-uvloop", False)],
+)
+def test_only_the_h11_stacks_bound_a_request_head(
+    stack: str, bounded: bool, tmp_path: Path
+) -> None:
+    for module in STACKS[stack].needs:
+        pytest.importorskip(module)
+    server = StackServer(STACKS[stack], tmp_path, tmp_path / "server.log").start()
+    try:
+        server.wait_healthy(60)
+        reply = big_header_reply(server.port)
+    finally:
+        server.stop()
+    assert reply.startswith(b"HTTP/1.1 200") is not bounded, reply
 
 
 def test_a_stack_whose_modules_are_missing_is_a_run_not_made() -> None:
