@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 import pydantic_core
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from app.errors import SHOWN_ERRORS
 from app.workload import database
 from app.workload.cache import BulkCache
 from app.workload.models import BulkSummary, Record, bulk_envelope_model
@@ -42,7 +43,7 @@ log = logging.getLogger(__name__)
 # tracemalloc). The longest hold left is the JSON parse of the body, ~7 ms per MB.
 SLICE_RECORDS = 500
 WHOLE = 0  # slice_records value: every record in one slice, the loop held throughout
-MAX_ERRORS = 10  # errors kept for a reply; the count covers them all
+MAX_ERRORS = SHOWN_ERRORS  # errors kept: as many as a 422 shows; the count covers them all
 
 _RECORD_FIELDS = frozenset(Record.model_fields)
 _KEY_LIMIT = len(_RECORD_FIELDS) + MAX_ERRORS
