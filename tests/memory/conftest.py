@@ -19,6 +19,16 @@ JEMALLOC = "libjemalloc.so.2"
 ALLOCATOR_VARIABLES = ("LD_PRELOAD", "MALLOC_CONF", "GLIBC_TUNABLES", "PYTHONMALLOC")
 
 
+class FakeClock:
+    """A monotonic clock the test moves by hand (``clock.now += 5``)."""
+
+    def __init__(self, now: float = 100.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def allocator_free_environ() -> dict[str, str]:
     """os.environ without allocator settings, for subprocesses that must start plain."""
     return {k: v for k, v in os.environ.items() if k.upper() not in ALLOCATOR_VARIABLES}

@@ -9,18 +9,11 @@ import pytest
 from starlette.types import Message, Receive, Scope, Send
 
 from app.memory.guard import Activity, MemoryGuard, MemoryMiddleware
+from tests.memory.conftest import FakeClock
 
 QUIET = frozenset({"/healthz", "/metrics"})  # what a service passes in as not traffic
 
 MB = 1024 * 1024
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class CountingRss:

@@ -7,19 +7,12 @@ import logging
 import pytest
 
 from app.memory.pressure import Pressure
+from tests.memory.conftest import FakeClock
 
 MB = 1024 * 1024
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def make(usage: list[int | None], clock: Clock, started: list[int]) -> Pressure:
+def make(usage: list[int | None], clock: FakeClock, started: list[int]) -> Pressure:
     return Pressure(
         450 * MB,
         lambda: usage[0],
@@ -36,7 +29,7 @@ def test_sheds_above_the_mark_until_usage_falls_below_the_low_water(
 ) -> None:
     caplog.set_level(logging.INFO, logger="app.memory.pressure")
     usage: list[int | None] = [300 * MB]
-    clock, started = Clock(), []
+    clock, started = FakeClock(0.0), []
     pressure = make(usage, clock, started)
     assert not pressure.shedding()
     usage[0] = 460 * MB
@@ -57,7 +50,7 @@ def test_sheds_above_the_mark_until_usage_falls_below_the_low_water(
 
 
 def test_an_unreadable_figure_changes_nothing() -> None:
-    clock, started = Clock(), []
+    clock, started = FakeClock(0.0), []
     usage: list[int | None] = [None]
     pressure = make(usage, clock, started)
     assert not pressure.shedding()
