@@ -185,14 +185,23 @@ async def bulk_async(body: Body, service: Service, limiter: Limiter) -> BulkSumm
             raise _refusal(exc) from None
 
 
+# Each names its reason in words a client can match: "expired", "evicted", or neither.
+GONE_DETAIL = {
+    "expired": "result expired: results are kept for CACHE_TTL_SECONDS",
+    "evicted": "result evicted to keep the cache within CACHE_MAX_MB and CACHE_MAX_ENTRIES",
+    None: "no such result in this worker (unknown, or held by a worker since replaced)",
+}
+
+
 @router.get(
-    "/bulk/{submission_id:submission_id}", responses={404: {"description": "Unknown or expired"}}
+    "/bulk/{submission_id:submission_id}",
+    responses={404: {"description": "Expired, evicted, or unknown to this worker"}},
 )
 def bulk_result(submission_id: SubmissionId, service: Service) -> Response:
     """A stored result with its enriched lines, while it is in the cache."""
     document = service.result(submission_id)
     if document is None:
-        raise HTTPException(404, "no such result (unknown or expired)")
+        raise HTTPException(404, GONE_DETAIL[service.cache.gone(submission_id)])
     return Response(document, media_type="application/json")
 
 

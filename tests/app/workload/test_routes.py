@@ -58,7 +58,20 @@ def test_submit_and_read_back(client: TestClient, path: str) -> None:
 
 
 def test_unknown_result_is_404(client: TestClient) -> None:
-    assert client.get(f"/bulk/{'0' * 32}").status_code == 404
+    response = client.get(f"/bulk/{'0' * 32}")
+    assert response.status_code == 404
+    detail = response.json()["detail"]
+    assert "expired" not in detail and "evicted" not in detail
+
+
+def test_a_result_gone_from_the_cache_says_why(serve: Callable[..., TestClient]) -> None:
+    client = serve(cache_max_entries=1)
+    first, second = (
+        client.post("/bulk/async", json={"records": [record()]}).json()["id"] for _ in range(2)
+    )
+    assert client.get(f"/bulk/{second}").status_code == 200
+    response = client.get(f"/bulk/{first}")
+    assert response.status_code == 404 and "evicted" in response.json()["detail"]
 
 
 @pytest.mark.parametrize("path", PATHS)
