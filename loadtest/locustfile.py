@@ -113,6 +113,15 @@ def _configure(environment: Environment, **_kwargs: object) -> None:
     _bank.warm()
 
 
+def _detail(response) -> str:  # type: ignore[no-untyped-def]
+    """The reason in a JSON error reply, or "" if it has none."""
+    try:
+        detail = response.json().get("detail")
+    except (ValueError, AttributeError):
+        return ""
+    return detail if isinstance(detail, str) else ""
+
+
 class ServiceClient(FastHttpUser):
     """A client system: submits orders, reads back its own results, browses products."""
 
@@ -155,9 +164,11 @@ class ServiceClient(FastHttpUser):
             f"/bulk/{submission}", name=READ_NAME, catch_response=True
         ) as response:
             if response.status_code == 404:
-                # Not a failure: the cache is bounded by age and size. Counted apart, as lost
-                # (younger than the TTL) or expired, under its own name in the statistics.
-                response.request_meta["name"] = self.results.gone(submission, time.monotonic())
+                # Not a failure: the cache is bounded by age and size. Counted apart under its
+                # own name: expired, evicted, or lost (neither, while inside the TTL).
+                response.request_meta["name"] = self.results.gone(
+                    submission, time.monotonic(), _detail(response)
+                )
                 response.success()
             elif response.status_code != 200:
                 response.failure(f"{response.status_code}")

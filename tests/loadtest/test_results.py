@@ -6,6 +6,7 @@ import random
 
 from loadtest.results import (
     CLOCK_MARGIN_SECONDS,
+    EVICTED_NAME,
     EXPIRED_NAME,
     LOST_NAME,
     READ_NAME,
@@ -40,5 +41,26 @@ def test_only_the_newest_ids_are_kept_and_picked() -> None:
 
 
 def test_the_names_are_distinct_and_share_the_read_backs_prefix() -> None:
-    assert len(set(READBACK_NAMES)) == 3
+    assert len(set(READBACK_NAMES)) == 4
     assert all(name.startswith(READ_NAME) for name in READBACK_NAMES)
+
+
+def test_the_services_own_reason_wins_over_the_age() -> None:
+    kept = KeptResults(keep=4, ttl_seconds=60.0)
+    for name in ("evicted", "early", "unknown"):
+        kept.add(name, now=0.0)
+    # The service's details, as app/workload/routes.py words them.
+    assert kept.gone("evicted", 5.0, "result evicted to keep the cache within") == EVICTED_NAME
+    assert kept.gone("early", 5.0, "result expired: results are kept for") == EXPIRED_NAME
+    assert kept.gone("unknown", 5.0, "no such result in this worker") == LOST_NAME
+
+
+def test_the_words_matched_are_the_services_words() -> None:
+    from app.workload.routes import GONE_DETAIL
+
+    kept = KeptResults(keep=4, ttl_seconds=60.0)
+    names = []
+    for reason, detail in GONE_DETAIL.items():
+        kept.add(str(reason), now=0.0)
+        names.append(kept.gone(str(reason), 1.0, detail))
+    assert names == [EXPIRED_NAME, EVICTED_NAME, LOST_NAME]
