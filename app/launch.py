@@ -15,7 +15,8 @@ import platform
 import subprocess
 import sys
 import sysconfig
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 
 from app.config import ConfigError, Settings, load_settings
 from app.profiles import Profile, ProfileError, load_profiles
@@ -187,20 +188,28 @@ def server_argv(settings: Settings) -> list[str]:
     return uvicorn_argv(settings)
 
 
-def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     [launch] %(message)s")
+@contextmanager
+def configuration_errors() -> Iterator[None]:
+    """A bad profile or setting ends the process with its one line and exit status 2, before a
+    server starts, so a supervisor sees the failure and the log says what to fix."""
     try:
-        profile = choose_profile(os.environ)
-        env, kept = profile.environment(os.environ)
-        os.environ.update(env)  # Settings must see the profile's values, as the server will
-        settings = load_settings()
-        argv = server_argv(settings)
+        yield
     except ProfileError as exc:
         sys.stderr.write(f"configuration error: {exc}\n")
         raise SystemExit(2) from None
     except ConfigError as exc:
         sys.stderr.write("\n".join(exc.lines) + "\n")
         raise SystemExit(2) from None
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     [launch] %(message)s")
+    with configuration_errors():
+        profile = choose_profile(os.environ)
+        env, kept = profile.environment(os.environ)
+        os.environ.update(env)  # Settings must see the profile's values, as the server will
+        settings = load_settings()
+        argv = server_argv(settings)
     for name in kept:
         log.info("%s set in the environment; profile %r value not applied", name, profile.name)
     log.info(

@@ -12,9 +12,8 @@ import os
 import sys
 from collections.abc import Sequence
 
-from app.config import ConfigError, load_settings
-from app.launch import choose_profile, uvicorn_argv
-from app.profiles import ProfileError
+from app.config import load_settings
+from app.launch import choose_profile, configuration_errors, uvicorn_argv
 
 
 def with_stack(argv: Sequence[str], http: str, loop: str) -> list[str]:
@@ -27,16 +26,10 @@ def with_stack(argv: Sequence[str], http: str, loop: str) -> list[str]:
 
 def main(args: Sequence[str] | None = None) -> None:
     http, loop = args if args is not None else sys.argv[1:3]
-    try:
+    with configuration_errors():
         env, _ = choose_profile(os.environ).environment(os.environ)
         os.environ.update(env)  # Settings must see the profile's values, as in app.launch
         argv = with_stack(uvicorn_argv(load_settings()), http, loop)
-    except ProfileError as exc:
-        sys.stderr.write(f"configuration error: {exc}\n")
-        raise SystemExit(2) from None
-    except ConfigError as exc:
-        sys.stderr.write("\n".join(exc.lines) + "\n")
-        raise SystemExit(2) from None
     os.execve(argv[0], argv, env)
 
 
