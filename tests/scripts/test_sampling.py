@@ -53,16 +53,21 @@ child.wait()
 """
 
 
-@pytest.fixture
-def tree() -> Iterator[subprocess.Popen[str]]:
+def started(script: str) -> Iterator[subprocess.Popen[str]]:
+    """``script`` running until it says "ready"; its stdin closed (so it ends) afterwards."""
     process = subprocess.Popen(
-        [sys.executable, "-c", TREE], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
     assert process.stdout is not None and process.stdout.readline().strip() == "ready"
     yield process
     assert process.stdin is not None
     process.stdin.close()
     process.wait(timeout=30)
+
+
+@pytest.fixture
+def tree() -> Iterator[subprocess.Popen[str]]:
+    yield from started(TREE)
 
 
 def test_a_tree_sample_sums_the_parent_and_its_children(tree: subprocess.Popen[str]) -> None:
@@ -111,14 +116,7 @@ def test_the_cgroup_metric_prefers_the_working_set() -> None:
 
 @pytest.fixture
 def replacing() -> Iterator[subprocess.Popen[str]]:
-    process = subprocess.Popen(
-        [sys.executable, "-c", REPLACING], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    assert process.stdout is not None and process.stdout.readline().strip() == "ready"
-    yield process
-    assert process.stdin is not None
-    process.stdin.close()
-    process.wait(timeout=30)
+    yield from started(REPLACING)
 
 
 def _replace_child(process: subprocess.Popen[str]) -> None:
