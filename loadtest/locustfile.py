@@ -96,8 +96,8 @@ def _add_arguments(parser) -> None:  # type: ignore[no-untyped-def]
         type=float,
         env_var="CACHE_TTL_SECONDS",
         default=SERVICE_TTL_SECONDS,
-        help="seconds the service keeps a result: a 404 for a younger one counts as lost "
-        f"(default {SERVICE_TTL_SECONDS:g}, the service's)",
+        help="seconds the service keeps a result: a 404 for a younger one that names no reason "
+        f"(expired, evicted) counts as lost (default {SERVICE_TTL_SECONDS:g}, the service's)",
     )
 
 
