@@ -7,6 +7,7 @@ import logging
 import os
 import shutil
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +28,19 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
+
+
+class BlockingTrim:
+    """An allocator release that holds until the test lets it go."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.go = threading.Event()
+
+    def __call__(self) -> bool:
+        self.entered.set()
+        assert self.go.wait(10), "the test never released the trim"
+        return True
 
 
 def allocator_free_environ() -> dict[str, str]:

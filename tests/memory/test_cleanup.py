@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -14,6 +13,7 @@ from app.memory.allocator import Allocator
 from app.memory.cleanup import CleanupConfig, CleanupHook, CleanupLoop
 from app.memory.guard import Activity
 from app.memory.release import Releaser
+from tests.memory.conftest import BlockingTrim
 
 MB = 1024 * 1024
 LOGGER = "app.memory.cleanup"
@@ -48,17 +48,6 @@ class FakeClock:
     def __call__(self) -> float:
         self.calls += 1
         return self.now
-
-
-class BlockingTrim:
-    def __init__(self) -> None:
-        self.entered = threading.Event()
-        self.go = threading.Event()
-
-    def __call__(self) -> bool:
-        self.entered.set()
-        assert self.go.wait(10), "the test never released the trim"
-        return True
 
 
 def make_loop(

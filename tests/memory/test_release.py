@@ -12,6 +12,7 @@ import pytest
 from app.memory import release as release_module
 from app.memory.allocator import Allocator
 from app.memory.release import Releaser, ReleaseResult, force_release_memory
+from tests.memory.conftest import BlockingTrim
 
 MB = 1024 * 1024
 
@@ -166,19 +167,6 @@ def test_history_is_bounded() -> None:
     for index in range(5):
         releaser.release(f"t{index}")
     assert [r.trigger for r in releaser.history] == ["t2", "t3", "t4"]
-
-
-class BlockingTrim:
-    """An allocator release that holds until the test lets it go."""
-
-    def __init__(self) -> None:
-        self.entered = threading.Event()
-        self.go = threading.Event()
-
-    def __call__(self) -> bool:
-        self.entered.set()
-        assert self.go.wait(10), "the test never released the trim"
-        return True
 
 
 def test_releases_never_overlap() -> None:
