@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -50,15 +51,33 @@ def sku_for(index: int) -> str:
     return f"SKU-{index:05d}"
 
 
+BUSY_TIMEOUT_SECONDS = 10.0
+
+
 @contextmanager
 def connect(path: str | Path) -> Iterator[sqlite3.Connection]:
-    conn = sqlite3.connect(path, timeout=10.0)
+    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_SECONDS)
     try:
-        conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         yield conn
     finally:
         conn.close()
+
+
+def _use_wal(conn: sqlite3.Connection) -> None:
+    """Put the file in WAL mode, once, at start-up: the mode belongs to the file, so connections
+    opened later find it. The switch needs the file to itself, and SQLite answers "locked" at
+    once instead of waiting out the busy timeout, as when another worker is seeding a fresh
+    file; so it is tried again until that timeout."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _seed_rows() -> Iterator[Product]:
@@ -78,6 +97,7 @@ def initialize(path: str | Path) -> int:
     """Create the schema and seed the catalogue on first start; returns the product count."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with connect(path) as conn:
+        _use_wal(conn)
         conn.executescript(SCHEMA)
         # Workers start together on a fresh file: the count and the seed are one write
         # transaction, so the second worker waits and then finds the catalogue seeded.

@@ -122,3 +122,22 @@ def test_two_workers_initializing_together(tmp_path: Path, monkeypatch: pytest.M
     for worker in workers:
         worker.join(30)
     assert outcomes == [5000, 5000]
+
+
+def test_a_worker_starting_while_another_writes_a_fresh_file_waits_for_it(tmp_path: Path) -> None:
+    # A fresh file is not yet in WAL mode; switching it needs the file to itself, and SQLite
+    # refuses at once (no busy wait) while another worker holds a write, as when it seeds.
+    path = tmp_path / "db.sqlite"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("CREATE TABLE held (n INTEGER)")
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("INSERT INTO held VALUES (1)")
+    done = threading.Timer(0.3, other.execute, ("COMMIT",))
+    done.start()
+    try:
+        assert database.initialize(path) == 5000
+    finally:
+        done.join()
+        other.close()
+    with sqlite3.connect(path) as plain:
+        assert plain.execute("PRAGMA journal_mode").fetchone() == ("wal",)
