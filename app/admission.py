@@ -42,6 +42,7 @@ def worker_budget(settings: Settings, start_rss: int) -> MemoryBudget:
             cache_bytes=int(settings.worker_cache_max_mb * MB),
             headroom_bytes=share(settings.memory_headroom_mb),
             inflight_bytes=share(settings.memory_inflight_mb),
+            outbound_bytes=share(settings.memory_outbound_mb),
         )
     except BudgetError as exc:
         given = [
@@ -49,6 +50,7 @@ def worker_budget(settings: Settings, start_rss: int) -> MemoryBudget:
             for name, value in (
                 ("MEMORY_INFLIGHT_MB", settings.memory_inflight_mb),
                 ("MEMORY_HEADROOM_MB", settings.memory_headroom_mb),
+                ("MEMORY_OUTBOUND_MB", settings.memory_outbound_mb),
             )
             if value is not None
         ]

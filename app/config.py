@@ -79,6 +79,13 @@ class Settings(BaseSettings):
     max_connections: int | None = Field(None, ge=1, le=1_000_000)  # per worker
     header_timeout_seconds: float = Field(10.0, gt=0, le=3600)
     body_timeout_seconds: float = Field(30.0, gt=0, le=3600)
+    # Slow clients (app/edge/rates.py): below these rates for the grace period, a connection is
+    # closed; 0 turns a floor off. Kestrel's defaults: 240 bytes/s after 5 s.
+    min_body_rate_bytes: float = Field(240.0, ge=0, le=1_000_000_000)
+    min_response_rate_bytes: float = Field(240.0, ge=0, le=1_000_000_000)
+    min_rate_grace_seconds: float = Field(5.0, ge=1, le=3600)
+    send_buffer_kb: int = Field(32, ge=0, le=65536)  # SO_SNDBUF per connection; 0 = autotuning
+    memory_outbound_mb: float | None = Field(None, gt=0)  # for the whole service: workers split it
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -92,6 +99,7 @@ class Settings(BaseSettings):
         "admin_token",
         "memory_headroom_mb",
         "memory_inflight_mb",
+        "memory_outbound_mb",
         "max_connections",
         mode="before",
     )

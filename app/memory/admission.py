@@ -72,8 +72,10 @@ class Admission:
         pressure: Pressure | None = None,
         clock: Callable[[], float] = time.monotonic,
         namespace: str = "",
+        label: str = "in-flight",
     ) -> None:
         self.capacity_bytes = capacity_bytes
+        self.label = label  # which budget part this pool spends, for replies and log lines
         self.queue_limit = queue_limit
         self.max_wait_seconds = max_wait_seconds
         self.pressure = pressure
@@ -102,7 +104,7 @@ class Admission:
         if nbytes > self.capacity_bytes:
             raise self._refuse(
                 BUDGET,
-                f"needs {fmt_mb(nbytes)}, more than the in-flight budget of "
+                f"needs {fmt_mb(nbytes)}, more than the {self.label} budget of "
                 f"{fmt_mb(self.capacity_bytes)}",
             )
         if not self._waiters and self.reserved_bytes + nbytes <= self.capacity_bytes:
@@ -110,7 +112,7 @@ class Admission:
             self._admitted(0.0)
             return Reservation(self, nbytes)
         if len(self._waiters) >= self.queue_limit:
-            raise self._refuse(BUDGET, "the in-flight budget is full and so is its queue")
+            raise self._refuse(BUDGET, f"the {self.label} budget is full and so is its queue")
         return await self._wait(nbytes)
 
     async def _wait(self, nbytes: int) -> Reservation:
@@ -125,7 +127,7 @@ class Admission:
                 self._forget(waiter)
                 raise self._refuse(
                     QUEUE_TIMEOUT,
-                    f"waited {self.max_wait_seconds:g}s for room in the in-flight budget",
+                    f"waited {self.max_wait_seconds:g}s for room in the {self.label} budget",
                 ) from None
         except BaseException:  # cancelled: the client went away while it waited
             if self._granted(waiter):
@@ -167,14 +169,16 @@ class Admission:
         if self._refusing_since is not None and not self._waiters:
             refused = sum(self.rejections.values()) - self._refusing_since
             self._refusing_since = None
-            log.info("[memory-admission] Admitting again after %d refusal(s)", refused)
+            log.info("[memory-admission] Admitting again (%s) after %d refusal(s)",
+                     self.label, refused)
 
     def _refuse(self, reason: str, detail: str) -> Refused:
         if self._refusing_since is None and reason != PRESSURE:  # Pressure logs its own
             self._refusing_since = sum(self.rejections.values())
             log.warning(
-                "[memory-admission] Refusing new work (%s): %s reserved of %s, %d queued",
+                "[memory-admission] Refusing new work (%s, %s): %s reserved of %s, %d queued",
                 reason,
+                self.label,
                 fmt_mb(self.reserved_bytes),
                 fmt_mb(self.capacity_bytes),
                 len(self._waiters),

@@ -4,7 +4,8 @@ A limit is only held if every consumer of memory has a bound and the bounds add 
 process's own start (code, modules, the allocator's first arenas), the long-lived data (a cache),
 the requests in flight (bodies and the work done on them) and headroom for what no bound covers
 (fragmentation, thread stacks, the allocator's slack). Admission control spends the in-flight
-part; the headroom is also the margin the pressure check keeps below the limit.
+part; large replies reserve their window from the outbound part (outbound.py); the headroom is
+also the margin the pressure check keeps below the limit.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from .measure import fmt_mb
 
 DEFAULT_HEADROOM_SHARE = 0.10  # of the limit, when no headroom is given
+DEFAULT_OUTBOUND_SHARE = 0.06  # of the limit, when no outbound part is given
 MIN_HEADROOM_BYTES = 16 * 1024 * 1024
 
 
@@ -23,13 +25,15 @@ class BudgetError(ValueError):
 
 @dataclass(frozen=True)
 class MemoryBudget:
-    """One worker's budget, in bytes. ``limit`` = ``base + cache + inflight + headroom``."""
+    """One worker's budget, in bytes. ``limit`` >= ``base + cache + inflight + outbound +
+    headroom``."""
 
     limit_bytes: int
     base_bytes: int  # the process's own RSS at start, measured
     cache_bytes: int
     inflight_bytes: int  # request bodies and the submissions running on them
     headroom_bytes: int
+    outbound_bytes: int = 0  # reply bytes queued for clients: the windows of large replies
 
     @property
     def high_water_bytes(self) -> int:
@@ -43,6 +47,7 @@ class MemoryBudget:
             "cache_bytes": self.cache_bytes,
             "inflight_bytes": self.inflight_bytes,
             "headroom_bytes": self.headroom_bytes,
+            "outbound_bytes": self.outbound_bytes,
             "high_water_bytes": self.high_water_bytes,
         }
 
@@ -50,7 +55,7 @@ class MemoryBudget:
         return (
             f"[memory] budget {fmt_mb(self.limit_bytes)}: start {fmt_mb(self.base_bytes)} + "
             f"cache {fmt_mb(self.cache_bytes)} + in-flight {fmt_mb(self.inflight_bytes)} + "
-            f"headroom {fmt_mb(self.headroom_bytes)}"
+            f"outbound {fmt_mb(self.outbound_bytes)} + headroom {fmt_mb(self.headroom_bytes)}"
         )
 
 
@@ -60,19 +65,25 @@ def split_budget(
     cache_bytes: int,
     headroom_bytes: int | None = None,
     inflight_bytes: int | None = None,
+    outbound_bytes: int | None = None,
 ) -> MemoryBudget:
     """The split, with unset parts derived so that everything fits; BudgetError when the given
     parts leave nothing (or less than nothing) for the rest."""
     if headroom_bytes is None:
         headroom_bytes = max(int(limit_bytes * DEFAULT_HEADROOM_SHARE), MIN_HEADROOM_BYTES)
-    fixed = base_bytes + cache_bytes + headroom_bytes
+    if outbound_bytes is None:
+        outbound_bytes = int(limit_bytes * DEFAULT_OUTBOUND_SHARE)
+    fixed = base_bytes + cache_bytes + headroom_bytes + outbound_bytes
     if inflight_bytes is None:
         inflight_bytes = limit_bytes - fixed
     total = fixed + inflight_bytes
     if inflight_bytes <= 0 or total > limit_bytes:
         raise BudgetError(
             f"start {fmt_mb(base_bytes)} + cache {fmt_mb(cache_bytes)} + in-flight "
-            f"{fmt_mb(max(inflight_bytes, 0))} + headroom {fmt_mb(headroom_bytes)} = "
+            f"{fmt_mb(max(inflight_bytes, 0))} + outbound {fmt_mb(outbound_bytes)} + headroom "
+            f"{fmt_mb(headroom_bytes)} = "
             f"{fmt_mb(total)} does not fit the limit of {fmt_mb(limit_bytes)}"
         )
-    return MemoryBudget(limit_bytes, base_bytes, cache_bytes, inflight_bytes, headroom_bytes)
+    return MemoryBudget(
+        limit_bytes, base_bytes, cache_bytes, inflight_bytes, headroom_bytes, outbound_bytes
+    )

@@ -116,14 +116,14 @@ class AdmissionGate:
             return
         head = _Head.parse(scope["headers"])
         if head.malformed is not None:
-            await _reply(send, 400, head.malformed)
+            await json_reply(send, 400, head.malformed)
             return
         if head.encoding not in ("", "identity"):
             await self._refuse(receive, send, head, 415, f"Content-Encoding {head.encoding!r} "
                                "is not supported: send the body uncompressed")
             return
         if head.length is not None and head.length > self.max_body_bytes:
-            await _reply(send, 413, f"body of {head.length} bytes is over the "
+            await json_reply(send, 413, f"body of {head.length} bytes is over the "
                          f"{self.max_body_bytes}-byte limit ({self.limit_name})")
             return
         bound = head.length if head.length is not None else self.max_body_bytes
@@ -166,7 +166,7 @@ class AdmissionGate:
                 "reservation returned", scope["method"], scope["path"], size,
             )
         except _BodyTooLarge:
-            await _reply(
+            await json_reply(
                 send, 413, f"body is over the {self.max_body_bytes}-byte limit ({self.limit_name})"
             )
         except TimeoutError:
@@ -174,7 +174,7 @@ class AdmissionGate:
                 "[memory-admission] %s %s: body not complete after %gs (%d bytes); answered 408",
                 scope["method"], scope["path"], self.body_timeout_seconds, size,
             )
-            await _reply(send, 408, f"body not received within {self.body_timeout_seconds:g}s")
+            await json_reply(send, 408, f"body not received within {self.body_timeout_seconds:g}s")
         return None
 
     async def _refuse(
@@ -185,7 +185,7 @@ class AdmissionGate:
         if not head.expects_continue and not await self._drain(receive, head):
             return
         headers = [(b"retry-after", str(self.retry_after_seconds).encode())] if reason else []
-        await _reply(send, status, detail, reason=reason, headers=headers)
+        await json_reply(send, status, detail, reason=reason, headers=headers)
 
     async def _drain(self, receive: Receive, head: _Head) -> bool:
         """Read and drop the body, keeping nothing; False if the client went away. A body past
@@ -220,7 +220,7 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
-async def _reply(
+async def json_reply(
     send: Send, status: int, detail: str, reason: str | None = None,
     headers: list[tuple[bytes, bytes]] | None = None,
 ) -> None:

@@ -26,6 +26,7 @@ from .interpreter import Interpreter, running_interpreter
 from .logs import show_logs
 from .measure import MB, fmt_mb
 from .metrics import MemoryCollector
+from .outbound import Outbound, OutboundGuard
 from .pressure import Pressure
 from .readers import Readers
 from .release import Releaser, ReleaseResult
@@ -66,12 +67,15 @@ class MemoryManager:
         )
         self.budget: MemoryBudget | None = None
         self.admission: Admission | None = None
+        self.outbound = Outbound()  # replies sliced always; a pool once admission has a budget
         self.collector = MemoryCollector(self, namespace)
 
     def install(self, app: Starlette, admission: AdmissionConfig | None = None) -> None:
         """Wire the manager into a Starlette or FastAPI app: count its traffic, optionally guard
         routes with admission control, and run the cleanup loop inside the app's own lifespan
-        (started after the app's startup, stopped before its shutdown)."""
+        (started after the app's startup, stopped before its shutdown). Large replies go out in
+        slices under the server's flow control."""
+        app.add_middleware(OutboundGuard, outbound=self.outbound, quiet_paths=self.quiet_paths)
         if admission is not None:  # added first: inside the traffic counter
             app.add_middleware(AdmissionGate, **self._gate_options(admission))
         app.add_middleware(
@@ -113,7 +117,8 @@ class MemoryManager:
 
     def middleware(self, app: ASGIApp) -> ASGIApp:
         """The traffic counter around any ASGI app, for frameworks other than Starlette's."""
-        return MemoryMiddleware(app, self.activity, self.guard, self.quiet_paths)
+        sliced = OutboundGuard(app, self.outbound, self.quiet_paths)
+        return MemoryMiddleware(sliced, self.activity, self.guard, self.quiet_paths)
 
     def enable_admission(
         self, budget: MemoryBudget, queue_limit: int = 4, max_wait_seconds: float = 2.0
@@ -128,6 +133,11 @@ class MemoryManager:
             self._pressure(budget),
             namespace=self.namespace,
         )
+        if budget.outbound_bytes > 0:  # large replies wait or are refused, never shed
+            self.outbound.pool = Admission(
+                budget.outbound_bytes, queue_limit, max_wait_seconds, namespace=self.namespace,
+                label="outbound",
+            )
         return self.admission
 
     def _pressure(self, budget: MemoryBudget) -> Pressure:
@@ -249,6 +259,7 @@ class MemoryManager:
             "interpreter": self.interpreter.as_dict(),
             "budget": self.budget.as_dict() if self.budget else None,
             "admission": self.admission.status() if self.admission else None,
+            "outbound": self.outbound.status(),
             "breakdown": self._breakdown(detail),
             "releases": [result.as_dict() for result in releaser.history],
             "release_totals": {

@@ -46,6 +46,7 @@ class MemoryCollector(Collector):
         yield self._counter("memory_cleanup_failures", "Cleanup runs that raised.",
                             status["cleanup"]["failures"])
         yield from self._admission(status)
+        yield from self._outbound(status["outbound"])
         if status["releases"]:
             last = status["releases"][-1]
             yield self._gauge("memory_last_release_duration_seconds",
@@ -65,6 +66,16 @@ class MemoryCollector(Collector):
         ):
             if cgroup[key] is not None:
                 yield self._gauge(name, doc, cgroup[key])
+
+    def _outbound(self, outbound: dict[str, Any]) -> Iterator[Metric]:
+        yield self._gauge("memory_outbound_queued_bytes",
+                          "Reply bytes held for clients by large replies in progress.",
+                          outbound["queued_bytes"])
+        yield self._gauge("memory_outbound_responses", "Large replies in progress.",
+                          outbound["responses"])
+        yield self._counter("memory_outbound_refused",
+                            "Large replies answered 503: no room in the outbound budget.",
+                            outbound["refused"])
 
     def _admission(self, status: dict[str, Any]) -> Iterator[Metric]:
         budget, admission = status["budget"], status["admission"]

@@ -67,6 +67,11 @@ BAD_VALUES = [
     ("MAX_CONNECTIONS", "0"),
     ("MAX_CONNECTIONS", "lots"),
     ("HEADER_TIMEOUT_SECONDS", "0"),
+    ("MEMORY_OUTBOUND_MB", "0"),
+    ("MIN_BODY_RATE_BYTES", "-1"),
+    ("MIN_RESPONSE_RATE_BYTES", "fast"),
+    ("MIN_RATE_GRACE_SECONDS", "0.5"),
+    ("SEND_BUFFER_KB", "-4"),
     ("BODY_TIMEOUT_SECONDS", "-3"),
     ("BODY_TIMEOUT_SECONDS", "inf"),
 ]

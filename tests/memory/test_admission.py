@@ -154,5 +154,5 @@ def test_refusals_log_one_line_when_they_start_and_one_when_they_stop(
     run(scenario())
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 2, lines
-    assert lines[0].startswith("[memory-admission] Refusing new work (budget)")
-    assert lines[1] == "[memory-admission] Admitting again after 5 refusal(s)"
+    assert lines[0].startswith("[memory-admission] Refusing new work (budget, in-flight)")
+    assert lines[1] == "[memory-admission] Admitting again (in-flight) after 5 refusal(s)"

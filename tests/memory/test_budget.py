@@ -12,9 +12,10 @@ MB = 1024 * 1024
 def test_derived_parts_add_up_to_the_limit() -> None:
     budget = split_budget(500 * MB, base_bytes=56 * MB, cache_bytes=64 * MB)
     assert budget.headroom_bytes == 50 * MB  # 10% of the limit
-    assert budget.inflight_bytes == 500 * MB - 56 * MB - 64 * MB - 50 * MB
+    assert budget.outbound_bytes == 30 * MB  # 6% of the limit
+    assert budget.inflight_bytes == 500 * MB - 56 * MB - 64 * MB - 50 * MB - 30 * MB
     parts = budget.base_bytes + budget.cache_bytes + budget.inflight_bytes
-    assert parts + budget.headroom_bytes == budget.limit_bytes
+    assert parts + budget.outbound_bytes + budget.headroom_bytes == budget.limit_bytes
     assert budget.high_water_bytes == 450 * MB
 
 
@@ -25,9 +26,16 @@ def test_small_limits_keep_a_minimum_headroom() -> None:
 
 def test_given_parts_are_kept() -> None:
     budget = split_budget(
-        500 * MB, 50 * MB, 64 * MB, headroom_bytes=30 * MB, inflight_bytes=200 * MB
+        500 * MB, 50 * MB, 64 * MB, headroom_bytes=30 * MB, inflight_bytes=200 * MB,
+        outbound_bytes=8 * MB,
     )
     assert (budget.headroom_bytes, budget.inflight_bytes) == (30 * MB, 200 * MB)
+    assert budget.outbound_bytes == 8 * MB
+
+
+def test_an_outbound_part_that_does_not_fit_is_refused() -> None:
+    with pytest.raises(BudgetError, match="outbound 480"):
+        split_budget(500 * MB, 50 * MB, 64 * MB, outbound_bytes=480 * MB)
 
 
 @pytest.mark.parametrize(

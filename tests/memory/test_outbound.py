@@ -1,0 +1,189 @@
+"""The send guard: large replies in slices, each awaited; their windows reserved from a pool."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from starlette.types import Message, Receive, Scope, Send
+
+from app.memory.admission import Admission
+from app.memory.outbound import Outbound, OutboundGuard, StoredResponse
+
+SLICE = 1024
+
+
+def scope(path: str = "/r", method: str = "GET") -> Scope:
+    return {"type": "http", "method": method, "path": path, "headers": []}
+
+
+async def no_body() -> Message:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+def replying(body: bytes, more_after: list[bytes] | None = None) -> Any:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": body, "more_body": bool(more_after)})
+        for i, chunk in enumerate(more_after or []):
+            last = i == len(more_after or []) - 1
+            await send({"type": "http.response.body", "body": chunk, "more_body": not last})
+
+    return app
+
+
+class Recorder:
+    """A server's send: records messages, and can hold each body message until released, as a
+    server's flow control does for a client that does not read."""
+
+    def __init__(self, hold: bool = False) -> None:
+        self.messages: list[Message] = []
+        self.hold = hold
+        self.gate = asyncio.Event()
+
+    async def __call__(self, message: Message) -> None:
+        self.messages.append(message)
+        if self.hold and message["type"] == "http.response.body":
+            await self.gate.wait()
+            self.gate.clear()
+
+    @property
+    def body(self) -> bytes:
+        bodies = [m for m in self.messages if m["type"] == "http.response.body"]
+        return b"".join(m.get("body", b"") for m in bodies)
+
+
+def test_a_large_body_goes_out_in_slices_whole_and_in_order() -> None:
+    body = bytes(range(256)) * 20  # 5120 bytes: 5 slices
+    outbound = Outbound(SLICE)
+    sent = Recorder()
+    asyncio.run(OutboundGuard(replying(body), outbound)(scope(), no_body, sent))
+    bodies = [m for m in sent.messages if m["type"] == "http.response.body"]
+    assert [len(m["body"]) for m in bodies] == [SLICE] * 5
+    assert [m["more_body"] for m in bodies] == [True] * 4 + [False]
+    assert sent.body == body
+    assert (outbound.responses, outbound.queued_bytes, outbound.sliced) == (0, 0, 1)
+
+
+def test_a_small_body_passes_as_it_came() -> None:
+    sent = Recorder()
+    asyncio.run(OutboundGuard(replying(b"ok"), Outbound(SLICE))(scope(), no_body, sent))
+    assert [m["type"] for m in sent.messages] == ["http.response.start", "http.response.body"]
+    assert sent.body == b"ok"
+
+
+def test_a_streamed_reply_is_sliced_message_by_message() -> None:
+    sent = Recorder()
+    app = replying(b"a" * 1500, more_after=[b"b" * 10, b"c" * 2048])
+    asyncio.run(OutboundGuard(app, Outbound(SLICE))(scope(), no_body, sent))
+    sizes = [len(m["body"]) for m in sent.messages if m["type"] == "http.response.body"]
+    assert sizes == [1024, 476, 10, 1024, 1024]
+    assert sent.body == b"a" * 1500 + b"b" * 10 + b"c" * 2048
+    assert sent.messages[-1]["more_body"] is False
+
+
+def test_a_slow_reader_holds_one_window_and_the_count_goes_back_to_zero() -> None:
+    async def run() -> tuple[int, int]:
+        outbound = Outbound(SLICE)
+        sent = Recorder(hold=True)
+        task = asyncio.create_task(
+            OutboundGuard(replying(b"x" * 10 * SLICE), outbound)(scope(), no_body, sent)
+        )
+        await asyncio.sleep(0.01)
+        while_held = (outbound.responses, outbound.queued_bytes)
+        while not task.done():
+            sent.gate.set()
+            await asyncio.sleep(0)
+        return while_held, (outbound.responses, outbound.queued_bytes)
+
+    while_held, after = asyncio.run(run())
+    assert while_held == (1, 2 * SLICE)  # the window, not the 10 KiB reply
+    assert after == (0, 0)
+
+
+def test_without_room_a_large_reply_is_503_with_retry_after_and_nothing_of_it_is_sent() -> None:
+    async def run() -> tuple[Recorder, Recorder, Outbound]:
+        pool = Admission(2 * SLICE, queue_limit=0, max_wait_seconds=0.1)
+        outbound = Outbound(SLICE, pool)
+        first, second = Recorder(hold=True), Recorder()
+        guard = OutboundGuard(replying(b"x" * 4 * SLICE), outbound)
+        task = asyncio.create_task(guard(scope(), no_body, first))
+        await asyncio.sleep(0.01)  # the first reply holds the whole pool
+        await guard(scope(), no_body, second)
+        while not task.done():
+            first.gate.set()
+            await asyncio.sleep(0)
+        return first, second, outbound
+
+    first, second, outbound = asyncio.run(run())
+    assert first.body == b"x" * 4 * SLICE
+    start = second.messages[0]
+    assert start["status"] == 503
+    assert (b"retry-after", b"2") in start["headers"]
+    assert json.loads(second.body)["reason"] == "outbound_budget"
+    assert b"x" not in second.body
+    assert outbound.refused == 1
+    assert outbound.pool is not None and outbound.pool.reserved_bytes == 0
+
+
+def test_quiet_paths_are_never_refused() -> None:
+    pool = Admission(1, queue_limit=0)  # room for nothing
+    sent = Recorder()
+    outbound = Outbound(SLICE, pool)
+    guard = OutboundGuard(replying(b"m" * 3 * SLICE), outbound, quiet_paths={"/metrics"})
+    asyncio.run(guard(scope("/metrics"), no_body, sent))
+    assert sent.messages[0]["status"] == 200
+    assert sent.body == b"m" * 3 * SLICE
+
+
+def test_an_app_that_raises_gives_its_reservation_back() -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"y" * 3 * SLICE, "more_body": True})
+        raise RuntimeError("boom")
+
+    pool = Admission(10 * SLICE)
+    outbound = Outbound(SLICE, pool)
+    with pytest.raises(RuntimeError):
+        asyncio.run(OutboundGuard(app, outbound)(scope(), no_body, Recorder()))
+    assert (pool.reserved_bytes, outbound.responses, outbound.queued_bytes) == (0, 0, 0)
+
+
+def test_a_stored_value_is_read_a_slice_at_a_time() -> None:
+    value = bytes(range(256)) * 10
+    reads: list[tuple[int, int]] = []
+
+    def read(offset: int, size: int) -> bytes:
+        reads.append((offset, size))
+        return value[offset : offset + size]
+
+    sent = Recorder()
+    response = StoredResponse(read, len(value), "application/json", slice_bytes=1000)
+    asyncio.run(response(scope(), no_body, sent))
+    assert sent.body == value
+    assert reads == [(0, 1000), (1000, 1000), (2000, 1000)]
+    headers = dict(sent.messages[0]["headers"])
+    assert headers[b"content-length"] == str(len(value)).encode()
+
+
+def test_a_stored_value_gone_midway_cuts_the_reply_short() -> None:
+    value = b"z" * 3000
+
+    def read(offset: int, size: int) -> bytes | None:
+        return value[offset : offset + size] if offset < 1000 else None
+
+    sent = Recorder()
+    asyncio.run(StoredResponse(read, len(value), "application/json", 1000)(scope(), no_body, sent))
+    assert sent.body == b"z" * 1000
+    assert sent.messages[-1]["more_body"] is True  # never a complete-looking short reply
+
+
+def test_head_of_a_stored_value_reads_nothing() -> None:
+    def read(offset: int, size: int) -> bytes:
+        raise AssertionError("HEAD must not read the value")
+
+    sent = Recorder()
+    asyncio.run(StoredResponse(read, 5000, "application/json")(scope(method="HEAD"), no_body, sent))
+    assert sent.body == b""
