@@ -142,7 +142,9 @@ def build_app(settings: Settings) -> FastAPI:
         app.include_router(diagnostics.admin_router)
     app.include_router(bulk_router)
     admission = bulk_admission(settings, memory) if settings.memory_admission else None
-    memory.install(app, admission)  # the admission gate sits inside the traffic counter
+    # The admission gate sits inside the traffic counter; MEMORY_ADMISSION=0 (the baseline) also
+    # leaves replies whole, as a plain service sends them.
+    memory.install(app, admission, slice_replies=settings.memory_admission)
     if admission is not None:
         registry.register(EdgeCollector())
     if settings.access_log:

@@ -70,12 +70,18 @@ class MemoryManager:
         self.outbound = Outbound()  # replies sliced always; a pool once admission has a budget
         self.collector = MemoryCollector(self, namespace)
 
-    def install(self, app: Starlette, admission: AdmissionConfig | None = None) -> None:
+    def install(
+        self, app: Starlette, admission: AdmissionConfig | None = None, slice_replies: bool = True
+    ) -> None:
         """Wire the manager into a Starlette or FastAPI app: count its traffic, optionally guard
         routes with admission control, and run the cleanup loop inside the app's own lifespan
         (started after the app's startup, stopped before its shutdown). Large replies go out in
-        slices under the server's flow control."""
-        app.add_middleware(OutboundGuard, outbound=self.outbound, quiet_paths=self.quiet_paths)
+        slices under the server's flow control (``slice_replies=False`` leaves them whole: a
+        plain service, the yardstick a comparison needs)."""
+        if slice_replies:
+            app.add_middleware(
+                OutboundGuard, outbound=self.outbound, quiet_paths=self.quiet_paths
+            )
         if admission is not None:  # added first: inside the traffic counter
             app.add_middleware(AdmissionGate, **self._gate_options(admission))
         app.add_middleware(
