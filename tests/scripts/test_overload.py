@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from scripts.verify import cli
-from scripts.verify.overload.command import judge, render, row
+from scripts.verify.overload.command import judge, judge_slow, render, row, slow_row
 from scripts.verify.overload.flood import FloodResult, HealthResult
 from scripts.verify.overload.run import OverloadRun, OverloadSettings
+from scripts.verify.overload.slowread import ReaderCounts, SlowReadRun, SlowReadSettings
 
 MB = 1024 * 1024
 
@@ -57,11 +58,29 @@ def test_the_table_has_a_cell_per_column() -> None:
     assert "| 1x | 2 | 40 | 40 | 0 | 0 | 4.00 |" in line
 
 
+def test_slow_readers_are_judged_on_what_a_user_sees() -> None:
+    def made(oom: int, healthy: int, whole: bool) -> SlowReadRun:
+        health = HealthResult(latencies=[0.01] * healthy, failures=100 - healthy)
+        return SlowReadRun("p", SlowReadSettings(readers=300), ReaderCounts(), 240, health,
+                           9 * 2**20, 80 * 2**20, 120 * 2**20, 120 * 2**20, oom, oom == 0,
+                           whole, Path("log"))
+
+    assert judge_slow(made(0, 100, True)) == []
+    assert "OOM" in judge_slow(made(1, 100, False))[0]
+    assert "98%" in judge_slow(made(0, 98, True))[0]
+    assert "whole" in judge_slow(made(0, 100, False))[0]
+    cells = slow_row(made(0, 100, True))
+    assert cells[4:6] == ["40", "137"]  # growth MB, and per reader KB: 40 MB / 300
+
+
 @pytest.mark.parametrize(
     "argv",
     [
         ["overload", "--levels", "1,x"],
         ["overload", "--levels", "0"],
+        ["overload", "--levels", "none", "--slow-readers", "none"],
+        ["overload", "--slow-readers", "0"],
+        ["overload", "--slow-readers", "many"],
         ["overload", "--seconds", "0"],
         ["overload", "--min-goodput-share", "2"],
         ["overload", "--limit-mode", "none"],

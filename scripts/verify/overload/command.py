@@ -17,7 +17,14 @@ highest level at least --min-goodput-share of goodput at the lowest.
   exit 1  one did not (the reasons are listed)
   exit 2  the run could not be made (no root, no memory controller, service never healthy)
 
-Writes <out>/overload.md (the table) and <out>/overload.json, and each server's log.
+Then, for each level of --slow-readers, stores four large results (20,000 records, ~9.6 MB
+replies) and hangs that many slow readers on them for --seconds (a 4 KB receive buffer, 5 bytes
+a second, as a phone on a bad link or `slowhttptest -X`), /healthz probed from a process of its
+own: memory per slow reader (the cgroup's growth over the readers) and the peak. Judged for every
+profile but `baseline`: no OOM kill, alive, /healthz answering 99% of probes, and a normal
+client reading a result whole afterwards.
+
+Writes <out>/overload.md (the tables) and <out>/overload.json, and each server's log.
 """
 
 from __future__ import annotations
@@ -36,12 +43,17 @@ from scripts.verify import flags
 from scripts.verify.core.errors import EXIT_NOT_MADE, RunNotMade, exit_for
 from scripts.verify.overload.flood import percentile
 from scripts.verify.overload.run import OverloadRun, OverloadSettings, large_body, run_overload
+from scripts.verify.overload.slowread import SlowReadRun, SlowReadSettings, run_slow_readers
 
 BASELINE = "baseline"
 SERVES_AT_ONCE = 2  # BULK_CONCURRENCY's default: submissions the service processes at once
 COLUMNS = (
     "profile", "offered", "clients", "201", "503", "other", "conn. errors", "goodput /s",
     "p50 s", "p99 s", "peak MB", "OOM kills", "alive", "/healthz worst s",
+)
+SLOW_COLUMNS = (
+    "profile", "slow readers", "reply MB", "cut by the floor", "growth MB", "per reader KB",
+    "peak MB", "OOM kills", "alive", "/healthz ok", "read whole after",
 )
 
 
@@ -50,7 +62,13 @@ def add_arguments(parser: flags.Parser) -> None:
     parser.add_argument(
         "--levels",
         default="1,4,16",
-        help="load offered, as multiples of what the service serves at once (default 1,4,16)",
+        help="load offered, as multiples of what the service serves at once (default 1,4,16; "
+        "none: no flood)",
+    )
+    parser.add_argument(
+        "--slow-readers",
+        default="40,300",
+        help="slow readers of stored results, one run per count (default 40,300; none: no run)",
     )
     flags.add_number(parser, "--seconds", float, 30.0, "seconds of load per level")
     flags.add_number(parser, "--limit-mb", float, 500.0, "the memory cgroup's limit, MB")
@@ -72,16 +90,21 @@ def add_arguments(parser: flags.Parser) -> None:
 
 
 def levels_of(text: str) -> list[int]:
+    if text.strip() == "none":
+        return []
     return [int(part) for part in text.split(",") if part.strip()]
 
 
 def check_arguments(parser: flags.Parser, args: argparse.Namespace) -> None:
     try:
         levels = levels_of(args.levels)
+        readers = levels_of(args.slow_readers)
     except ValueError:
-        parser.error("--levels is a comma-separated list of whole numbers, e.g. 1,4,16")
-    if not levels or min(levels) < 1:
-        parser.error("--levels needs at least one level, each at least 1")
+        parser.error("--levels and --slow-readers are comma-separated whole numbers, or none")
+    if not levels and not readers:
+        parser.error("--levels and --slow-readers are both none: nothing to run")
+    if min(levels, default=1) < 1 or min(readers, default=1) < 1:
+        parser.error("each of --levels and --slow-readers must be at least 1")
     if args.seconds <= 0 or args.limit_mb <= 0:
         parser.error("--seconds and --limit-mb must be positive")
     if not 0 <= args.min_goodput_share <= 1:
@@ -114,6 +137,28 @@ def judge(runs: Sequence[OverloadRun], limit_mb: float, min_share: float) -> lis
     return reasons
 
 
+def judge_slow(run: SlowReadRun) -> list[str]:
+    where = f"{run.profile} with {run.settings.readers} slow readers"
+    reasons = []
+    if run.oom_kills or not run.alive:
+        reasons.append(f"{where}: {run.oom_kills} OOM kill(s), alive {run.alive}")
+    if run.health_share < 0.99:
+        reasons.append(f"{where}: /healthz answered {run.health_share:.0%} of probes, not 99%")
+    if run.alive and not run.whole_read_after:
+        reasons.append(f"{where}: a normal client could not read a result whole afterwards")
+    return reasons
+
+
+def slow_row(run: SlowReadRun) -> list[str]:
+    return [
+        run.profile, str(run.settings.readers), f"{run.reply_bytes / 2**20:.1f}",
+        "-" if run.cut_slow is None else str(run.cut_slow), f"{run.growth_bytes / 2**20:.0f}",
+        f"{run.per_reader_bytes / 1024:.0f}", f"{run.peak_usage_bytes / 2**20:.0f}",
+        str(run.oom_kills), "yes" if run.alive else "no", f"{run.health_share:.0%}",
+        "yes" if run.whole_read_after else "no",
+    ]
+
+
 def row(run: OverloadRun, level: int) -> list[str]:
     statuses = run.flood.statuses
     other = sum(n for status, n in statuses.items() if status not in (201, 503))
@@ -131,8 +176,8 @@ def _seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
-def render(rows: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
+def render(rows: Sequence[Sequence[str]], columns: Sequence[str] = COLUMNS) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
     return "\n".join([*lines, *("| " + " | ".join(r) + " |" for r in rows)])
 
 
@@ -168,19 +213,39 @@ def run(args: argparse.Namespace) -> int:
                 return EXIT_NOT_MADE
             runs.append(result)
             rows.append(row(result, level))
-            figures.append({**result.as_dict(), "level": level})
-        if name != BASELINE:
+            figures.append({**result.as_dict(), "level": level, "kind": "flood"})
+        if name != BASELINE and runs:
             reasons += judge(runs, args.limit_mb, args.min_goodput_share)
+    slow_rows: list[list[str]] = []
+    for name in names:
+        for count in levels_of(args.slow_readers):
+            sys.stderr.write(f"overload: {name} with {count} slow readers\n")
+            settings_slow = SlowReadSettings(
+                readers=count, seconds=args.seconds, limit_mb=args.limit_mb,
+                web_concurrency=args.web_concurrency, overrides=overrides,
+            )
+            try:
+                slow = run_slow_readers(name, settings_slow, large_body(), out / name)
+            except RunNotMade as exc:
+                sys.stderr.write(f"overload: run not made: {exc}\n")
+                return EXIT_NOT_MADE
+            slow_rows.append(slow_row(slow))
+            figures.append({**slow.as_dict(), "kind": "slow_readers"})
+            if name != BASELINE:
+                reasons += judge_slow(slow)
     context = [
         "command: `" + " ".join(["python -m scripts.verify", *args.argv]) + "`",
         f"bodies of {len(large_body()) / 2**20:.1f} MB (20,000 records), "
         f"{'chunked' if args.chunked else 'with Content-Length'}; refused clients retry "
         f"{'after 50 ms' if args.ignore_retry_after else 'after Retry-After'}; "
         f"{args.seconds:g} s per level; "
-        f"a {args.limit_mb:g} MB memory cgroup; {at_once} served at once",
+        f"a {args.limit_mb:g} MB memory cgroup; {at_once} served at once; slow readers: "
+        f"{args.slow_readers}, 5 bytes a second on a 4 KB receive buffer",
         f"started {started.isoformat(timespec='seconds')} on {os.cpu_count()} CPUs",
     ]
-    table = render(rows)
+    table = render(rows) if rows else ""
+    if slow_rows:
+        table = "\n\n".join(t for t in (table, render(slow_rows, SLOW_COLUMNS)) if t)
     out.mkdir(parents=True, exist_ok=True)
     document = ["# Overload", "", *(f"- {c}" for c in context), "", table]
     document += ["", *(f"- {r}" for r in reasons)] if reasons else ["", "- targets met"]
