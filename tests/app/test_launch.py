@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -327,3 +328,30 @@ def test_the_http_stack_is_named_whatever_is_installed(admission: bool) -> None:
     params = parse_uvicorn(launch.uvicorn_argv(load_settings(memory_admission=admission)))
     assert params["loop"] == "asyncio"
     assert params["http"] == ("app.edge.protocol:GuardedH11Protocol" if admission else "h11")
+
+
+@pytest.mark.parametrize(
+    ("conf", "named"),
+    [
+        ("background_thread:true,narenas:2,no_such_option:1", "no_such_option:1"),
+        ("background_thread:true,dirty_decay_ms:soon", "dirty_decay_ms:soon"),
+    ],
+    ids=["unknown-option", "rejected-value"],
+)
+def test_malloc_conf_that_jemalloc_ignored_stops_the_service_with_one_line(
+    tmp_path: Path, jemalloc: str, conf: str, named: str
+) -> None:
+    """jemalloc only warns about such a pair and runs without it: the service, started the way
+    Railway and the image start it, reads its options back and stops before serving."""
+    with socket.socket() as probe:  # a free port, in case the check let the server start
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    done = run_launch(
+        tmp_path, MEMORY_PROFILE="jemalloc", MALLOC_CONF=conf, HOST="127.0.0.1", PORT=str(port)
+    )
+    assert done.returncode == 2, done.stderr
+    errors = [line for line in done.stderr.splitlines() if "configuration error" in line]
+    assert len(errors) == 1, done.stderr
+    assert errors[0].startswith(f"configuration error: MALLOC_CONF={conf!r}: jemalloc 5.")
+    assert named in errors[0] and "Traceback" not in done.stderr
+    assert "<jemalloc>: Invalid conf" in done.stderr  # jemalloc's own line: a warning only
