@@ -12,7 +12,8 @@ environment is an error to the CLI), and returns it in the form Railway's SDKs e
 and silently drops other shorthand keys.
 
 Infrastructure as Code is marked experimental by Railway. It replaces Config as Code
-(railway.toml), which Railway's docs say stops being read on 2026-12-01 (docs/railway.md).
+(railway.toml), which Railway's docs say stops being read on 2026-12-01; this repository keeps
+its old Config as Code files out of the way, in railway/legacy/ (docs/railway.md).
 
 The allocator profile is chosen by PROFILE below, and nowhere else; it must name a deployable
 profile in profiles/profiles.toml, and evaluating this file fails with one line if it does not.

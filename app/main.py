@@ -68,7 +68,10 @@ def memory_manager(settings: Settings) -> MemoryManager:
 
 
 def check_profile(settings: Settings, memory: MemoryManager) -> None:
-    """A profile that names an allocator the process does not have is a deployment error."""
+    """A profile that names an allocator the process does not have, or allocator settings
+    that did not take (an option jemalloc ignored), is a deployment error."""
+    if memory.allocator.not_applied is not None:
+        raise ConfigError([f"configuration error: {memory.allocator.not_applied}"])
     if settings.memory_profile is None:
         return
     expected = load_profiles().get(settings.memory_profile).allocator

@@ -1,7 +1,9 @@
-"""Which malloc is really running, and how to ask it to give free memory back.
+"""Which malloc is really running, with which settings, and how to ask it to give free memory back.
 
 Detection reads /proc/self/maps rather than trusting LD_PRELOAD: the dynamic linker only warns
 when a preload is missing, so a variable says what was asked for, the mappings what was loaded.
+For the same reason jemalloc's options are read back from jemalloc (jemalloc_conf.py) rather
+than taken from MALLOC_CONF.
 """
 
 from __future__ import annotations
@@ -9,22 +11,41 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+import os
 import platform
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypedDict
+
+from .jemalloc_conf import (
+    check_options,
+    mallctl_reader,
+    not_applied_line,
+    options_in_effect,
+    parse_malloc_conf,
+)
+from .measure import HeapUsage, glibc_heap
 
 log = logging.getLogger(__name__)
 
 MAPS = Path("/proc/self/maps")
 # jemalloc's MALLCTL_ARENAS_ALL: "arena.4096.purge" purges every arena.
 JEMALLOC_PURGE_ALL = b"arena.4096.purge"
+# jemalloc's totals (size_t, bytes), refreshed by writing "epoch" (uint64_t) first.
+JEMALLOC_STATS = ("allocated", "active", "resident", "mapped", "retained")
 PRELOADED = {  # library name fragment -> allocator name
     "libjemalloc": "jemalloc",
     "libtcmalloc": "tcmalloc",
     "libmimalloc": "mimalloc",
 }
+
+
+class _Settings(TypedDict, total=False):
+    options: Mapping[str, str]
+    not_applied: str | None
+    heap: Callable[[], HeapUsage | None]
 
 
 class ReleaseUnavailable(RuntimeError):
@@ -40,6 +61,20 @@ class Allocator:
     library: str | None
     method: str  # what the release log shows: malloc_trim, jemalloc_purge, ..., or none
     release: Callable[[], bool] | None = field(default=None, compare=False, repr=False)
+    # The allocator's options as it reports them (jemalloc: opt.<name>, plus "version").
+    options: Mapping[str, str] = field(default_factory=dict, compare=False)
+    # One line when settings the process was started with did not take: a deployment error.
+    not_applied: str | None = field(default=None, compare=False)
+    # The allocator's own account of its heap; None where it gives none.
+    heap: Callable[[], HeapUsage | None] | None = field(default=None, compare=False, repr=False)
+
+    def heap_usage(self) -> HeapUsage | None:
+        """The heap figures, or None where there are none or reading them failed: a debug
+        page must not fail because the allocator would not answer."""
+        try:
+            return self.heap() if self.heap is not None else None
+        except (OSError, ValueError):
+            return None
 
 
 def mapped_allocator(maps_text: str) -> tuple[str, str] | None:
@@ -69,7 +104,7 @@ def _glibc_trim() -> Callable[[], bool]:
     return release
 
 
-def _jemalloc_purge() -> Callable[[], bool]:
+def _mallctl() -> Callable[..., int]:
     process = ctypes.CDLL(None)  # the global namespace holds the preloaded library's symbols
     for symbol in ("mallctl", "je_mallctl"):
         mallctl = getattr(process, symbol, None)
@@ -85,6 +120,11 @@ def _jemalloc_purge() -> Callable[[], bool]:
         ctypes.c_size_t,
     ]
     mallctl.restype = ctypes.c_int
+    return mallctl
+
+
+def _jemalloc_purge() -> Callable[[], bool]:
+    mallctl = _mallctl()
 
     def release() -> bool:
         status = mallctl(JEMALLOC_PURGE_ALL, None, None, None, 0)
@@ -93,6 +133,47 @@ def _jemalloc_purge() -> Callable[[], bool]:
         return True
 
     return release
+
+
+def _jemalloc_version(mallctl: Callable[..., int]) -> str:
+    value = ctypes.c_char_p()
+    size = ctypes.c_size_t(ctypes.sizeof(value))
+    if mallctl(b"version", ctypes.byref(value), ctypes.byref(size), None, 0) != 0:
+        return "(version unknown)"
+    return (value.value or b"").decode(errors="replace").split("-", 1)[0]
+
+
+def _jemalloc_heap(mallctl: Callable[..., int]) -> Callable[[], HeapUsage | None]:
+    def heap() -> HeapUsage | None:
+        epoch = ctypes.c_uint64(1)  # jemalloc caches its totals until the epoch advances
+        mallctl(b"epoch", None, None, ctypes.byref(epoch), ctypes.sizeof(epoch))
+        figures: dict[str, int] = {}
+        for name in JEMALLOC_STATS:
+            value = ctypes.c_size_t()
+            size = ctypes.c_size_t(ctypes.sizeof(value))
+            if mallctl(f"stats.{name}".encode(), ctypes.byref(value), ctypes.byref(size), None, 0):
+                return None  # a build without statistics
+            figures[f"{name}_bytes"] = value.value
+        return HeapUsage("jemalloc stats.*", figures)
+
+    return heap
+
+
+def _jemalloc_settings(environ: Mapping[str, str]) -> _Settings:
+    """jemalloc's options as it reports them, and the line saying which asked-for ones did not
+    take: compared with MALLOC_CONF as this process got it."""
+    try:
+        mallctl = _mallctl()
+    except ReleaseUnavailable:
+        return {}
+    read = mallctl_reader(mallctl)
+    version = _jemalloc_version(mallctl)
+    checks = check_options(parse_malloc_conf(environ.get("MALLOC_CONF", "")), read)
+    return {
+        "options": {"version": version, **options_in_effect(checks, read)},
+        "not_applied": not_applied_line(checks, version, environ),
+        "heap": _jemalloc_heap(mallctl),
+    }
 
 
 def _named_call(symbol: str, *args: int) -> Callable[[], bool]:
@@ -128,14 +209,24 @@ def _identify(maps: Path) -> tuple[str, str | None]:
     return ("glibc", None) if libc == "glibc" else (libc or "unknown", None)
 
 
-def detect_allocator(maps: Path = MAPS) -> Allocator:
-    """The allocator and its release call; ``release`` is None (GC only) where there is none."""
+def _settings(name: str, environ: Mapping[str, str]) -> _Settings:
+    if name == "jemalloc":
+        return _jemalloc_settings(environ)
+    if name == "glibc":
+        return {"heap": glibc_heap}
+    return {}
+
+
+def detect_allocator(maps: Path = MAPS, environ: Mapping[str, str] | None = None) -> Allocator:
+    """The allocator, its settings in effect and its release call; ``release`` is None (GC
+    only) where there is none. ``environ`` is what the process was started with."""
     name, library = _identify(maps)
+    settings = _settings(name, os.environ if environ is None else environ)
     method, factory = RELEASERS.get(name, ("none", None))
     if factory is None:
-        return Allocator(name, library, "none")
+        return Allocator(name, library, "none", **settings)
     try:
-        return Allocator(name, library, method, factory())
+        return Allocator(name, library, method, factory(), **settings)
     except (OSError, ReleaseUnavailable) as exc:
         log.warning("[memory] %s detected but its release call is unavailable: %s", name, exc)
-        return Allocator(name, library, "none")
+        return Allocator(name, library, "none", **settings)

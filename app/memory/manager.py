@@ -261,6 +261,10 @@ class MemoryManager:
                 "name": self.allocator.name,
                 "library": self.allocator.library,
                 "release_method": self.allocator.method,
+                "options": dict(self.allocator.options),  # as the allocator reports them
+                "heap": (  # the allocator's own account, beside the smaps breakdown
+                    heap.as_dict() if detail and (heap := self.allocator.heap_usage()) else None
+                ),
             },
             "interpreter": self.interpreter.as_dict(),
             "budget": self.budget.as_dict() if self.budget else None,

@@ -1,4 +1,5 @@
-"""Where a process's resident memory sits, by kind of mapping, from /proc/<pid>/smaps.
+"""Where a process's resident memory sits, by kind of mapping, from /proc/<pid>/smaps, and
+its totals (USS, PSS) from /proc/<pid>/smaps_rollup.
 
 This is the profile the seed's "201 MB [heap], 120 MB [anon]" came from: [heap] is glibc's main
 arena (brk), [anon] holds thread arenas, pymalloc arenas and large mmap'd blocks, files are code
@@ -79,3 +80,45 @@ def read_breakdown(pid: int | str = "self", proc_root: Path = PROC_ROOT) -> list
     except OSError:
         return []
     return parse_smaps(text)
+
+
+@dataclass(frozen=True)
+class Rollup:
+    """A process's totals, in bytes. USS (Private_Clean + Private_Dirty + Private_Hugetlb, as
+    psutil counts it) is what exiting would free; PSS adds a fair share of shared pages."""
+
+    rss_bytes: int
+    pss_bytes: int
+    uss_bytes: int
+    swap_bytes: int
+
+
+def parse_rollup(text: str) -> Rollup:
+    """Totals from smaps_rollup, or from a whole smaps file: the fields are the same, summed."""
+    rss = pss = uss = swap = 0
+    for line in text.splitlines():
+        name, _, rest = line.partition(":")
+        if not rest or " " in name:
+            continue  # a header line ("7f..-7f.. r--p ... [rollup]") or a blank one
+        if name in ("Rss", "Pss", "Swap") or name.startswith("Private_"):
+            value = int(rest.split()[0]) * 1024
+            if name == "Rss":
+                rss += value
+            elif name == "Pss":
+                pss += value
+            elif name == "Swap":
+                swap += value
+            else:
+                uss += value
+    return Rollup(rss, pss, uss, swap)
+
+
+def read_rollup(pid: int | str = "self", proc_root: Path = PROC_ROOT) -> Rollup | None:
+    """smaps_rollup (Linux 4.14+: one entry, summed by the kernel), else smaps summed here;
+    None where neither can be read (not Linux, another user's process)."""
+    for name in ("smaps_rollup", "smaps"):
+        try:
+            return parse_rollup((proc_root / str(pid) / name).read_text())
+        except OSError:
+            continue
+    return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from uvicorn.main import main as uvicorn_cli
 from app import launch
 from app.config import ConfigError, load_settings
 from app.profiles import ProfileError, load_profiles
+from lab import jemalloc as fetched_jemalloc
 from tests.app.conftest import REPO, linker_cache, service_free_environ
 
 
@@ -327,3 +329,63 @@ def test_the_http_stack_is_named_whatever_is_installed(admission: bool) -> None:
     params = parse_uvicorn(launch.uvicorn_argv(load_settings(memory_admission=admission)))
     assert params["loop"] == "asyncio"
     assert params["http"] == ("app.edge.protocol:GuardedH11Protocol" if admission else "h11")
+
+
+@pytest.mark.parametrize(
+    ("conf", "named"),
+    [
+        ("background_thread:true,narenas:2,no_such_option:1", "no_such_option:1"),
+        ("background_thread:true,dirty_decay_ms:soon", "dirty_decay_ms:soon"),
+    ],
+    ids=["unknown-option", "rejected-value"],
+)
+def test_malloc_conf_that_jemalloc_ignored_stops_the_service_with_one_line(
+    tmp_path: Path, jemalloc: str, conf: str, named: str
+) -> None:
+    """jemalloc only warns about such a pair and runs without it: the service, started the way
+    Railway and the image start it, reads its options back and stops before serving."""
+    with socket.socket() as probe:  # a free port, in case the check let the server start
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    done = run_launch(
+        tmp_path, MEMORY_PROFILE="jemalloc", MALLOC_CONF=conf, HOST="127.0.0.1", PORT=str(port)
+    )
+    assert done.returncode == 2, done.stderr
+    errors = [line for line in done.stderr.splitlines() if "configuration error" in line]
+    assert len(errors) == 1, done.stderr
+    assert errors[0].startswith(f"configuration error: MALLOC_CONF={conf!r}: jemalloc 5.")
+    assert named in errors[0] and "Traceback" not in done.stderr
+    assert "<jemalloc>: Invalid conf" in done.stderr  # jemalloc's own line: a warning only
+
+
+@pytest.mark.parametrize("suite", ["trixie", "sid"])
+def test_the_service_stops_the_same_way_under_each_debian_jemalloc(
+    tmp_path: Path, suite: str
+) -> None:
+    """uvicorn serving create_app under trixie's 5.3.0 and the unstable suite's 5.3.1, each with
+    its own glibc through its own loader (5.3.1 needs a newer glibc than Debian 12's), so the
+    launcher's exec, which would use the system's loader, is left out."""
+    library, loader = fetched_jemalloc.library(suite), fetched_jemalloc.loader(suite)
+    if library is None or loader is None:
+        reason = f"{suite}'s libjemalloc2 is not unpacked (run `python3 -m lab.jemalloc`)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI must test it: {reason}")
+        pytest.skip(reason)
+    conf = "background_thread:true,narenas:2,no_such_option:1"
+    environ = service_free_environ()
+    environ.update(PYTHONPATH=str(REPO), MEMORY_PROFILE="jemalloc", MALLOC_CONF=conf)
+    done = subprocess.run(
+        [str(loader), "--library-path", str(library.parent), "--preload", str(library)]
+        + [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory", "--port", "0"],
+        cwd=tmp_path,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    errors = [line for line in done.stderr.splitlines() if "configuration error" in line]
+    assert len(errors) == 1, done.stderr
+    version = {"trixie": "5.3.0", "sid": "5.3.1"}[suite]
+    assert errors[0].startswith(f"configuration error: MALLOC_CONF={conf!r}: jemalloc {version} ")
+    assert "no_such_option:1" in errors[0]

@@ -192,7 +192,7 @@ def profiles() -> ProfileSet:
 
 @pytest.fixture(scope="module")
 def toml() -> dict[str, Any]:
-    return tomllib.loads((REPO / "railway.toml").read_text())
+    return tomllib.loads((REPO / "railway" / "legacy" / "railway.toml").read_text())
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,10 @@
 
 Railway's docs (content/docs/config-as-code.md, infrastructure-as-code.md) give 2026-12-01 as
 the day railway.toml / railway.json stop being read; the CLI finds the first of
-.railway/railway.ts, railway.py, railway.go (src/iac/engine.rs, find_authoring_file).
+.railway/railway.ts, railway.py, railway.go (src/iac/engine.rs, find_authoring_file). The CLI
+looks for a railway.toml or railway.json in the directory it runs in and every parent, warns
+about it on every command (src/util/cac_deprecation.rs, find_cac_file) and offers to migrate it
+into a .railway/railway.ts (src/commands/config/migrate.rs): so none sits where a fork runs it.
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-CAC_FILES = sorted([REPO / "railway.toml", *(REPO / "railway").glob("*.toml")])
+LEGACY_DIR = REPO / "railway" / "legacy"
+CAC_FILES = sorted(LEGACY_DIR.glob("*.toml"))
 
 
 @pytest.mark.parametrize("path", CAC_FILES, ids=lambda p: str(p.relative_to(REPO)))
@@ -32,6 +36,23 @@ def test_railway_py_is_the_file_the_cli_finds() -> None:
     assert not (REPO / ".railway" / "railway.go").exists()
 
 
-def test_no_railway_json_beside_the_toml() -> None:
-    """Railway reads one Config as Code file; a second form would be a second truth."""
-    assert not (REPO / "railway.json").exists()
+@pytest.mark.parametrize("name", ["railway.toml", "railway.json"])
+def test_no_config_as_code_file_where_the_cli_or_railway_would_find_it(name: str) -> None:
+    """Not at the root (Railway reads a root file by itself) nor in a folder a fork runs the CLI
+    from; the legacy files are read only through a service's Railway Config File setting."""
+    assert not (REPO / name).exists()
+    assert not (REPO / ".railway" / name).exists()
+    assert not (LEGACY_DIR / "railway.json").exists()  # one form: a second would be a second truth
+
+
+def test_no_config_as_code_file_outside_the_legacy_folder() -> None:
+    found = {p for p in REPO.rglob("*") if p.name in ("railway.toml", "railway.json")}
+    tools = (".venv", ".cache", ".git")  # not the repository's own files
+    found = {p for p in found if not p.relative_to(REPO).parts[0].startswith(tools)}
+    assert found == {LEGACY_DIR / "railway.toml"}
+
+
+@pytest.mark.parametrize("path", CAC_FILES, ids=lambda p: p.name)
+def test_each_legacy_file_names_its_own_railway_config_file_path(path: Path) -> None:
+    """The absolute repository path a service deployed before the cutoff sets to keep using it."""
+    assert f"/railway/legacy/{path.name}" in path.read_text()

@@ -1,4 +1,4 @@
-"""railway.toml and its profile variants in railway/: Railway's Config as Code files.
+"""railway/legacy/: Railway's Config as Code files, railway.toml and its profile variants.
 
 Railway ignores what it does not know, so a misspelt key, a variable table (Config as Code has
 none) or a key that TOML quietly moved into the wrong table deploys without a word. These tests
@@ -22,9 +22,9 @@ from app.config import Settings
 from app.profiles import ProfileSet, load_profiles
 
 REPO = Path(__file__).resolve().parents[2]
-ROOT_FILE = REPO / "railway.toml"
-VARIANT_DIR = REPO / "railway"
-VARIANTS = sorted(VARIANT_DIR.glob("*.toml"))
+LEGACY_DIR = REPO / "railway" / "legacy"
+ROOT_FILE = LEGACY_DIR / "railway.toml"  # the service's settings; the variants add a profile
+VARIANTS = sorted(p for p in LEGACY_DIR.glob("*.toml") if p != ROOT_FILE)
 ALL_FILES = [ROOT_FILE, *VARIANTS]
 
 # The documented fields, from railwayapp/docs content/docs/config-as-code/reference.md

@@ -51,6 +51,8 @@ def test_status_has_the_documented_shape() -> None:
         "name": "glibc",
         "library": None,
         "release_method": "malloc_trim",
+        "options": {},
+        "heap": None,
     }
     kinds = [entry["kind"] for entry in report["breakdown"]]
     assert "[heap]" in kinds and "file" in kinds
