@@ -20,6 +20,7 @@ import asyncio
 import json
 import logging
 import math
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -33,9 +34,24 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class GuardedRoute:
+    """A route and what a request to it costs: ``cost_factor`` bytes per body byte (a body
+    parsed and worked on), plus ``reply_bytes`` for a reply built per request, held until it
+    has been sent (a report rendered for each caller; not a stored value sent in slices).
+    ``path`` is exact, or has ``{name}`` segments that match one path segment each."""
+
     method: str
     path: str
-    cost_factor: float  # bytes held per body byte while the request is handled
+    cost_factor: float = 0.0  # bytes held per body byte while the request is handled
+    reply_bytes: int = 0
+
+    def cost(self, body_bytes: int) -> int:
+        return math.ceil(body_bytes * self.cost_factor) + self.reply_bytes
+
+
+def _template(path: str) -> re.Pattern[str]:
+    """``/reports/{id}`` -> a pattern matching one segment where the name stands."""
+    parts = re.split(r"\{[^/{}]+\}", path)
+    return re.compile("[^/]+".join(re.escape(part) for part in parts) + r"\Z")
 
 
 @dataclass(frozen=True)
@@ -102,15 +118,29 @@ class AdmissionGate:
         self.app = app
         self.limit_name = limit_name  # what the 413 calls the limit: the app's setting
         self.admission = admission
-        self.routes = {(r.method.upper(), r.path): r for r in routes}
+        routes = list(routes)
+        self.routes = {(r.method.upper(), r.path): r for r in routes if "{" not in r.path}
+        self.templates = [
+            (r.method.upper(), _template(r.path), r) for r in routes if "{" in r.path
+        ]
         self.max_body_bytes = max_body_bytes
         self.body_timeout_seconds = body_timeout_seconds
         self.retry_after_seconds = retry_after_seconds
 
+    def _route(self, scope: Scope) -> GuardedRoute | None:
+        if scope["type"] != "http":
+            return None
+        method, path = scope["method"], scope["path"]
+        route = self.routes.get((method, path))
+        if route is None:
+            route = next(
+                (r for m, pattern, r in self.templates if m == method and pattern.match(path)),
+                None,
+            )
+        return route
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        route = None
-        if scope["type"] == "http":
-            route = self.routes.get((scope["method"], scope["path"]))
+        route = self._route(scope)
         if route is None:
             await self.app(scope, receive, send)
             return
@@ -126,9 +156,12 @@ class AdmissionGate:
             await json_reply(send, 413, f"body of {head.length} bytes is over the "
                          f"{self.max_body_bytes}-byte limit ({self.limit_name})")
             return
+        # A body of unknown length is reserved at the largest it may grow to, where bodies cost.
         bound = head.length if head.length is not None else self.max_body_bytes
+        if not route.cost_factor:
+            bound = 0
         try:
-            reservation = await self.admission.reserve(math.ceil(bound * route.cost_factor))
+            reservation = await self.admission.reserve(route.cost(bound))
         except Refused as refused:
             await self._refuse(receive, send, head, 503, refused.detail, reason=refused.reason)
             return
@@ -137,7 +170,7 @@ class AdmissionGate:
             if body is None:
                 return
             if head.length is None:
-                reservation.resize(math.ceil(len(body) * route.cost_factor))
+                reservation.resize(route.cost(len(body)))
             await self.app(scope, _replay(body, receive), send)
         finally:
             reservation.release()

@@ -206,3 +206,40 @@ def test_other_routes_pass_through_untouched() -> None:
     client = Client([b"x"])
     call(gate(pool, app), scope(path="/other", headers=[length(1)]), client)
     assert client.status == 201 and pool.admitted == 0
+
+
+def report_gate(pool: Admission, app: App) -> AdmissionGate:
+    """A GET whose reply is built per request declares that reply's size as its cost."""
+    routes = [GuardedRoute("GET", "/reports/{id}/pdf", reply_bytes=4_000)]
+    return AdmissionGate(app, pool, routes, LIMIT)
+
+
+def get(path: str) -> Scope:
+    return {"type": "http", "method": "GET", "path": path, "headers": []}
+
+
+def test_a_declared_reply_is_reserved_for_a_templated_path_and_given_back() -> None:
+    pool = Admission(10_000)
+    app = App(pool)
+    client = Client([b""])
+    asyncio.run(report_gate(pool, app)(get("/reports/42/pdf"), client.receive, client.send))
+    assert app.reserved_while_running == [4_000]  # the reply alone: a GET has no body to cost
+    assert client.status == 201 and pool.reserved_bytes == 0
+
+
+def test_a_declared_reply_without_room_is_503_and_the_app_never_runs() -> None:
+    pool = Admission(3_000, queue_limit=0)
+    app = App(pool)
+    client = Client([b""])
+    asyncio.run(report_gate(pool, app)(get("/reports/7/pdf"), client.receive, client.send))
+    assert client.status == 503 and client.headers[b"retry-after"] == b"2"
+    assert app.bodies == []
+
+
+def test_a_template_matches_one_segment_only() -> None:
+    pool = Admission(10_000)
+    for path in ("/reports/1/2/pdf", "/reports//pdf", "/reports/1/pdfx"):
+        app = App(pool)
+        client = Client([b""])
+        asyncio.run(report_gate(pool, app)(get(path), client.receive, client.send))
+        assert app.reserved_while_running == [0], path  # not guarded: passed straight through
