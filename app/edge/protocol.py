@@ -109,10 +109,12 @@ def _busy_reply() -> bytes:
 
 class GuardedH11Protocol(H11Protocol):
     def __init__(self, *args: object, **kwargs: object) -> None:
+        # uvicorn's own arguments, passed through untouched: their types are uvicorn's to check.
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self._header_timer: asyncio.TimerHandle | None = None
         self._waiting_since = 0.0
 
+    # uvicorn's H11Protocol narrows asyncio's BaseTransport to Transport; so does this override.
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         limits = _current_limits()

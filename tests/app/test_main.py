@@ -125,3 +125,18 @@ def test_settings_reach_the_manager_and_the_cache(make_settings: Callable[..., S
 def test_log_level_applies(make_settings: Callable[..., Settings]) -> None:
     create_app(make_settings(log_level="warning"))
     assert logging.getLogger().level == logging.WARNING
+
+
+def test_a_misspelt_setting_gets_one_warning_line_at_startup(
+    make_settings: Callable[..., Settings],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("MEMORY_CLEANUP_INTERVALL", "5")
+    monkeypatch.setenv("CACHE_MAX_MBS", "8")  # the workload's prefix, checked with its settings
+    create_app(make_settings())
+    warnings = [line for line in stderr_lines(capsys) if "setting warning" in line]
+    assert len(warnings) == 2, warnings
+    assert "MEMORY_CLEANUP_INTERVALL is not a setting" in warnings[1]
+    assert warnings[1].endswith("did you mean MEMORY_CLEANUP_INTERVAL?")
+    assert warnings[0].endswith("did you mean CACHE_MAX_MB?")
