@@ -7,18 +7,23 @@ started for real (`python -m app.launch`, its own `app` package first on the pat
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import secrets
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 
-from tests.app.conftest import REPO, service_free_environ
+from app.config import Settings
+from app.main import build_app
+from tests.app.conftest import REPO, frame, service_free_environ
 from tests.integration.conftest import free_port
 
 WORKLOAD_LINES = re.compile(r"^.*\bBulkWorkload\b.*\n", re.M)
@@ -95,3 +100,27 @@ def test_the_service_runs_without_the_workload(tmp_path: Path) -> None:
         process.terminate()
         process.wait(15)
     assert "Traceback" not in log_path.read_text()
+
+
+def test_the_documented_workload_mounts_as_written(
+    make_settings: Callable[..., Settings], tmp_path: Path, token: str
+) -> None:
+    """docs/lift-out.md's smallest workload, mounted beside nothing else: its route, its cost
+    declaration and its section of /debug/memory."""
+    text = (REPO / "docs" / "lift-out.md").read_text().split("## Fork", 1)[1]
+    match = re.search(r"```python\n(.*?)```", text, re.S)
+    assert match
+    (tmp_path / "notes_example.py").write_text(match.group(1))
+    spec = importlib.util.spec_from_file_location("notes_example", tmp_path / "notes_example.py")
+    assert spec and spec.loader
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    app = build_app(make_settings(admin_token=token), [example.Notes()])
+    auth = {"Authorization": f"Bearer {token}"}
+    with TestClient(app) as client:
+        assert client.post("/notes", content=b"hello").json() == {"notes": 1}
+        assert client.post("/notes", content=b"x" * (2 * 1024 * 1024)).status_code == 413
+        document = client.get("/debug/memory", headers=auth).json()
+        assert document["notes"] == {"count": 1}
+        assert "cache" not in document and "/bulk/sync" not in app.openapi()["paths"]
+    assert [route.path for route in frame(app).guards[0].routes] == ["/notes"]
