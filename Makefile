@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: run test test-fast test-container image load verify bench soak stall audit lint lock clean
+.PHONY: run test typecheck test-fast test-container image load verify bench soak stall audit lint lock clean
 
 $(VENV)/.runtime: requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +61,10 @@ image: $(VENV)/.dev
 ## audit: known vulnerabilities in the pinned dependencies, from the index's JSON API (exit 0/1/2)
 audit:
 	$(PYTHON) -m lab.audit
+
+## typecheck: mypy over app/, strict on app/memory (`make test` runs it too, tests/test_typecheck.py)
+typecheck: $(VENV)/.dev
+	$(BIN)/python -m mypy
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check app scripts lab loadtest tests .railway

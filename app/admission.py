@@ -1,34 +1,43 @@
 """The service's memory budget and admission control, from its settings to the manager's parts.
 
 The manager knows nothing of this app: here the settings become a budget (each worker's share),
-the bulk routes are declared with their cost factor, and a MAX_BODY_MB body is checked to fit.
+with the long-lived memory the workloads hold set aside, and the routes they guard are checked
+to admit their largest body. The workloads declare both through the frame (app/frame.py); this
+module names none of them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from app.config import MB, ConfigError, Settings
+from app.frame import Guard, Held
 from app.memory import AdmissionConfig, BudgetError, MemoryBudget, MemoryManager, split_budget
 from app.memory.measure import fmt_mb
-from app.workload.routes import COST_FACTOR, GUARDED_ROUTES
 
 
-def bulk_admission(settings: Settings, memory: MemoryManager) -> AdmissionConfig:
-    """Admission for the bulk routes, for ``memory.install``; parts that do not fit stop
+def service_admission(
+    settings: Settings, memory: MemoryManager, guards: Sequence[Guard], held: Sequence[Held]
+) -> AdmissionConfig:
+    """Admission for the guarded routes, for ``memory.install``; parts that do not fit stop
     startup."""
-    budget = worker_budget(settings, memory.read_rss())
-    check_guarded_routes_fit(settings, budget.inflight_bytes)
+    budget = worker_budget(settings, memory.read_rss(), held)
+    for guard in guards:
+        check_guard_fits(guard, budget.inflight_bytes, [part.setting for part in held])
+    # The gate has one body limit: the largest guard's (each workload still checks its own).
+    widest = max(guards, key=lambda g: g.max_body_bytes, default=None)
     return AdmissionConfig(
         budget=budget,
-        routes=GUARDED_ROUTES,
-        max_body_bytes=int(settings.max_body_mb * MB),
+        routes=[route for guard in guards for route in guard.routes],
+        max_body_bytes=widest.max_body_bytes if widest else 0,
         queue_limit=settings.admission_queue,
         max_wait_seconds=settings.admission_max_wait_seconds,
         body_timeout_seconds=settings.body_timeout_seconds,
-        limit_name="MAX_BODY_MB",
+        limit_name=widest.limit_name if widest else "the body size limit",
     )
 
 
-def worker_budget(settings: Settings, start_rss: int) -> MemoryBudget:
+def worker_budget(settings: Settings, start_rss: int, held: Sequence[Held] = ()) -> MemoryBudget:
     """This worker's share of the limit, split; parts that do not fit stop startup."""
     workers = settings.web_concurrency
 
@@ -39,7 +48,7 @@ def worker_budget(settings: Settings, start_rss: int) -> MemoryBudget:
         return split_budget(
             limit_bytes=int(settings.worker_limit_mb * MB),
             base_bytes=start_rss,
-            cache_bytes=int(settings.worker_cache_max_mb * MB),
+            cache_bytes=sum(part.nbytes for part in held),
             headroom_bytes=share(settings.memory_headroom_mb),
             inflight_bytes=share(settings.memory_inflight_mb),
             outbound_bytes=share(settings.memory_outbound_mb),
@@ -54,7 +63,7 @@ def worker_budget(settings: Settings, start_rss: int) -> MemoryBudget:
             )
             if value is not None
         ]
-        names = ", ".join(["CACHE_MAX_MB", *given, "WEB_CONCURRENCY"])
+        names = ", ".join([*(part.setting for part in held), *given, "WEB_CONCURRENCY"])
         raise ConfigError(
             [
                 f"configuration error: {names} do not fit MEMORY_LIMIT_MB "
@@ -63,15 +72,18 @@ def worker_budget(settings: Settings, start_rss: int) -> MemoryBudget:
         ) from None
 
 
-def check_guarded_routes_fit(settings: Settings, inflight_bytes: int) -> None:
-    """A body of MAX_BODY_MB must be admissible, or such requests would be refused forever."""
-    largest = int(settings.max_body_mb * MB * COST_FACTOR)
+def check_guard_fits(guard: Guard, inflight_bytes: int, held: Sequence[str] = ()) -> None:
+    """The largest body a guarded route takes must be admissible, or such requests would be
+    refused forever."""
+    factor = max((route.cost_factor for route in guard.routes), default=0.0)
+    largest = int(guard.max_body_bytes * factor)
     if largest > inflight_bytes:
         raise ConfigError(
             [
-                f"configuration error: MAX_BODY_MB={settings.max_body_mb:g} needs "
-                f"{fmt_mb(largest)} in flight ({COST_FACTOR:g}x its size), more than this "
-                f"worker's in-flight budget of {fmt_mb(inflight_bytes)}: lower MAX_BODY_MB, "
-                "CACHE_MAX_MB or WEB_CONCURRENCY, or raise MEMORY_LIMIT_MB"
+                f"configuration error: {guard.limit_name}={guard.max_body_bytes / MB:g} needs "
+                f"{fmt_mb(largest)} in flight ({factor:g}x its size), more than this "
+                f"worker's in-flight budget of {fmt_mb(inflight_bytes)}: lower "
+                f"{', '.join([guard.limit_name, *held])} or WEB_CONCURRENCY, or raise "
+                "MEMORY_LIMIT_MB"
             ]
         )

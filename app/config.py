@@ -1,15 +1,23 @@
-"""Settings from the environment and `.env`; every variable is listed in `.env.example`.
+"""The service's settings from the environment and `.env`; every variable is in `.env.example`.
 
-A bad value stops startup with one line per bad variable, naming it, the value and what is
-allowed: a starter that silently falls back to a default hides the very setting being tuned.
+These are the frame's: server, memory manager, budget and admission, admin. A workload brings
+its own settings class (app/workload/settings.py) and loads it with ``load``, so its variables
+live with it and go with it. A bad value stops startup with one line per bad variable, naming
+it, the value and what is allowed: a starter that silently falls back to a default hides the
+very setting being tuned. A variable that looks like a setting but is none (a typo) gets one
+warning line naming the closest setting, since it would otherwise be silently ignored.
 """
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
+from collections.abc import Callable, Iterable, Mapping
 from functools import cached_property
-from typing import Literal
+from pathlib import Path
+from typing import Any, ClassVar, Literal, TypeVar
 
+from dotenv import dotenv_values
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -31,10 +39,19 @@ class ConfigError(ValueError):
         super().__init__("\n".join(lines))
 
 
+ENV_FILE = ".env"
+SETTINGS_CONFIG = SettingsConfigDict(
+    env_file=ENV_FILE, extra="ignore", frozen=True, allow_inf_nan=False
+)
+# Variables the service reads that are not fields of a settings class.
+OTHER_VARIABLES = frozenset({"MEMORY_PROFILES_FILE"})
+S = TypeVar("S", bound=BaseSettings)
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_file=".env", extra="ignore", frozen=True, allow_inf_nan=False
-    )
+    model_config = SETTINGS_CONFIG
+    # A variable starting with one of these that is no setting is warned about (a typo).
+    ENV_PREFIXES: ClassVar[tuple[str, ...]] = ("MEMORY_", "ADMISSION_", "LIMIT_", "WEB_")
 
     host: str = "0.0.0.0"
     port: int = Field(8000, ge=1, le=65535)
@@ -54,14 +71,7 @@ class Settings(BaseSettings):
     memory_release_min_mb: float = Field(4.0, ge=0)
 
     admin_token: SecretStr | None = None
-    database_path: str = "data/service.db"
-    cache_ttl_seconds: float = Field(300.0, gt=0)
-    cache_max_entries: int = Field(256, ge=1)
-    cache_max_mb: float = Field(64.0, gt=0)  # for the whole service: workers split it
-    max_bulk_records: int = Field(20000, ge=1, le=1_000_000)
-    max_body_mb: float = Field(8.0, gt=0, le=1024)
-    threadpool_size: int = Field(40, ge=1, le=1000)
-    bulk_concurrency: int = Field(2, ge=1, le=1000)  # for the whole service: workers split it
+    threadpool_size: int = Field(40, ge=1, le=1000)  # AnyIO's, for every sync endpoint
     shutdown_grace_seconds: int = Field(10, ge=0, le=600)  # uvicorn takes whole seconds
     limit_max_requests: int | None = Field(None, ge=1)
     limit_max_requests_jitter: int = Field(0, ge=0)
@@ -195,19 +205,9 @@ class Settings(BaseSettings):
         return reading.limit_bytes / MB
 
     @property
-    def worker_cache_max_mb(self) -> float:
-        """Each worker's share of CACHE_MAX_MB: N workers must not hold N full caches."""
-        return self.cache_max_mb / self.web_concurrency
-
-    @property
     def worker_limit_mb(self) -> float:
         """Each worker's share of the memory limit."""
         return self.limit_mb / self.web_concurrency
-
-    @property
-    def worker_bulk_concurrency(self) -> int:
-        """Each worker's share of BULK_CONCURRENCY, at least one."""
-        return max(1, self.bulk_concurrency // self.web_concurrency)
 
     @property
     def limit_mb(self) -> float:
@@ -245,7 +245,7 @@ def normalise_proxy_addresses(value: str) -> str:
     return ",".join(entries)
 
 
-def _describe(error: dict) -> str:
+def _describe(error: Mapping[str, Any]) -> str:
     loc = [str(part) for part in error.get("loc", ())]
     message = error.get("msg", "invalid").removeprefix("Value error, ")
     if not loc:  # model-level checks already name their variables
@@ -256,9 +256,45 @@ def _describe(error: dict) -> str:
     return f"configuration error: {name}={shown}: {message}"
 
 
-def load_settings(**overrides: object) -> Settings:
-    """Settings, or ConfigError with one line per bad variable."""
+def load(settings_type: type[S], **overrides: object) -> S:
+    """A settings class read from the environment and `.env`, or ConfigError with one line per
+    bad variable: the frame's and any workload's alike."""
+    # Overrides are field values pydantic checks at run time, like the environment's.
+    build: Callable[..., S] = settings_type
     try:
-        return Settings(**overrides)
+        return build(**overrides)
     except ValidationError as exc:
         raise ConfigError([_describe(err) for err in exc.errors()]) from None
+
+
+def load_settings(**overrides: object) -> Settings:
+    """The frame's settings, or ConfigError with one line per bad variable."""
+    return load(Settings, **overrides)
+
+
+def variable_names(settings_type: type[BaseSettings]) -> set[str]:
+    return {name.upper() for name in settings_type.model_fields}
+
+
+def near_misses(
+    settings_types: Iterable[type[BaseSettings]],
+    environ: Mapping[str, str],
+    env_file: str | Path = ENV_FILE,
+) -> list[str]:
+    """One warning line per variable (environment or `.env`) that starts like a setting of
+    ours (a class's ENV_PREFIXES) but is none, naming the closest setting."""
+    types = list(settings_types)
+    known = set(OTHER_VARIABLES).union(*(variable_names(t) for t in types))
+    prefixes = tuple(p for t in types for p in getattr(t, "ENV_PREFIXES", ()))
+    given = set(environ)
+    if Path(env_file).is_file():
+        given |= set(dotenv_values(env_file))
+    lines = []
+    for name in sorted(given):
+        upper = name.upper()
+        if upper in known or not upper.startswith(prefixes):
+            continue
+        closest = difflib.get_close_matches(upper, known, n=1, cutoff=0.6)
+        hint = f"did you mean {closest[0]}?" if closest else "no setting is close to it"
+        lines.append(f"setting warning: {name} is not a setting and is ignored; {hint}")
+    return lines

@@ -1,21 +1,21 @@
-"""Health, metrics, memory diagnostics and the admin release.
+"""Health, metrics and the admin release; /debug/memory is the memory package's status route.
 
-/debug/memory and /admin/* are on `admin_router`, which the app mounts only when ADMIN_TOKEN is
-set: without a token every method gets 404, as if the routes did not exist. With one, a missing
-token gets 401 and a wrong one 403, compared in constant time on the exact bytes sent. They are
-never in the OpenAPI schema.
+/admin/memory/release is on `admin_router`, which the app mounts only when ADMIN_TOKEN is set:
+without a token every method gets 404, as if the route did not exist. With one, a missing token
+gets 401 and a wrong one 403, by the same constant-time check as the status route. Neither is
+ever in the OpenAPI schema.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from app.memory import MemoryManager
+from app.frame import FrameDep
+from app.memory.status_route import check_bearer
 
 router = APIRouter(tags=["diagnostics"])
 admin_router = APIRouter(tags=["admin"], include_in_schema=False)
@@ -23,28 +23,17 @@ admin_router = APIRouter(tags=["admin"], include_in_schema=False)
 # /debug/memory every second must not keep the service from ever looking idle.
 QUIET_PATHS = frozenset({"/healthz", "/metrics", "/debug/memory", "/admin/memory/release"})
 
-
-def require_admin(request: Request) -> None:
-    token: bytes | None = request.app.state.admin_token
-    if token is None:  # admin_router mounted without a token: stay closed
+def require_admin(request: Request, frame: FrameDep) -> None:
+    secret = frame.settings.admin_token
+    if secret is None:  # admin_router mounted without a token: stay closed
         raise HTTPException(404, "Not Found")
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not given:
-        raise HTTPException(401, "bearer token required", headers={"WWW-Authenticate": "Bearer"})
-    # Starlette decodes header values as latin-1, so this is the bytes the client sent; no
-    # .strip(): it would also drop U+00A0 and U+0085 and let a different value in.
-    if not hmac.compare_digest(given.encode("latin-1"), token):
-        raise HTTPException(403, "wrong token")
+    token = secret.get_secret_value().encode()
+    refusal = check_bearer(request.headers.get("authorization", ""), token)
+    if refusal is not None:
+        raise HTTPException(refusal.status_code, refusal.detail, headers=dict(refusal.headers))
 
 
 Admin = Annotated[None, Depends(require_admin)]
-
-
-def manager(request: Request) -> MemoryManager:
-    return request.app.state.memory  # type: ignore[no-any-return]
-
-
-Manager = Annotated[MemoryManager, Depends(manager)]
 
 
 @router.head("/healthz", include_in_schema=False)  # one operation in the schema, not two
@@ -55,30 +44,14 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/metrics", response_class=Response)
-async def metrics(request: Request) -> Response:
-    """Prometheus metrics: memory, releases, cache."""
-    body = await asyncio.to_thread(generate_latest, request.app.state.registry)
+async def metrics(frame: FrameDep) -> Response:
+    """Prometheus metrics: memory, releases, and what the workloads register."""
+    body = await asyncio.to_thread(generate_latest, frame.registry)
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
-@admin_router.get("/debug/memory")
-async def debug_memory(_: Admin, memory: Manager, request: Request) -> dict[str, Any]:
-    """RSS, the smaps breakdown, allocator, cgroup, recent releases, cleanup settings, identity."""
-    report = await asyncio.to_thread(memory.status)
-    stats = request.app.state.bulk.cache.stats()
-    report["profile"] = request.app.state.profile
-    report["cache"] = {
-        "entries": stats.entries,
-        "bytes": stats.bytes,
-        "ttl_seconds": request.app.state.bulk.cache.ttl,
-        "evictions": stats.evictions,  # dropped by the entry or byte bound before their TTL
-        "expirations": stats.expirations,
-    }
-    return report
-
-
 @admin_router.post("/admin/memory/release")
-async def admin_release(_: Admin, memory: Manager) -> dict[str, object]:
+async def admin_release(_: Admin, frame: FrameDep) -> dict[str, object]:
     """Run a release now (after one already running) and return its result."""
-    result = await memory.release("admin")
+    result = await frame.memory.release("admin")
     return result.as_dict()

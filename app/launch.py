@@ -18,7 +18,7 @@ import sysconfig
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
-from app.config import ConfigError, Settings, load_settings
+from app.config import ConfigError, Settings
 from app.profiles import Profile, ProfileError, load_profiles
 
 log = logging.getLogger("launch")
@@ -208,7 +208,9 @@ def main() -> None:
         profile = choose_profile(os.environ)
         env, kept = profile.environment(os.environ)
         os.environ.update(env)  # Settings must see the profile's values, as the server will
-        settings = load_settings()
+        from app.main import load_configuration  # the workloads' settings are checked too
+
+        settings = load_configuration()
         argv = server_argv(settings)
     for name in kept:
         log.info("%s set in the environment; profile %r value not applied", name, profile.name)

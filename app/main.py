@@ -1,53 +1,76 @@
-"""The application factory: wiring only. `uvicorn app.main:create_app --factory`."""
+"""The application factory: wiring only. `uvicorn app.main:create_app --factory`.
+
+The service is a frame (health, metrics, the memory manager and its status route, the budget,
+the edge) with workloads mounted into it. ``workloads()`` is the one place that names them:
+delete a workload's line there and its import, and the service runs on without it.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import logging
 import os
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
-import anyio
 import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from prometheus_client import CollectorRegistry, GCCollector, ProcessCollector
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
+from pydantic_settings import BaseSettings
 
 from app import diagnostics
-from app.admission import bulk_admission
-from app.config import MB, ConfigError, Settings, load_settings
+from app.admission import service_admission
+from app.config import MB, ConfigError, Settings, load, load_settings, near_misses
 from app.edge.accesslog import AccessLogMiddleware
 from app.edge.protocol import EdgeCollector
 from app.errors import validation_error_handler
+from app.frame import Frame, StartupStep, Workload
 from app.memory import CleanupConfig, MemoryManager
 from app.profiles import load_profiles
-from app.workload import database
-from app.workload.bulk import BulkService
-from app.workload.cache import BulkCache
-from app.workload.routes import router as bulk_router
+from app.workload import BulkWorkload  # the reference workload: see README "Make it yours"
 
 log = logging.getLogger("app")
 
 
-class CacheCollector(Collector):
-    def __init__(self, cache: BulkCache) -> None:
-        self.cache = cache
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        stats = self.cache.stats()
-        yield GaugeMetricFamily("bulk_cache_entries", "Results in the bulk cache.", stats.entries)
-        yield GaugeMetricFamily("bulk_cache_bytes", "Bytes held by the bulk cache.", stats.bytes)
+def workloads() -> list[Workload]:
+    """What the service serves besides health, metrics and its memory status, one per line."""
+    return [
+        BulkWorkload(),
+    ]
 
 
 def configure_logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(), format="%(levelname)-9s [%(process)d] %(message)s", force=True
     )
+
+
+def load_configuration(mounted: Sequence[Workload] | None = None) -> Settings:
+    """The frame's settings, with every workload's settings checked too: ConfigError carries
+    one line per bad variable of either, so the launcher stops on all of them at once."""
+    lines: list[str] = []
+    settings = None
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        lines += exc.lines
+    for workload in workloads() if mounted is None else mounted:
+        try:
+            load(workload.settings_type)
+        except ConfigError as exc:
+            lines += exc.lines
+    if lines or settings is None:
+        raise ConfigError(lines)
+    return settings
+
+
+def warn_near_misses(mounted: Sequence[Workload]) -> None:
+    """One warning line per variable that looks like a setting of ours but is none (a typo)."""
+    types: list[type[BaseSettings]] = [Settings, *(w.settings_type for w in mounted)]
+    for line in near_misses(types, os.environ):
+        log.warning("[app] %s", line)
 
 
 def memory_manager(settings: Settings) -> MemoryManager:
@@ -84,34 +107,24 @@ def check_profile(settings: Settings, memory: MemoryManager) -> None:
         )
 
 
-def build_app(settings: Settings) -> FastAPI:
+def build_app(settings: Settings, mounted: Sequence[Workload] | None = None) -> FastAPI:
+    """The service with ``mounted`` workloads (default: ``workloads()``) in its frame."""
     memory = memory_manager(settings)
     check_profile(settings, memory)
-    cache = BulkCache(
-        settings.cache_ttl_seconds,
-        settings.cache_max_entries,
-        int(settings.worker_cache_max_mb * MB),
-    )
-    memory.add_cleanup_hook(cache.purge_expired, expires_at=cache.all_expired_at)
     registry = CollectorRegistry()
     registry.register(memory.collector)
-    registry.register(CacheCollector(cache))
     ProcessCollector(registry=registry)
     GCCollector(registry=registry)
+    startup: list[StartupStep] = []
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        products = await asyncio.to_thread(database.initialize, settings.database_path)
+        for step in startup:
+            await step()
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.threadpool_size
         log.info(
-            "[app] database %s ready (%d products); threadpool %d; this worker's share of %d: "
-            "cache %.1fMB, %d bulk submission(s) at once",
-            settings.database_path,
-            products,
-            settings.threadpool_size,
+            "[app] threadpool %d; %d worker(s) share the limit", settings.threadpool_size,
             settings.web_concurrency,
-            settings.worker_cache_max_mb,
-            settings.worker_bulk_concurrency,
         )
         # Startup objects (modules, routes, validators: ~70k tracked objects) live for the whole
         # process; frozen, a release's gc.collect() skips them instead of holding the GIL for
@@ -131,23 +144,27 @@ def build_app(settings: Settings) -> FastAPI:
         redirect_slashes=False,
         exception_handlers={RequestValidationError: validation_error_handler},
     )
-    app.state.settings = settings
-    app.state.memory = memory
-    app.state.registry = registry
-    app.state.profile = settings.memory_profile
-    app.state.bulk = BulkService(settings.database_path, cache, settings.max_bulk_records)
-    app.state.bulk_limiter = anyio.CapacityLimiter(settings.worker_bulk_concurrency)
-    app.state.max_body_bytes = int(settings.max_body_mb * MB)
-    secret = settings.admin_token
-    app.state.admin_token = secret.get_secret_value().encode() if secret else None
+    frame = Frame(app, settings, memory, registry)
+    app.state.frame = frame
+    memory.add_status_source("profile", lambda: settings.memory_profile)  # a name, or None
     app.include_router(diagnostics.router)
-    if app.state.admin_token is not None:  # else /debug and /admin answer 404 to every method
+    if settings.admin_token is not None:  # else /debug and /admin answer 404 to every method
         app.include_router(diagnostics.admin_router)
-    app.include_router(bulk_router)
-    admission = bulk_admission(settings, memory) if settings.memory_admission else None
-    # The admission gate sits inside the traffic counter; MEMORY_ADMISSION=0 (the baseline) also
-    # leaves replies whole, as a plain service sends them.
-    memory.install(app, admission, slice_replies=settings.memory_admission)
+    for workload in workloads() if mounted is None else mounted:
+        workload.mount(frame)
+    startup.extend(frame.startup)
+    admission = (
+        service_admission(settings, memory, frame.guards, frame.held)
+        if settings.memory_admission
+        else None
+    )
+    token = settings.admin_token.get_secret_value() if settings.admin_token else None
+    # The admission gate sits inside the traffic counter; /debug/memory is the status route.
+    # MEMORY_ADMISSION=0 (the baseline) also leaves replies whole, as a plain service sends them.
+    memory.install(
+        app, admission, status_token=token, status_path="/debug/memory",
+        slice_replies=settings.memory_admission,
+    )
     if admission is not None:
         registry.register(EdgeCollector())
     if settings.access_log:
@@ -158,9 +175,11 @@ def build_app(settings: Settings) -> FastAPI:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The app; bad configuration exits with one line per bad variable and status 2."""
     try:
-        settings = settings or load_settings()
+        settings = settings or load_configuration()
         configure_logging(settings.log_level)
-        return build_app(settings)
+        mounted = workloads()
+        warn_near_misses(mounted)
+        return build_app(settings, mounted)
     except ConfigError as exc:
         sys.stderr.write("\n".join(exc.lines) + "\n")
         raise SystemExit(2) from None

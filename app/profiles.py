@@ -110,7 +110,7 @@ def load_profiles(path: Path | None = None) -> ProfileSet:
         raise ProfileError(f"{source}: no [profiles.<name>] tables")
     profiles = {name: _parse_profile(name, raw) for name, raw in raw_profiles.items()}
     default = data.get("default")
-    if default not in profiles:
+    if not isinstance(default, str) or default not in profiles:
         raise ProfileError(f"{source}: default {default!r} is not one of the profiles")
     if not profiles[default].deploy:
         raise ProfileError(f"{source}: default {default!r} is a baseline, not a deployable profile")

@@ -16,7 +16,7 @@ import time
 from locust import FastHttpUser, between, events, task
 from locust.env import Environment
 
-from app.config import Settings
+from app.workload.settings import BulkSettings
 from loadtest.payloads import (
     DEFAULT_SIZES,
     DEFAULT_THINK,
@@ -34,7 +34,7 @@ __all__ = ["ServiceClient", "SpikeShape"]
 JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 KEPT_RESULTS = 16  # ids a client remembers to read back; older ones it forgets, as real ones do
 UNKNOWN_PRODUCT_SHARE = 0.1
-SERVICE_TTL_SECONDS = float(Settings.model_fields["cache_ttl_seconds"].default)
+SERVICE_TTL_SECONDS = float(BulkSettings.model_fields["cache_ttl_seconds"].default)
 
 _bank = PayloadBank(parse_buckets(DEFAULT_SIZES))
 _ttl_seconds = SERVICE_TTL_SECONDS

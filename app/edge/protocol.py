@@ -212,7 +212,8 @@ _WATCH = _Watch()
 
 class GuardedH11Protocol(H11Protocol):
     def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]  # uvicorn's own signature
+        # uvicorn's own arguments, passed through untouched: their types are uvicorn's to check.
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self._header_timer: asyncio.TimerHandle | None = None
         self._waiting_since = 0.0
         self._received = 0
@@ -220,6 +221,7 @@ class GuardedH11Protocol(H11Protocol):
         self._body_rate = DataRate(limits.body_floor)
         self._reply_rate = DataRate(limits.response_floor)
 
+    # uvicorn's H11Protocol narrows asyncio's BaseTransport to Transport; so does this override.
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         limits = _current_limits()
         _bound_send_buffer(transport, limits.send_buffer_bytes)

@@ -3,7 +3,8 @@ flight, and reports what it did. Copy this folder into any package; it imports o
 standard library, psutil, prometheus-client and Starlette.
 
     memory = MemoryManager(CleanupConfig(), limit_bytes=500 * MB, namespace="myservice")
-    memory.install(app)
+    memory.add_status_source("cache", lambda: {"entries": len(my_cache)})  # optional
+    memory.install(app, status_token=os.environ.get("STATUS_TOKEN"))  # GET /debug/memory
 """
 
 from .budget import BudgetError, MemoryBudget, split_budget
@@ -13,6 +14,7 @@ from .manager import MemoryManager
 from .measure import MB
 from .readers import Readers
 from .release import ReleaseResult, force_release_memory
+from .status import MemoryStatus
 
 __all__ = [
     "MB",
@@ -22,6 +24,7 @@ __all__ = [
     "GuardedRoute",
     "MemoryBudget",
     "MemoryManager",
+    "MemoryStatus",
     "Readers",
     "ReleaseResult",
     "force_release_memory",

@@ -185,18 +185,3 @@ class Admission:
             )
         self.rejections[reason] += 1
         return Refused(reason, detail)
-
-    def status(self) -> dict[str, object]:
-        return {
-            "capacity_bytes": self.capacity_bytes,
-            "reserved_bytes": self.reserved_bytes,
-            "queued": len(self._waiters),
-            "queue_limit": self.queue_limit,
-            "max_wait_seconds": self.max_wait_seconds,
-            "admitted": self.admitted,
-            "rejections": dict(self.rejections),
-            "shedding": bool(self.pressure and self.pressure.active),
-            "pressure_usage_bytes": self.pressure.usage_bytes if self.pressure else None,
-            "pressure_source": self.pressure.source if self.pressure else None,
-            "high_water_bytes": self.pressure.high_water_bytes if self.pressure else None,
-        }

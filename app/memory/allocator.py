@@ -120,7 +120,8 @@ def _mallctl() -> Callable[..., int]:
         ctypes.c_size_t,
     ]
     mallctl.restype = ctypes.c_int
-    return mallctl
+    call: Callable[..., int] = mallctl  # ctypes functions are untyped: this is its signature
+    return call
 
 
 def _jemalloc_purge() -> Callable[[], bool]:

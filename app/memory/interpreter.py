@@ -55,4 +55,5 @@ class Interpreter:
 
 def running_interpreter() -> Interpreter:
     free = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
-    return Interpreter(tuple(sys.version_info[:3]), free)  # type: ignore[arg-type]
+    version = sys.version_info
+    return Interpreter((version.major, version.minor, version.micro), free)

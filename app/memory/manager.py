@@ -1,15 +1,15 @@
 """The memory manager: one object an ASGI app creates and wires with one call, ``install``.
 
 It knows nothing about the app: the app passes in its quiet paths, its metric namespace, a
-replica id and cleanup hooks. ``status()`` is the one source of the figures that a debug page
-and the Prometheus collector show.
+replica id, cleanup hooks and status sources. ``status()`` is the one source of the figures
+that the status route and the Prometheus collector show.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
@@ -24,12 +24,26 @@ from .gate import AdmissionConfig, AdmissionGate
 from .guard import Activity, MemoryGuard, MemoryMiddleware
 from .interpreter import Interpreter, running_interpreter
 from .logs import show_logs
-from .measure import MB, fmt_mb
+from .measure import fmt_mb
 from .metrics import MemoryCollector
 from .outbound import Outbound, OutboundGuard
 from .pressure import Pressure
 from .readers import Readers
 from .release import Releaser, ReleaseResult
+from .smaps import MappingUsage
+from .status import (
+    AdmissionStatus,
+    AllocatorStatus,
+    CgroupStatus,
+    CleanupStatus,
+    MemoryStatus,
+    OutboundStatus,
+    ReleaseCount,
+    ReleaseTotals,
+)
+from .status_route import StatusSource, status_endpoint
+
+DEFAULT_STATUS_PATH = "/debug/memory"
 
 log = logging.getLogger(__name__)
 
@@ -68,21 +82,38 @@ class MemoryManager:
         self.budget: MemoryBudget | None = None
         self.admission: Admission | None = None
         self.outbound = Outbound()  # replies sliced always; a pool once admission has a budget
-        self.collector = MemoryCollector(self, namespace)
+        self.status_sources: dict[str, StatusSource] = {}
+        self.collector = MemoryCollector(lambda: self.status(detail=False), namespace)
 
     def install(
-        self, app: Starlette, admission: AdmissionConfig | None = None, slice_replies: bool = True
+        self,
+        app: Starlette,
+        admission: AdmissionConfig | None = None,
+        *,
+        status_token: str | None = None,
+        status_path: str = DEFAULT_STATUS_PATH,
+        slice_replies: bool = True,
     ) -> None:
         """Wire the manager into a Starlette or FastAPI app: count its traffic, optionally guard
-        routes with admission control, and run the cleanup loop inside the app's own lifespan
-        (started after the app's startup, stopped before its shutdown). Large replies go out in
+        routes with admission control, run the cleanup loop inside the app's own lifespan
+        (started after the app's startup, stopped before its shutdown), and with a
+        ``status_token`` serve the status at ``status_path`` (GET, bearer token, not in the
+        schema; a quiet path). Without a token there is no such route. Large replies go out in
         slices under the server's flow control (``slice_replies=False`` leaves them whole: a
         plain service, the yardstick a comparison needs)."""
-        if slice_replies:
+        if status_token is not None:
+            if not status_token:
+                raise ValueError("status_token is empty: give a token, or None for no route")
+            self.quiet_paths = self.quiet_paths | {status_path}  # polling it is not traffic
+            endpoint = status_endpoint(status_token.encode(), self.status_document)
+            app.router.add_route(
+                status_path, endpoint, methods=["GET"], include_in_schema=False
+            )
+        if slice_replies:  # added first: innermost, it sees the app's own reply messages
             app.add_middleware(
                 OutboundGuard, outbound=self.outbound, quiet_paths=self.quiet_paths
             )
-        if admission is not None:  # added first: inside the traffic counter
+        if admission is not None:  # inside the traffic counter
             app.add_middleware(AdmissionGate, **self._gate_options(admission))
         app.add_middleware(
             MemoryMiddleware, activity=self.activity, guard=self.guard, quiet_paths=self.quiet_paths
@@ -161,6 +192,28 @@ class MemoryManager:
         reading = self.readers.cgroup()
         return reading.working_set_bytes if reading is not None else None
 
+    def add_status_source(self, name: str, read: StatusSource) -> None:
+        """``read()``'s mapping appears in the status route's JSON under the top-level key
+        ``name`` (called off the event loop, on each request): the service's own state beside
+        the manager's figures. A JSON scalar (a string, a number) is shown as it is. A name the
+        status already has is refused."""
+        taken = set(MemoryStatus.__dataclass_fields__) | {"limit_mb"} | set(self.status_sources)
+        if name in taken:
+            raise ValueError(f"status source {name!r}: the status already has that key")
+        self.status_sources[name] = read
+
+    def status_document(self) -> dict[str, object]:
+        """The status route's JSON: ``status()`` with detail, then each source under its name.
+        Blocking (it walks smaps): run it off the event loop."""
+        document = self.status().as_dict()
+        for name, read in self.status_sources.items():
+            try:
+                value = read()
+                document[name] = dict(value) if isinstance(value, Mapping) else value
+            except Exception as exc:  # one broken source must not hide the figures
+                document[name] = {"error": f"{type(exc).__name__}: {exc}"}
+        return document
+
     def add_cleanup_hook(self, hook: CleanupHook, expires_at: ExpirySource | None = None) -> None:
         """``hook`` runs before every release; ``expires_at`` (when all the hook's data will have
         expired) also wakes the loop then, so the memory comes back at the end of its TTL."""
@@ -214,80 +267,77 @@ class MemoryManager:
         assert result is not None
         return result
 
-    def _process_memory(self, detail: bool) -> dict[str, int | None]:
-        """Process figures, or the pid alone where /proc cannot be read: a diagnostics page
-        that fails exactly when something is wrong is no diagnostics page. Without ``detail``,
-        RSS only (USS and PSS walk every mapping)."""
-        figures: dict[str, int | None] = {
-            "pid": os.getpid(), "rss_bytes": None, "uss_bytes": None, "pss_bytes": None,
-        }
-        try:
-            if detail:
-                return self.readers.process().as_dict()
-            figures["rss_bytes"] = self.read_rss()
-        except Exception:
-            pass
-        return figures
-
-    def _breakdown(self, detail: bool) -> list[dict[str, int | str]] | None:
-        if not detail:
-            return None
-        try:
-            return [usage.as_dict() for usage in self.readers.breakdown()]
-        except Exception:
-            return []
-
-    def status(self, detail: bool = True) -> dict[str, Any]:
-        """Every figure the manager has: a debug page shows it whole, the collector reads it
-        without ``detail`` (no smaps walk). With ``detail``, run it off the event loop."""
+    def status(self, detail: bool = True) -> MemoryStatus:
+        """Every figure the manager has: the status route shows it whole, the collector reads it
+        without ``detail`` (no smaps walk). With ``detail``, run it off the event loop. A
+        figure that cannot be read is None: a diagnostics page that fails exactly when something
+        is wrong is no diagnostics page."""
+        pid, rss, uss, pss = self._process_memory(detail)
         try:
             cgroup = self.readers.cgroup()
         except Exception:
             cgroup = None
         releaser = self.releaser
-        return {
-            **self._process_memory(detail),
-            "replica_id": self.replica_id,
-            "limit_mb": self.limit_bytes / MB,
-            "cgroup": None
+        return MemoryStatus(
+            pid=pid,
+            rss_bytes=rss,
+            uss_bytes=uss,
+            pss_bytes=pss,
+            replica_id=self.replica_id,
+            limit_bytes=self.limit_bytes,
+            cgroup=None
             if cgroup is None
-            else {
-                "version": cgroup.version,
-                "limit_bytes": cgroup.limit_bytes,
-                "usage_bytes": cgroup.usage_bytes,
-                "working_set_bytes": cgroup.working_set_bytes,
-            },
-            "allocator": {
-                "name": self.allocator.name,
-                "library": self.allocator.library,
-                "release_method": self.allocator.method,
-                "options": dict(self.allocator.options),  # as the allocator reports them
-                "heap": (  # the allocator's own account, beside the smaps breakdown
-                    heap.as_dict() if detail and (heap := self.allocator.heap_usage()) else None
-                ),
-            },
-            "interpreter": self.interpreter.as_dict(),
-            "budget": self.budget.as_dict() if self.budget else None,
-            "admission": self.admission.status() if self.admission else None,
-            "outbound": self.outbound.status(),
-            "breakdown": self._breakdown(detail),
-            "releases": [result.as_dict() for result in releaser.history],
-            "release_totals": {
-                "freed_bytes": releaser.freed_bytes_total,
-                "by_outcome": [
-                    {"trigger": trigger, "outcome": outcome, "count": count}
+            else CgroupStatus(
+                cgroup.version, cgroup.limit_bytes, cgroup.usage_bytes, cgroup.working_set_bytes
+            ),
+            allocator=AllocatorStatus(
+                self.allocator.name,
+                self.allocator.library,
+                self.allocator.method,
+                dict(self.allocator.options),  # as the allocator reports them
+                self.allocator.heap_usage() if detail else None,  # its own account of the heap
+            ),
+            interpreter=self.interpreter,
+            budget=self.budget,
+            admission=AdmissionStatus.of(self.admission) if self.admission else None,
+            outbound=OutboundStatus.of(self.outbound),
+            breakdown=self._breakdown(detail),
+            releases=tuple(releaser.history),
+            release_totals=ReleaseTotals(
+                releaser.freed_bytes_total,
+                tuple(
+                    ReleaseCount(trigger, outcome, count)
                     for (trigger, outcome), count in sorted(releaser.counts.items())
-                ],
-            },
-            "cleanup": {
-                "enabled": self.config.enabled,
-                "running": self.loop.running,
-                "interval_seconds": self.config.interval_seconds,
-                "threshold_bytes": self.config.threshold_bytes,
-                "idle_release_seconds": self.config.idle_release_seconds,
-                "release_min_bytes": self.config.release_min_bytes,
-                "runs": self.loop.runs,
-                "failures": self.failures,
-                "requests_seen": self.activity.requests,
-            },
-        }
+                ),
+            ),
+            cleanup=CleanupStatus(
+                enabled=self.config.enabled,
+                running=self.loop.running,
+                interval_seconds=self.config.interval_seconds,
+                threshold_bytes=self.config.threshold_bytes,
+                idle_release_seconds=self.config.idle_release_seconds,
+                release_min_bytes=self.config.release_min_bytes,
+                runs=self.loop.runs,
+                failures=self.failures,
+                requests_seen=self.activity.requests,
+            ),
+        )
+
+    def _process_memory(self, detail: bool) -> tuple[int, int | None, int | None, int | None]:
+        """(pid, RSS, USS, PSS); without ``detail`` RSS only (USS and PSS walk every mapping),
+        and the pid alone where /proc cannot be read."""
+        try:
+            if detail:
+                figures = self.readers.process()
+                return figures.pid, figures.rss_bytes, figures.uss_bytes, figures.pss_bytes
+            return os.getpid(), self.read_rss(), None, None
+        except Exception:
+            return os.getpid(), None, None, None
+
+    def _breakdown(self, detail: bool) -> tuple[MappingUsage, ...] | None:
+        if not detail:
+            return None
+        try:
+            return tuple(self.readers.breakdown())
+        except Exception:
+            return ()

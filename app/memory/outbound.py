@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from typing import Any
 
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -47,19 +46,6 @@ class Outbound:
         self.queued_bytes = 0  # what they hold, each up to its window
         self.sliced = 0  # large replies started since the start
         self.refused = 0  # large replies answered 503 for want of room
-
-    def status(self) -> dict[str, Any]:
-        return {
-            "slice_bytes": self.slice_bytes,
-            "window_bytes": self.window_bytes,
-            "responses": self.responses,
-            "queued_bytes": self.queued_bytes,
-            "sliced": self.sliced,
-            "refused": self.refused,
-            "capacity_bytes": self.pool.capacity_bytes if self.pool else None,
-            "reserved_bytes": self.pool.reserved_bytes if self.pool else None,
-            "queued_replies": self.pool.queued if self.pool else None,
-        }
 
 
 class OutboundGuard:

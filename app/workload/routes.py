@@ -14,6 +14,7 @@ costs, and it reserves that before a byte of the body is read.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Annotated
 
 import anyio
@@ -46,16 +47,18 @@ GUARDED_ROUTES = (
 CLOSE = {"Connection": "close"}  # a refused body is not read on: the client must reconnect
 
 
-class _Pattern(StringConvertor):
-    """A path segment matched by its pattern at routing time: anything else is not this route
-    (404, or 405 where another route has that path), rather than a 422 echoing the input."""
-
-    def __init__(self, regex: str) -> None:
-        self.regex = regex
+# Path segments matched by their pattern at routing time: anything else is not this route (404,
+# or 405 where another route has that path), rather than a 422 echoing the input.
+class _SubmissionIdSegment(StringConvertor):
+    regex = "[0-9a-f]{32}"
 
 
-register_url_convertor("submission_id", _Pattern("[0-9a-f]{32}"))
-register_url_convertor("sku", _Pattern(SKU_PATTERN.strip("^$")))
+class _SkuSegment(StringConvertor):
+    regex = SKU_PATTERN.strip("^$")
+
+
+register_url_convertor("submission_id", _SubmissionIdSegment())
+register_url_convertor("sku", _SkuSegment())
 
 router = APIRouter(tags=["bulk"])
 BULK_ERRORS: dict[int | str, dict[str, object]] = {
@@ -88,12 +91,33 @@ def _request_body_schema() -> dict[str, object]:
     }
 
 
-def bulk_service(request: Request) -> BulkService:
-    return request.app.state.bulk  # type: ignore[no-any-return]
+@dataclass(frozen=True)
+class Bulk:
+    """What the bulk routes depend on, built once at mount (app/workload/mount.py)."""
+
+    service: BulkService
+    limiter: anyio.CapacityLimiter  # BULK_CONCURRENCY, this worker's share
+    max_body_bytes: int  # MAX_BODY_MB
 
 
-def bulk_limiter(request: Request) -> anyio.CapacityLimiter:
-    return request.app.state.bulk_limiter  # type: ignore[no-any-return]
+# The dependencies are `async def` on purpose: FastAPI runs a plain `def` dependency in the
+# threadpool, a thread hop per request before the body is even read.
+async def bulk_of(request: Request) -> Bulk:
+    found = request.app.state.bulk
+    if not isinstance(found, Bulk):
+        raise RuntimeError("the bulk workload is not mounted on this app")
+    return found
+
+
+BulkDep = Annotated[Bulk, Depends(bulk_of)]
+
+
+async def bulk_service(bulk: BulkDep) -> BulkService:
+    return bulk.service
+
+
+async def bulk_limiter(bulk: BulkDep) -> anyio.CapacityLimiter:
+    return bulk.limiter
 
 
 def _check_content_type(value: str) -> None:
@@ -109,12 +133,12 @@ def _check_content_type(value: str) -> None:
             raise HTTPException(415, "JSON must be UTF-8: send charset=utf-8 or no charset")
 
 
-async def json_body(request: Request) -> bytes:
+async def json_body(request: Request, bulk: BulkDep) -> bytes:
     """The request body, refused with 413 as soon as it passes MAX_BODY_MB: a declared length
     is checked before reading and the stream is counted as it arrives, never buffered past it.
     With admission on, the gate has read it already under the same limit; this is the check for
     a service run without it."""
-    limit: int = request.app.state.max_body_bytes
+    limit = bulk.max_body_bytes
     _check_content_type(request.headers.get("content-type", ""))
     if request.headers.get("content-encoding", "identity").lower() != "identity":
         raise HTTPException(415, "Content-Encoding is not supported: send the body uncompressed")

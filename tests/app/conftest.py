@@ -15,15 +15,19 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.config import Settings, load_settings
-from app.main import create_app
+from app.frame import Frame
+from app.main import create_app, workloads
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "memory" / "fixtures"  # the cgroup and /proc trees
 JEMALLOC = "libjemalloc.so.2"
 
+# The mounted workloads' settings fields (the reference workload's, unless it was removed).
+WORKLOAD_FIELDS = {name for w in workloads() for name in w.settings_type.model_fields}
 # Every variable the service reads, so a developer's shell or CI job cannot leak into a test.
 SERVICE_VARIABLES = [
     *(name.upper() for name in Settings.model_fields),
+    *(name.upper() for name in WORKLOAD_FIELDS),
     "MEMORY_PROFILES_FILE",
     "RAILWAY_REPLICA_ID",
 ]
@@ -90,9 +94,20 @@ def token() -> str:
     return secrets.token_hex(16)
 
 
+def frame(app: object) -> Frame:
+    """The frame of an app built by create_app (its memory manager, settings, registry)."""
+    found = app.state.frame  # type: ignore[attr-defined]  # a FastAPI app, typed as object
+    assert isinstance(found, Frame)
+    return found
+
+
 @pytest.fixture
-def make_settings(tmp_path: Path) -> Callable[..., Settings]:
-    """Settings with a fresh database under tmp_path; keyword arguments override."""
+def make_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., Settings]:
+    """The frame's Settings with a fresh database under tmp_path; keyword arguments override.
+    The workload reads its own settings from the environment when it is mounted, so overrides
+    of those (max_bulk_records=...) are set there, as an operator would set them."""
 
     def make(**overrides: object) -> Settings:
         # The app budgets memory from its own start RSS, and here that process is pytest, whose
@@ -103,6 +118,8 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
             "memory_limit_mb": 8192,
         }
         values.update(overrides)
+        for name in [name for name in values if name in WORKLOAD_FIELDS]:
+            monkeypatch.setenv(name.upper(), str(values.pop(name)))
         return load_settings(**values)
 
     return make

@@ -7,9 +7,11 @@ from pathlib import Path
 import pytest
 
 from app import config
-from app.config import ConfigError, load_settings
+from app.config import ConfigError, load_settings, near_misses
+from app.main import load_configuration
 from app.memory.cgroup import CgroupMemory
 from app.profiles import load_profiles
+from app.workload.settings import BulkSettings
 
 MB = 1024 * 1024
 
@@ -89,7 +91,7 @@ def refusal(monkeypatch: pytest.MonkeyPatch, **environ: str) -> str:
     for name, value in environ.items():
         monkeypatch.setenv(name, value)
     with pytest.raises(ConfigError) as info:
-        load_settings()
+        load_configuration()  # the frame's settings and the workload's
     return only_line(info.value)
 
 
@@ -124,7 +126,8 @@ TESTED_BELOW = {"ADMIN_TOKEN", "MEMORY_PROFILE"}
 
 def test_every_setting_is_tried_with_a_bad_value() -> None:
     tried = {name for name, _ in BAD_VALUES} | FREE_FORM | TESTED_BELOW
-    untried = {name.upper() for name in config.Settings.model_fields} - tried
+    fields = [*config.Settings.model_fields, *BulkSettings.model_fields]
+    untried = {name.upper() for name in fields} - tried
     assert not untried, f"add bad values for {sorted(untried)} to BAD_VALUES"
 
 
@@ -250,10 +253,6 @@ def test_defaults_are_the_documented_ones(cgroup_limit: list[int | None]) -> Non
     assert settings.memory_limit_mb is None
     assert settings.memory_idle_release_seconds == 5
     assert settings.admin_token is None
-    assert settings.database_path == "data/service.db"
-    assert (settings.cache_ttl_seconds, settings.cache_max_entries) == (300, 256)
-    assert settings.cache_max_mb == 64
-    assert (settings.max_bulk_records, settings.max_body_mb) == (20000, 8)
     assert (settings.threadpool_size, settings.shutdown_grace_seconds) == (40, 10)
     assert settings.limit_max_requests is None
     assert (settings.server, settings.workers_max_rss_mb) == ("uvicorn", None)
@@ -293,18 +292,6 @@ def test_rss_limit_needs_granian(monkeypatch: pytest.MonkeyPatch) -> None:
     assert load_settings().workers_max_rss_mb == 120
 
 
-@pytest.mark.parametrize(
-    ("workers", "cache_mb", "bulk"), [(1, 64.0, 2), (2, 32.0, 1), (3, 64 / 3, 1)]
-)
-def test_workers_split_the_service_wide_budgets(
-    monkeypatch: pytest.MonkeyPatch, workers: int, cache_mb: float, bulk: int
-) -> None:
-    monkeypatch.setenv("WEB_CONCURRENCY", str(workers))
-    settings = load_settings()
-    assert settings.worker_cache_max_mb == pytest.approx(cache_mb)
-    assert settings.worker_bulk_concurrency == bulk
-
-
 def test_good_values_are_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
     values = {
         "HOST": "127.0.0.1",
@@ -317,12 +304,8 @@ def test_good_values_are_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
         "MEMORY_CLEANUP_THRESHOLD_MB": "0",
         "MEMORY_LIMIT_MB": "2048",
         "MEMORY_IDLE_RELEASE_SECONDS": "0",
-        "DATABASE_PATH": "/var/lib/service/x.db",
-        "CACHE_MAX_ENTRIES": "7",
-        "MAX_BULK_RECORDS": "10",
         "LIMIT_MAX_REQUESTS": "5000",
         "LIMIT_MAX_REQUESTS_JITTER": "500",
-        "BULK_CONCURRENCY": "6",
     }
     for name, value in values.items():
         monkeypatch.setenv(name, value)
@@ -335,11 +318,8 @@ def test_good_values_are_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.memory_cleanup_threshold_mb == 0
     assert (settings.limit_mb, settings.limit_source) == (2048, "MEMORY_LIMIT_MB")
     assert settings.memory_idle_release_seconds == 0
-    assert settings.database_path == "/var/lib/service/x.db"
-    assert (settings.cache_max_entries, settings.max_bulk_records) == (7, 10)
     assert settings.limit_max_requests == 5000
     assert settings.limit_max_requests_jitter == 500
-    assert (settings.bulk_concurrency, settings.worker_bulk_concurrency) == (6, 2)
 
 
 @pytest.mark.parametrize(
@@ -433,5 +413,47 @@ def test_cgroup_is_read_once_per_settings(monkeypatch: pytest.MonkeyPatch) -> No
 def test_infinite_sizes_are_refused(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
     monkeypatch.setenv(name, "inf")
     with pytest.raises(ConfigError) as info:
-        load_settings()
+        load_configuration()
     assert only_line(info.value).startswith(f"configuration error: {name}='inf'")
+
+
+# Variables that look like settings but are none: silently ignored, they would hide a typo.
+
+
+def test_a_misspelt_setting_is_warned_about_naming_the_closest(tmp_path: Path) -> None:
+    lines = near_misses(
+        [config.Settings, BulkSettings],
+        {"MEMORY_CLEANUP_INTERVALL": "5", "CACHE_TTL_SECOND": "1", "PATH": "/bin"},
+        tmp_path / "absent.env",
+    )
+    assert lines == [
+        "setting warning: CACHE_TTL_SECOND is not a setting and is ignored; "
+        "did you mean CACHE_TTL_SECONDS?",
+        "setting warning: MEMORY_CLEANUP_INTERVALL is not a setting and is ignored; "
+        "did you mean MEMORY_CLEANUP_INTERVAL?",
+    ]
+
+
+def test_settings_and_other_prefixes_are_not_warned_about(tmp_path: Path) -> None:
+    environ = {
+        "MEMORY_CLEANUP_INTERVAL": "5",  # a setting
+        "MEMORY_PROFILES_FILE": "/x.toml",  # read by the profiles loader
+        "MAX_WORKERS": "4",  # not one of our prefixes
+        "GRANIAN_RSS_SAMPLE_INTERVAL": "1",
+    }
+    assert near_misses([config.Settings, BulkSettings], environ, tmp_path / "absent.env") == []
+
+
+def test_a_workload_prefix_is_checked_only_with_the_workload(tmp_path: Path) -> None:
+    environ = {"BULK_CONCURENCY": "4"}
+    assert near_misses([config.Settings], environ, tmp_path / "absent.env") == []
+    (line,) = near_misses([config.Settings, BulkSettings], environ, tmp_path / "absent.env")
+    assert line.endswith("did you mean BULK_CONCURRENCY?")
+
+
+def test_a_misspelt_setting_in_dotenv_is_warned_about(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("ADMISSION_QUEUE_LIMIT=8\n")
+    (line,) = near_misses([config.Settings], {}, env_file)
+    assert line.startswith("setting warning: ADMISSION_QUEUE_LIMIT is not a setting")
+    assert line.endswith("did you mean ADMISSION_QUEUE?")

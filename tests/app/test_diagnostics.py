@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from app.diagnostics import QUIET_PATHS
 from app.memory import Readers
 from app.memory.cgroup import read_cgroup_memory
-from tests.app.conftest import FIXTURES
+from tests.app.conftest import FIXTURES, frame
 
 ADMIN_PATHS = [("GET", "/debug/memory"), ("POST", "/admin/memory/release")]
 CONTRACT_METRICS = {
@@ -51,7 +51,7 @@ def test_metrics_has_every_documented_name(
     tree = FIXTURES / "cgroup" / "v2"
     reading = read_cgroup_memory(tree / "sys" / "fs" / "cgroup", tree / "proc_self_cgroup")
     client = serve(admin_token=token)
-    memory = client.app.state.memory  # type: ignore[attr-defined]
+    memory = frame(client.app).memory
     memory.readers = Readers(rss=memory.read_rss, cgroup=lambda: reading)
     assert client.post("/bulk/sync", json={"records": [RECORD]}).status_code == 201
     assert client.post("/admin/memory/release", headers=bearer(token)).status_code == 200

@@ -20,6 +20,7 @@ from app.memory import allocator as allocator_module
 from app.memory.allocator import detect_allocator
 from app.memory.cgroup import read_cgroup_memory
 from app.memory.smaps import read_breakdown
+from tests.app.conftest import frame
 from tests.memory.test_faults import FAILURES, LOOP_FAILED, parse, releases, wait_for
 
 RECORD = {"sku": "SKU-00042", "quantity": 3, "unit_price": 9.99, "customer": "c-17"}
@@ -60,7 +61,7 @@ def test_requests_are_served_while_psutil_cannot_read_proc(
     # The request-path guard samples RSS at most once an hour here: this test is about the loop
     # (the guard's own handling of the fault is test_guard_survives_an_unreadable_rss).
     client = serve(memory_check_min_seconds=3600, **EAGER)
-    memory = client.app.state.memory  # type: ignore[attr-defined]
+    memory = frame(client.app).memory
     assert client.post("/bulk/sync", json={"records": [RECORD]}).status_code == 201
     broken_proc.on = True
     wait_for(lambda: memory.failures >= 3, "three failed cleanup runs")
@@ -106,7 +107,7 @@ def test_unreadable_smaps_and_cgroup_give_partial_answers(
     built = functools.partial(MemoryManager, allocator=allocator, readers=readers)
     monkeypatch.setattr(main, "MemoryManager", built)
     client = serve(admin_token=token, **EAGER)
-    memory = client.app.state.memory  # type: ignore[attr-defined]
+    memory = frame(client.app).memory
     wait_for(lambda: memory.releaser.counts[("interval", "ok")] >= 2, "two interval releases")
 
     report = client.get("/debug/memory", headers={"Authorization": f"Bearer {token}"})
@@ -139,7 +140,7 @@ def test_missing_libc_degrades_to_gc_only_releases(
         assert detect_allocator().release is None
     assert "release call is unavailable: libc.so.6: cannot open shared object file" in caplog.text
     client = serve(admin_token=token, **EAGER)
-    memory = client.app.state.memory  # type: ignore[attr-defined]
+    memory = frame(client.app).memory
     assert memory.allocator.method == "none" and memory.allocator.release is None
     wait_for(lambda: memory.releaser.counts[("interval", "ok")] >= 2, "two GC-only releases")
     done = client.post("/admin/memory/release", headers={"Authorization": f"Bearer {token}"})
@@ -161,7 +162,7 @@ def test_requests_are_served_while_every_cleanup_release_fails(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     client = serve(admin_token=token, **EAGER)
-    memory = client.app.state.memory  # type: ignore[attr-defined]
+    memory = frame(client.app).memory
 
     def broken() -> bool:
         raise OSError(12, "Cannot allocate memory")

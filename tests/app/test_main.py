@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 
 from app.config import Settings
 from app.main import create_app
+from tests.app.conftest import frame
 
 
 def stderr_lines(capsys: pytest.CaptureFixture[str]) -> list[str]:
@@ -36,7 +37,7 @@ def test_profile_for_the_running_allocator_is_accepted(
     make_settings: Callable[..., Settings],
 ) -> None:
     app = create_app(make_settings(memory_profile="glibc-tuned"))
-    assert app.state.profile == "glibc-tuned"
+    assert frame(app).memory.status_document()["profile"] == "glibc-tuned"
 
 
 def test_bad_environment_exits_2_with_one_line(
@@ -57,8 +58,8 @@ def test_settings_come_from_the_environment(
     monkeypatch.setenv("DATABASE_PATH", str(tmp_path / "env.sqlite"))
     monkeypatch.setenv("MAX_BODY_MB", "2")
     app = create_app()
-    assert app.state.settings.database_path == str(tmp_path / "env.sqlite")
-    assert app.state.max_body_bytes == 2 * 1024 * 1024
+    assert app.state.bulk.service.db_path == str(tmp_path / "env.sqlite")
+    assert app.state.bulk.max_body_bytes == 2 * 1024 * 1024
 
 
 def test_lifespan_initializes_the_database_and_runs_the_loop(
@@ -67,13 +68,13 @@ def test_lifespan_initializes_the_database_and_runs_the_loop(
     db = tmp_path / "data" / "service.db"
     app = create_app(make_settings(database_path=str(db), threadpool_size=7))
     assert not db.exists()
-    assert not app.state.memory.loop.running
+    assert not frame(app).memory.loop.running
     with TestClient(app) as client:
-        assert app.state.memory.loop.running
+        assert frame(app).memory.loop.running
         limiter = client.portal.call(anyio.to_thread.current_default_thread_limiter)
         assert limiter.total_tokens == 7
         assert client.get("/products/SKU-04999").status_code == 200
-    assert not app.state.memory.loop.running
+    assert not frame(app).memory.loop.running
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT COUNT(*) FROM products").fetchone() == (5000,)
 
@@ -82,7 +83,7 @@ def test_cleanup_off_runs_no_loop_and_no_guard(
     serve: Callable[..., TestClient], caplog: pytest.LogCaptureFixture
 ) -> None:
     client = serve(memory_cleanup=False)
-    memory = client.app.state.memory  # type: ignore[attr-defined]
+    memory = frame(client.app).memory
     assert not memory.loop.running
     assert memory.guard is None
     assert client.get("/products/SKU-00001").status_code == 200
@@ -91,7 +92,7 @@ def test_cleanup_off_runs_no_loop_and_no_guard(
 
 def test_cleanup_hook_purges_the_bulk_cache(make_settings: Callable[..., Settings]) -> None:
     app = create_app(make_settings())
-    assert app.state.bulk.cache.purge_expired in app.state.memory.loop.hooks
+    assert app.state.bulk.service.cache.purge_expired in frame(app).memory.loop.hooks
 
 
 def test_settings_reach_the_manager_and_the_cache(make_settings: Callable[..., Settings]) -> None:
@@ -109,18 +110,33 @@ def test_settings_reach_the_manager_and_the_cache(make_settings: Callable[..., S
             max_bulk_records=77,
         )
     )
-    memory = app.state.memory
+    memory = frame(app).memory
     mb = 1024 * 1024
     config = memory.config
     assert (config.interval_seconds, config.threshold_bytes) == (12, 50 * mb)
     assert (config.idle_release_seconds, config.release_min_bytes) == (2, 8 * mb)
     assert memory.limit_bytes == 300 * mb
     assert memory.guard.threshold_bytes == 50 * mb
-    cache = app.state.bulk.cache
+    cache = app.state.bulk.service.cache
     assert (cache.ttl, cache.max_entries, cache.max_bytes) == (30, 9, 3 * mb)
-    assert app.state.bulk.max_records == 77
+    assert app.state.bulk.service.max_records == 77
 
 
 def test_log_level_applies(make_settings: Callable[..., Settings]) -> None:
     create_app(make_settings(log_level="warning"))
     assert logging.getLogger().level == logging.WARNING
+
+
+def test_a_misspelt_setting_gets_one_warning_line_at_startup(
+    make_settings: Callable[..., Settings],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("MEMORY_CLEANUP_INTERVALL", "5")
+    monkeypatch.setenv("CACHE_MAX_MBS", "8")  # the workload's prefix, checked with its settings
+    create_app(make_settings())
+    warnings = [line for line in stderr_lines(capsys) if "setting warning" in line]
+    assert len(warnings) == 2, warnings
+    assert "MEMORY_CLEANUP_INTERVALL is not a setting" in warnings[1]
+    assert warnings[1].endswith("did you mean MEMORY_CLEANUP_INTERVAL?")
+    assert warnings[0].endswith("did you mean CACHE_MAX_MB?")

@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
-from app import diagnostics
+from app.memory import status_route  # the one bearer check: status route and admin release
 from tests.integration import conftest as integration
 from tests.integration.conftest import Server
 
@@ -48,7 +48,7 @@ def test_admin_check_decides_by_hmac_compare_digest(
         calls.append((given, expected))
         return verdict[0] if verdict else hmac.compare_digest(given, expected)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(diagnostics, "hmac", SimpleNamespace(compare_digest=compare_digest))
+    monkeypatch.setattr(status_route, "hmac", SimpleNamespace(compare_digest=compare_digest))
     client = serve(admin_token=token)
     assert client.get("/debug/memory").status_code == 401
     assert calls == []  # no token, nothing to compare

@@ -32,7 +32,7 @@ PROBE_GAP_SECONDS = 0.005
 def app_with_slices() -> FastAPI:
     """The service's app with BULK_TEST_SLICE_RECORDS records per slice (a uvicorn factory)."""
     app = create_app()
-    app.state.bulk.slice_records = int(os.environ["BULK_TEST_SLICE_RECORDS"])
+    app.state.bulk.service.slice_records = int(os.environ["BULK_TEST_SLICE_RECORDS"])
     return app
 
 

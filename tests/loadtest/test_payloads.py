@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from app.config import Settings
 from app.workload.models import bulk_request_model
+from app.workload.settings import BulkSettings
 from loadtest.payloads import (
     DEFAULT_SIZES,
     KNOWN_SKUS,
@@ -19,8 +19,8 @@ from loadtest.payloads import (
     parse_think,
 )
 
-MAX_RECORDS = Settings.model_fields["max_bulk_records"].default
-MAX_BODY_BYTES = Settings.model_fields["max_body_mb"].default * 1024 * 1024
+MAX_RECORDS = BulkSettings.model_fields["max_bulk_records"].default
+MAX_BODY_BYTES = BulkSettings.model_fields["max_body_mb"].default * 1024 * 1024
 
 
 @pytest.mark.parametrize("records", [b.records for b in parse_buckets(DEFAULT_SIZES)])

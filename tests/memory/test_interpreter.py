@@ -50,4 +50,4 @@ def test_the_manager_logs_each_warning_at_start(caplog: pytest.LogCaptureFixture
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 2
     assert any("CPython 3.14.2's garbage collector" in w and "3.14.5" in w for w in warnings)
-    assert memory.status(detail=False)["interpreter"]["free_threaded"] is True
+    assert memory.status(detail=False).interpreter.free_threaded is True

@@ -1,9 +1,10 @@
 """The package lifted into another service, as a reader of the README would do it.
 
 The folder is copied into a temporary project as `svc.memory`; the README's wiring snippet is
-written into it as the README has it, with only the package name changed, so the doc and this
-test cannot drift. The project is started for real under each server users run, driven with a
-burst, and must show the loop's start line per worker, a release line and its metrics.
+written into it as the README has it, with only the package name changed (`yourpkg` to `svc`),
+so the doc and this test cannot drift. The project is started for real under each server users
+run, driven with a burst, and must show the loop's start line per worker, a release line and its
+metrics.
 """
 
 from __future__ import annotations
@@ -26,19 +27,12 @@ import pytest
 from tests.memory.conftest import PACKAGE, REPO, allocator_free_environ
 
 README = REPO / "README.md"
-SECTION = "### In your own service"
+SECTION = "### Lift: the memory manager in your own service"
 START_LINE = "[memory-cleanup] Background cleanup task running every"
 RELEASE_LINE = re.compile(r"Memory Release: [\d.]+MB freed \| RSS: .* \((idle|threshold)\)")
-# What the snippet leaves to the service: a cache to clean, and a burst to clean up after. A
-# long-lived object in every few hundred keeps pymalloc arenas pinned, so RSS stays up after the
-# burst and the idle release has something to do, as in a real service.
-CACHE = '''class Cache:
-    def drop_expired(self) -> int:
-        return 0
-
-
-my_cache = Cache()
-'''
+# What the snippet leaves to the service: a burst to clean up after. A long-lived object in
+# every few hundred keeps pymalloc arenas pinned, so RSS stays up after the burst and the idle
+# release has something to do, as in a real service.
 ROUTES = '''from svc.wiring import app
 
 KEPT: list[dict[str, object]] = []
@@ -50,12 +44,7 @@ def burst(n: int = 400_000) -> dict[str, int]:
     return {"rows": len(rows)}
 
 
-def healthz() -> dict[str, str]:
-    return {"status": "ok"}
-
-
 app.add_api_route("/burst", burst, methods=["POST"])
-app.add_api_route("/healthz", healthz)
 '''
 
 
@@ -64,17 +53,15 @@ def snippet(readme: str, package: str) -> str:
     section = readme.split(SECTION, 1)[1]
     match = re.search(r"```python\n(.*?)```", section, re.S)
     assert match, f"no python block after {SECTION!r}"
-    return match.group(1).replace("app.memory", f"{package}.memory")
+    return match.group(1).replace("yourpkg.", f"{package}.")
 
 
 def make_project(root: Path) -> Path:
-    """svc/memory (the copied folder), svc/cache.py, svc/wiring.py (the snippet), svc/main.py."""
+    """svc/memory (the copied folder), svc/wiring.py (the snippet), svc/main.py."""
     svc = root / "svc"
     shutil.copytree(PACKAGE, svc / "memory", ignore=shutil.ignore_patterns("__pycache__"))
     (svc / "__init__.py").write_text("")
-    (svc / "cache.py").write_text(CACHE)
-    wiring = "from svc.cache import my_cache\n" + snippet(README.read_text(), "svc")
-    (svc / "wiring.py").write_text(wiring)
+    (svc / "wiring.py").write_text(snippet(README.read_text(), "svc"))
     (svc / "main.py").write_text(ROUTES)
     return root
 
@@ -164,7 +151,7 @@ def serve(project: Path) -> Iterator[object]:
 def test_the_snippet_names_only_the_package_it_is_given() -> None:
     code = snippet(README.read_text(), "svc")
     assert "from svc.memory import" in code
-    assert not re.search(r"\b(from|import) app\b|\bapp\.memory", code)
+    assert not re.search(r"\b(from|import) app\b|\bapp\.memory|yourpkg", code)
 
 
 @pytest.mark.slow

@@ -42,7 +42,7 @@ def test_release_waits_and_returns_the_result() -> None:
 def test_status_has_the_documented_shape() -> None:
     memory = make(replica_id="replica-7")
     asyncio.run(memory.release("manual"))
-    report = memory.status()
+    report = memory.status().as_dict()
     assert report["pid"] == os.getpid()
     assert report["replica_id"] == "replica-7"
     assert report["rss_bytes"] > 0

@@ -90,6 +90,7 @@ def test_the_scrape_reads_the_status_figures() -> None:
     memory.releaser.release("admin")
     status = memory.status(detail=False)
     values = samples(memory)
-    assert values[("memory_rss_bytes", ())] == status["rss_bytes"]
-    assert values[("memory_cgroup_usage_bytes", ())] == status["cgroup"]["usage_bytes"]
-    assert status["breakdown"] is None  # the scrape never walks smaps
+    assert status.cgroup is not None
+    assert values[("memory_rss_bytes", ())] == status.rss_bytes
+    assert values[("memory_cgroup_usage_bytes", ())] == status.cgroup.usage_bytes
+    assert status.breakdown is None  # the scrape never walks smaps

@@ -18,6 +18,7 @@ from fastapi import Depends, FastAPI, Request
 from app import launch, main
 from app.config import load_settings
 from app.diagnostics import require_admin
+from app.frame import frame_of
 from app.memory.manager import MemoryManager
 from scripts.verify.core.local import REPO_ROOT, LocalServer
 
@@ -33,7 +34,7 @@ def create_app() -> FastAPI:
     @service.post(INLINE_RELEASE_PATH, dependencies=[Depends(require_admin)])
     async def release_inline(request: Request) -> dict[str, object]:
         """gc.collect() and the allocator's release on the event loop: the seed's way."""
-        memory: MemoryManager = request.app.state.memory
+        memory: MemoryManager = frame_of(request).memory
         result = memory.releaser.release("inline")  # blocks the loop for the whole release
         assert result is not None  # a waiting release always runs
         return result.as_dict()

@@ -23,6 +23,7 @@ from pathlib import Path
 import psutil
 
 from app.config import FALLBACK_LIMIT_MB, Settings
+from app.workload.settings import BulkSettings
 from scripts.verify.core.errors import RunNotMade
 from scripts.verify.core.local import LocalServer
 from scripts.verify.core.progress import Progress
@@ -132,7 +133,7 @@ def _server(cls: type[LocalServer], profile: str, workdir: Path, log_path: Path)
         workdir=workdir,
         log_path=log_path,
         cleanup_interval_seconds=float(defaults["memory_cleanup_interval"].default),
-        cache_ttl_seconds=float(defaults["cache_ttl_seconds"].default),
+        cache_ttl_seconds=float(BulkSettings.model_fields["cache_ttl_seconds"].default),
         limit_mb=FALLBACK_LIMIT_MB,
         overrides=SERVICE_OVERRIDES,
     )

@@ -16,6 +16,7 @@ from starlette.types import Message
 
 from app.config import Settings
 from app.main import create_app
+from app.workload.bulk import BulkService
 from tests.app.workload.records import record
 
 MB = 1024 * 1024
@@ -28,8 +29,8 @@ def client(serve: Callable[..., TestClient]) -> TestClient:
 
 
 def submissions(client: TestClient) -> int:
-    settings: Settings = client.app.state.settings  # type: ignore[attr-defined]
-    with sqlite3.connect(settings.database_path) as conn:
+    service: BulkService = client.app.state.bulk.service  # type: ignore[attr-defined]
+    with sqlite3.connect(service.db_path) as conn:
         (count,) = conn.execute("SELECT COUNT(*) FROM submissions").fetchone()
     return int(count)
 
@@ -93,7 +94,7 @@ def test_invalid_body_is_422_and_stores_nothing(
     assert response.status_code == 422, response.text
     assert response.json()["detail"]
     assert submissions(client) == 0
-    assert client.app.state.bulk.cache.stats().entries == 0  # type: ignore[attr-defined]
+    assert client.app.state.bulk.service.cache.stats().entries == 0  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -235,7 +236,7 @@ def test_bulk_submissions_run_at_most_the_workers_share_at_once(
     serve: Callable[..., TestClient], monkeypatch: pytest.MonkeyPatch, workers: int, allowed: int
 ) -> None:
     client = serve(bulk_concurrency=2, web_concurrency=workers)
-    service = client.app.state.bulk  # type: ignore[attr-defined]
+    service = client.app.state.bulk.service  # type: ignore[attr-defined]
     lock = threading.Lock()
     running = [0]
     most = [0]

@@ -1,0 +1,41 @@
+"""The reference workload's settings: its own variables, read the way the frame reads its own
+(environment and `.env`, one line per bad variable, exit 2), and gone with the workload.
+
+CACHE_MAX_MB and BULK_CONCURRENCY are for the whole service: each of WEB_CONCURRENCY workers
+takes its share, so N workers do not hold N full caches or run N times the submissions.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import Field
+from pydantic_settings import BaseSettings
+
+from app.config import MB, SETTINGS_CONFIG
+
+
+class BulkSettings(BaseSettings):
+    model_config = SETTINGS_CONFIG
+    # A variable starting with one of these that is no setting is warned about (a typo).
+    ENV_PREFIXES: ClassVar[tuple[str, ...]] = ("CACHE_", "BULK_")
+
+    database_path: str = "data/service.db"
+    cache_ttl_seconds: float = Field(300.0, gt=0)
+    cache_max_entries: int = Field(256, ge=1)
+    cache_max_mb: float = Field(64.0, gt=0)  # for the whole service: workers split it
+    max_bulk_records: int = Field(20000, ge=1, le=1_000_000)
+    max_body_mb: float = Field(8.0, gt=0, le=1024)
+    bulk_concurrency: int = Field(2, ge=1, le=1000)  # for the whole service: workers split it
+
+    @property
+    def max_body_bytes(self) -> int:
+        return int(self.max_body_mb * MB)
+
+    def worker_cache_max_mb(self, workers: int) -> float:
+        """Each worker's share of CACHE_MAX_MB."""
+        return self.cache_max_mb / workers
+
+    def worker_bulk_concurrency(self, workers: int) -> int:
+        """Each worker's share of BULK_CONCURRENCY, at least one."""
+        return max(1, self.bulk_concurrency // workers)

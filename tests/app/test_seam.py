@@ -1,0 +1,144 @@
+"""The reference workload is one seam: without app/workload and its line in app/main.py, the
+service still starts through the launcher and serves health, metrics and its memory status.
+
+The tree is copied, the workload deleted from the copy as a forker would delete it, and the copy
+started for real (`python -m app.launch`, its own `app` package first on the path).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from app.config import Settings
+from app.main import build_app
+from tests.app.conftest import REPO, frame, service_free_environ
+from tests.integration.conftest import free_port
+
+WORKLOAD_LINES = re.compile(r"^.*\bBulkWorkload\b.*\n", re.M)
+
+
+def without_workload(root: Path) -> Path:
+    """app/, profiles/ and pyproject.toml copied to ``root``, app/workload and its lines gone."""
+    ignore = shutil.ignore_patterns("__pycache__")
+    shutil.copytree(REPO / "app", root / "app", ignore=ignore)
+    shutil.copytree(REPO / "profiles", root / "profiles", ignore=ignore)
+    shutil.copy(REPO / "pyproject.toml", root / "pyproject.toml")
+    shutil.rmtree(root / "app" / "workload")
+    main = root / "app" / "main.py"
+    text, removed = WORKLOAD_LINES.subn("", main.read_text())
+    assert removed == 2, "the workload should be named on two lines: its import and its mount"
+    main.write_text(text)
+    return root
+
+
+def test_the_workload_is_named_once_in_main() -> None:
+    main = (REPO / "app" / "main.py").read_text()
+    assert len(WORKLOAD_LINES.findall(main)) == 2
+    assert "app.workload" not in main.replace("from app.workload import BulkWorkload", "")
+    frame = ["admission.py", "diagnostics.py", "config.py", "launch.py", "frame.py"]
+    frame += [f"edge/{path.name}" for path in (REPO / "app" / "edge").glob("*.py")]
+    frame += [f"memory/{path.name}" for path in (REPO / "app" / "memory").glob("*.py")]
+    for module in frame:
+        source = (REPO / "app" / module).read_text()
+        assert "app.workload" not in source, module
+        assert "bulk" not in source.lower(), module
+
+
+def test_the_service_runs_without_the_workload(tmp_path: Path) -> None:
+    root = without_workload(tmp_path / "fork")
+    assert not (root / "app" / "workload").exists()
+    port, token = free_port(), secrets.token_hex(16)
+    environ = service_free_environ()
+    environ.pop("PYTHONPATH", None)  # the copy's own `app`, never the repository's
+    environ.update(
+        HOST="127.0.0.1", PORT=str(port), ADMIN_TOKEN=token, MEMORY_PROFILE="glibc",
+        ACCESS_LOG="0",
+    )
+    log_path = tmp_path / "server.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "app.launch"], cwd=root, env=environ, stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        with httpx.Client(base_url=url, timeout=10.0) as client:
+            deadline = time.monotonic() + 30
+            while True:
+                if process.poll() is not None:
+                    pytest.fail(f"exited {process.returncode}:\n{log_path.read_text()}")
+                try:
+                    if client.get("/healthz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline, log_path.read_text()
+                time.sleep(0.1)
+            metrics = client.get("/metrics")
+            assert metrics.status_code == 200
+            assert "memory_rss_bytes" in metrics.text and "bulk_cache" not in metrics.text
+            status = client.get("/debug/memory", headers={"Authorization": f"Bearer {token}"})
+            assert status.status_code == 200, status.text
+            document = status.json()
+            assert document["profile"] == "glibc" and document["rss_bytes"] > 0
+            assert "cache" not in document  # the workload's section went with it
+            assert not [p for p in client.get("/openapi.json").json()["paths"] if "bulk" in p]
+            assert client.post("/bulk/sync", json={"records": []}).status_code == 404
+    finally:
+        process.terminate()
+        process.wait(15)
+    assert "Traceback" not in log_path.read_text()
+
+
+def test_the_memory_packages_tests_pass_without_the_workload(tmp_path: Path) -> None:
+    """The frame's own package, tested in the copy: nothing in it leans on the workload."""
+    root = without_workload(tmp_path / "fork")
+    ignore = shutil.ignore_patterns("__pycache__", "test_liftout.py")  # that one reads README
+    shutil.copytree(REPO / "tests" / "memory", root / "tests" / "memory", ignore=ignore)
+    shutil.copytree(REPO / "lab", root / "lab", ignore=ignore)  # CI's fetch of jemalloc builds
+    (root / "tests" / "__init__.py").write_text("")
+    environ = service_free_environ()
+    environ.pop("PYTHONPATH", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
+         "-m", "not slow", "tests/memory"],
+        cwd=root, env=environ, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert " passed" in done.stdout
+
+
+def test_the_documented_workload_mounts_as_written(
+    make_settings: Callable[..., Settings], tmp_path: Path, token: str
+) -> None:
+    """docs/lift-out.md's smallest workload, mounted beside nothing else: its route, its cost
+    declaration and its section of /debug/memory."""
+    text = (REPO / "docs" / "lift-out.md").read_text().split("## Fork", 1)[1]
+    match = re.search(r"```python\n(.*?)```", text, re.S)
+    assert match
+    (tmp_path / "notes_example.py").write_text(match.group(1))
+    spec = importlib.util.spec_from_file_location("notes_example", tmp_path / "notes_example.py")
+    assert spec and spec.loader
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    app = build_app(make_settings(admin_token=token), [example.Notes()])
+    auth = {"Authorization": f"Bearer {token}"}
+    with TestClient(app) as client:
+        assert client.post("/notes", content=b"hello").json() == {"notes": 1}
+        assert client.post("/notes", content=b"x" * (2 * 1024 * 1024)).status_code == 413
+        document = client.get("/debug/memory", headers=auth).json()
+        assert document["notes"] == {"count": 1}
+        assert "cache" not in document and "/bulk/sync" not in app.openapi()["paths"]
+    assert [route.path for route in frame(app).guards[0].routes] == ["/notes"]
