@@ -46,9 +46,9 @@ bench: $(VENV)/.dev
 soak: $(VENV)/.dev
 	$(BIN)/python -m scripts.verify soak $(VERIFY_ARGS)
 
-## stall: /healthz latency while releases run, against none (~1 min; exit 0/1/2)
+## stall: lab instrument: /healthz latency while releases run, against none (~1 min; exit 0/1/2)
 stall: $(VENV)/.dev
-	$(BIN)/python -m scripts.verify stall $(VERIFY_ARGS)
+	$(BIN)/python -m lab.stall $(VERIFY_ARGS)
 
 ## test-container: build the image and run it per profile under a 500 MB limit (Docker, or root)
 test-container: $(VENV)/.dev

@@ -84,6 +84,9 @@ class LocalServer(Served):
             CACHE_TTL_SECONDS=f"{self.cache_ttl_seconds:g}",
             WEB_CONCURRENCY=str(self.web_concurrency),
             PYTHONUNBUFFERED="1",
+            # Started from its work folder, as in the image (WORKDIR /app, no .env): a .env in
+            # the checkout must not change what is measured; the code is found by PYTHONPATH.
+            PYTHONPATH=str(REPO_ROOT),
         )
         if self.cgroup is None:
             # No kernel limit to detect: tell the service the limit it is judged against.
@@ -91,15 +94,20 @@ class LocalServer(Served):
         env.update(self.overrides)
         return env
 
+    def command(self) -> list[str]:
+        """The server's command line: the launcher. An instrument in lab/ names another module
+        that calls ``app.launch.launch`` with its change to the server's command line."""
+        return [sys.executable, "-m", "app.launch"]
+
     def start(self) -> LocalServer:
+        """The one place a server the verifier owns is started: its own session (so stop() can
+        reach every worker), its log, and the cgroup joined before exec."""
         log = self.log_path.open("wb")
         try:
-            # Started from its work folder, as in the image (WORKDIR /app, no .env): a .env in
-            # the checkout must not change what is measured; the code is found by PYTHONPATH.
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "app.launch"],
+                self.command(),
                 cwd=self.workdir,
-                env={**self.environment(), "PYTHONPATH": str(REPO_ROOT)},
+                env=self.environment(),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

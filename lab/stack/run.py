@@ -15,12 +15,12 @@ from pathlib import Path
 import psutil
 
 from app.memory.measure import MB
+from lab.stack.bulk import bulk
+from lab.stack.light import light
+from lab.stack.server import StackServer
+from lab.stack.stacks import STACKS, Slot
 from scripts.verify.core.sampling import tree_sample
 from scripts.verify.overload.flood import FloodResult, percentile
-from scripts.verify.stack.bulk import bulk
-from scripts.verify.stack.light import light
-from scripts.verify.stack.server import StackServer
-from scripts.verify.stack.stacks import STACKS, Slot
 
 HOST = "127.0.0.1"
 SAMPLE_SECONDS = 0.1
@@ -39,7 +39,7 @@ class Workloads:
     bulk_at_once: int
 
 
-# The bulk spike and the light load of docs/http-stack.md.
+# The bulk spike and the light load of lab/stack/README.md.
 DEFAULT_SIZES = Workloads(
     connections=128, seconds=15.0, bulk_posts=64, bulk_records=3000, bulk_at_once=8
 )

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from scripts.verify import cli
-from scripts.verify.stall import command as stall
-from scripts.verify.stall import figures as sf
+from lab.stall import command as stall
+from lab.stall import figures as sf
+from scripts.verify.cli import standalone
 
 
 def latencies(ms: list[float], repeat: int = 1) -> list[float]:
@@ -165,11 +165,12 @@ def test_cli_refuses_arguments_that_cannot_make_a_run(
     argv: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit) as exc:
-        cli.main(["stall", *argv])
+        standalone(stall.COMMAND, "python -m lab.stall", argv)
     assert exc.value.code == 2
     assert "error:" in capsys.readouterr().err
 
 
 def test_an_unknown_profile_is_a_run_not_made(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["stall", "--profile", "tcmalloc", "--out", "/nonexistent/never-written"]) == 2
+    argv = ["--profile", "tcmalloc", "--out", "/nonexistent/never-written"]
+    assert standalone(stall.COMMAND, "python -m lab.stall", argv) == 2
     assert "not a profile" in capsys.readouterr().err
