@@ -32,21 +32,6 @@ def result(quiet_p99: float, off_p99: float, releases: int = 40, **kw: int) -> s
     )
 
 
-def test_percentile_is_the_nearest_rank_an_observed_value() -> None:
-    values = [float(v) for v in range(1, 101)]  # 1..100
-    assert sf.percentile(values, 0.5) == 50
-    assert sf.percentile(values, 0.99) == 99
-    assert sf.percentile(values, 1.0) == 100
-    assert sf.percentile([7.0], 0.99) == 7.0
-    assert sf.percentile([3.0, 1.0, 2.0], 0.5) == 2.0  # order of input does not matter
-
-
-@pytest.mark.parametrize("share", [0.0, 1.5, -0.1])
-def test_percentile_rejects_shares_outside_zero_to_one(share: float) -> None:
-    with pytest.raises(ValueError):
-        sf.percentile([1.0], share)
-
-
 def test_summary_is_in_milliseconds_with_p50_p99_and_max() -> None:
     summary = sf.summarize(latencies([1.0] * 980 + [20.0] * 15 + [90.0] * 5), errors=2)
     assert summary.probes == 1000
