@@ -48,6 +48,7 @@ class HealthProbe:
     """GET /healthz every ``interval_s`` from start() to stop(), on a thread of its own."""
 
     base_url: str
+    path: str = "/healthz"  # the service's health path (--health)
     interval_s: float = PROBE_INTERVAL_SECONDS
     latencies_s: list[float] = field(default_factory=list)
     errors: int = 0
@@ -76,7 +77,7 @@ class HealthProbe:
         try:
             while not self._stop.wait(max(due - time.perf_counter(), 0.0)):
                 try:
-                    conn.request("GET", "/healthz")
+                    conn.request("GET", self.path)
                     response = conn.getresponse()
                     response.read()
                     ok = response.status == 200
