@@ -26,7 +26,7 @@ EPILOG = "Exit codes: 0 pass, 1 fail (with the numbers), 2 run not made (with th
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m scripts.verify",
-        description="Prove the service gives idle memory back: spike it, let it idle, judge.",
+        description="Prove a service gives idle memory back: spike it, let it idle, judge.",
         epilog=EPILOG,
     )
     subcommands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)

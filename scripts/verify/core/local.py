@@ -51,6 +51,10 @@ def clean_environment(base: Mapping[str, str]) -> dict[str, str]:
 class LocalServer(Served):
     """One server process tree; start(), wait_healthy(), probe() each second, stop()."""
 
+    # The launcher execs the server, which stops its own workers; a shell between the verifier
+    # and a user's server would not pass SIGTERM on, so those are signalled as a group.
+    signal_group = False
+
     def __init__(
         self,
         profile: str,
@@ -80,8 +84,7 @@ class LocalServer(Served):
             PORT=str(self.port),
             ADMIN_TOKEN=self.token,
             DATABASE_PATH=str(self.workdir / "service.db"),
-            MEMORY_CLEANUP_INTERVAL=f"{self.cleanup_interval_seconds:g}",
-            CACHE_TTL_SECONDS=f"{self.cache_ttl_seconds:g}",
+            **self.preset_settings(),
             WEB_CONCURRENCY=str(self.web_concurrency),
             PYTHONUNBUFFERED="1",
             # Started from its work folder, as in the image (WORKDIR /app, no .env): a .env in
@@ -150,10 +153,14 @@ class LocalServer(Served):
         return [with_cgroup(sample, self.cgroup)]
 
     def stop(self, grace: float = 15.0) -> None:
-        """SIGTERM, then SIGKILL to the whole group after ``grace`` seconds."""
+        """SIGTERM (to the whole group with ``signal_group``), then SIGKILL to the whole group
+        after ``grace`` seconds."""
         if self.process is None or self.process.poll() is not None:
             return
-        self.process.send_signal(signal.SIGTERM)
+        if self.signal_group:
+            os.killpg(self.process.pid, signal.SIGTERM)
+        else:
+            self.process.send_signal(signal.SIGTERM)
         try:
             self.process.wait(timeout=grace)
         except subprocess.TimeoutExpired:

@@ -1,28 +1,32 @@
-"""Where the service under test comes from: started here (optionally in a cgroup or a container),
-or already deployed and read through /debug/memory."""
+"""Where the service under test comes from: this service started here (optionally in a cgroup or a
+container), the user's own command or image, or a deployed service read through its status
+route."""
 
 from __future__ import annotations
 
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from scripts.verify.core import container
 from scripts.verify.core.cgroup_limit import MemoryCgroup, record_of
+from scripts.verify.core.container import ContainerService
 from scripts.verify.core.local import LocalServer
+from scripts.verify.core.own_service import CommandServer, ImageService
 from scripts.verify.core.progress import Progress
 from scripts.verify.core.remote import RemoteService
 from scripts.verify.core.run import RunResult, RunSettings, Target, execute
-from scripts.verify.core.served import Served
+from scripts.verify.core.served import HEALTH_PATH, STATUS_PATH, Served
 
 LIMIT_MODES = ("none", "cgroup", "docker")
 # What is done with the started service: the verifier's one spike (run.execute) by default; the
 # soak passes one that repeats it (scripts.verify.soak.run).
 Executor = Callable[[Target, RunSettings, dict[str, Any], Progress], RunResult]
-# Extra idle time past two of the deployed service's cleanup intervals: a release takes a moment.
-REMOTE_IDLE_MARGIN_SECONDS = 10.0
+# Extra idle time past two of the service's own cleanup intervals: a release takes a moment.
+IDLE_MARGIN_SECONDS = 10.0
 
 
 def service_summary(document: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -44,7 +48,11 @@ def service_summary(document: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def meta_of(
-    served: Served, settings: RunSettings, limit_mode: str, web_concurrency: int | str
+    served: Served,
+    settings: RunSettings,
+    limit_mode: str,
+    web_concurrency: int | str,
+    document: dict[str, Any] | None,
 ) -> dict[str, Any]:
     """What the timeline records of a service started here, before the load."""
     return {
@@ -55,8 +63,80 @@ def meta_of(
         "cache_ttl_seconds": settings.preset.cache_ttl_seconds,
         "web_concurrency": web_concurrency,
         "overrides": dict(served.overrides),
-        "service_at_start": service_summary(served.debug_memory()),
+        "service_at_start": service_summary(document),
     }
+
+
+def fit_idle(settings: RunSettings, document: dict[str, Any] | None) -> RunSettings:
+    """``settings`` with an idle window of two of the service's own cleanup intervals (plus a
+    margin) where its status route says it runs a longer one than the preset assumed: a
+    service that does not read the preset's MEMORY_CLEANUP_INTERVAL keeps its own."""
+    interval = float(((document or {}).get("cleanup") or {}).get("interval_seconds") or 0)
+    plan = settings.preset.plan
+    needed = 2 * interval + IDLE_MARGIN_SECONDS
+    if not interval or plan.idle_seconds >= needed:
+        return settings
+    preset = replace(settings.preset, plan=plan.with_overrides(idle_seconds=needed))
+    return replace(settings, preset=preset)
+
+
+def release_seconds(document: dict[str, Any] | None, started_unix: float) -> list[float]:
+    """When each release the status route lists ran, in seconds of the run (for the plot)."""
+    times = [r.get("started_at") for r in (document or {}).get("releases") or []]
+    return [
+        round(t - started_unix, 1)
+        for t in times
+        if isinstance(t, int | float) and t >= started_unix
+    ]
+
+
+def preset_note(settings: RunSettings, served: Served, document: dict[str, Any] | None) -> str:
+    """The console line that says what the preset changed on the service, and what it runs."""
+    given = ", ".join(f"{k}={v}" for k, v in served.preset_settings().items())
+    runs = ((document or {}).get("cleanup") or {}).get("interval_seconds")
+    said = (
+        f"; its status route says a {float(runs):g} s cleanup interval" if runs is not None
+        else "; no status route read, so its own interval is not known"
+    )
+    return (
+        f"preset {settings.preset.name} sets {given} (seconds) on the service{said}; "
+        f"idle window {settings.preset.plan.idle_seconds:g} s"
+    )
+
+
+def run_served(
+    server: LocalServer,
+    settings: RunSettings,
+    limit_mode: str,
+    web_concurrency: int | str,
+    progress: Progress | None = None,
+    executor: Executor = execute,
+) -> RunResult:
+    """Start ``server`` (ours or the user's command), run the spike against it, stop it."""
+    progress = progress or Progress(settings.label, settings.preset.expected_seconds)
+    cgroup = server.cgroup
+    try:
+        server.start()
+        progress.note(f"starting the service ({server.profile}) on {server.base_url}")
+        server.wait_healthy(settings.preset.health_timeout_seconds)
+        document = server.memory_status()
+        settings = fit_idle(settings, document)
+        progress.note(preset_note(settings, server, document))
+        meta = meta_of(server, settings, limit_mode, web_concurrency, document)
+        result = executor(server, settings, meta, progress)
+        end = server.memory_status()
+        result.timeline.meta["service_at_end"] = service_summary(end)
+        result.timeline.meta["release_seconds"] = release_seconds(
+            end, float(result.timeline.meta.get("started_at_unix") or 0)
+        )
+        result.timeline.meta["release_log_lines"] = server.release_lines()
+        if cgroup is not None:
+            result.timeline.meta["cgroup"] = record_of(cgroup, "host")
+        return result
+    finally:
+        server.stop()
+        if cgroup is not None:
+            cgroup.remove()
 
 
 def run_local(
@@ -89,23 +169,52 @@ def run_local(
         web_concurrency=web_concurrency,
         overrides=overrides,
     )
-    progress = progress or Progress(settings.label, settings.preset.expected_seconds)
     try:
-        server.start()
-        progress.note(f"starting the service (profile {profile}) on {server.base_url}")
-        server.wait_healthy(settings.preset.health_timeout_seconds)
-        meta = meta_of(server, settings, limit_mode, web_concurrency)
-        result = executor(server, settings, meta, progress)
-        result.timeline.meta["service_at_end"] = service_summary(server.debug_memory())
-        result.timeline.meta["release_log_lines"] = server.release_lines()
-        if cgroup is not None:
-            result.timeline.meta["cgroup"] = record_of(cgroup, "host")
-        return result
+        return run_served(server, settings, limit_mode, web_concurrency, progress, executor)
     finally:
-        server.stop()
-        if cgroup is not None:
-            cgroup.remove()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class OwnService:
+    """The user's own service: a server command or an image, its health path and status route."""
+
+    command: str | None = None
+    image: str | None = None
+    health_path: str = HEALTH_PATH
+    status_path: str = STATUS_PATH
+    token: str | None = None  # the status route's token; default a random one, as ADMIN_TOKEN
+
+
+def run_own(
+    own: OwnService,
+    settings: RunSettings,
+    limit_mode: str = "none",
+    progress: Progress | None = None,
+    overrides: dict[str, str] | None = None,
+) -> RunResult:
+    """The user's command (here, optionally in a memory cgroup) or image (under docker
+    --memory), through the same spike, samples and verdict as this service."""
+    settings.out_dir.mkdir(parents=True, exist_ok=True)
+    if own.image is not None:
+        return run_image(own, settings, progress, overrides)
+    assert own.command is not None
+    cgroup = MemoryCgroup(settings.criteria.limit_mb).create() if limit_mode == "cgroup" else None
+    server = CommandServer(
+        own.command,
+        log_path=settings.out_dir / "server.log",
+        cleanup_interval_seconds=settings.preset.cleanup_interval_seconds,
+        cache_ttl_seconds=settings.preset.cache_ttl_seconds,
+        limit_mb=settings.criteria.limit_mb,
+        cgroup=cgroup,
+        overrides=overrides,
+        health_path=own.health_path,
+        status_path=own.status_path,
+        token=own.token,
+    )
+    result = run_served(server, settings, limit_mode, "its own", progress)
+    result.timeline.meta["command"] = server.command_line
+    return result
 
 
 def run_remote(
@@ -114,17 +223,15 @@ def run_remote(
     settings: RunSettings,
     probes_per_tick: int = 3,
     progress: Progress | None = None,
+    status_path: str = STATUS_PATH,
+    health_path: str = HEALTH_PATH,
 ) -> RunResult:
-    """Run the spike against a deployed service and read its /debug/memory throughout."""
-    remote = RemoteService(url, token, probes_per_tick)
+    """Run the spike against a deployed service and read its status route throughout."""
+    remote = RemoteService(
+        url, token, probes_per_tick, status_path=status_path, health_path=health_path
+    )
     document = remote.check()
-    interval = float((document.get("cleanup") or {}).get("interval_seconds") or 0)
-    plan = settings.preset.plan
-    needed = 2 * interval + REMOTE_IDLE_MARGIN_SECONDS
-    if interval and plan.idle_seconds < needed:
-        # Two of the service's own cleanup intervals, whatever the preset assumed.
-        preset = replace(settings.preset, plan=plan.with_overrides(idle_seconds=needed))
-        settings = replace(settings, preset=preset)
+    settings = fit_idle(settings, document)
     progress = progress or Progress(settings.label, settings.preset.expected_seconds)
     meta = {
         "mode": "remote",
@@ -134,6 +241,9 @@ def run_remote(
     }
     result = execute(remote, settings, meta, progress)
     result.timeline.meta["service_at_end"] = service_summary(remote.last_document)
+    result.timeline.meta["release_seconds"] = release_seconds(
+        remote.last_document, float(result.timeline.meta.get("started_at_unix") or 0)
+    )
     return result
 
 
@@ -146,8 +256,6 @@ def run_docker(
 ) -> RunResult:
     """The service image under `docker run --memory=<limit> --memory-swap=<limit>`; workers as
     WEB_CONCURRENCY in ``overrides`` says (the image's default is one)."""
-    from scripts.verify.core import container
-
     settings.out_dir.mkdir(parents=True, exist_ok=True)
     progress = progress or Progress(settings.label, settings.preset.expected_seconds)
     workers = (overrides or {}).get("WEB_CONCURRENCY", "1")
@@ -163,14 +271,58 @@ def run_docker(
         limit_mb=settings.criteria.limit_mb,
         overrides=overrides,
     )
+    workers_count = int(workers) if workers.isdigit() else workers
+    return run_container(service, engine, settings, progress, executor, workers_count)
+
+
+def run_image(
+    own: OwnService,
+    settings: RunSettings,
+    progress: Progress | None = None,
+    overrides: dict[str, str] | None = None,
+) -> RunResult:
+    """The user's image under `docker run --memory`: no build, the engine only."""
+    assert own.image is not None
+    progress = progress or Progress(settings.label, settings.preset.expected_seconds)
+    progress.note("preparing the Docker engine")
+    service = ImageService(
+        container.engine_only(),
+        own.image,
+        log_path=settings.out_dir / "server.log",
+        cleanup_interval_seconds=settings.preset.cleanup_interval_seconds,
+        cache_ttl_seconds=settings.preset.cache_ttl_seconds,
+        limit_mb=settings.criteria.limit_mb,
+        overrides=overrides,
+        health_path=own.health_path,
+        status_path=own.status_path,
+        token=own.token,
+    )
+    return run_container(service, service.engine, settings, progress, execute, "its own")
+
+
+def run_container(
+    service: ContainerService,
+    engine: Any,
+    settings: RunSettings,
+    progress: Progress,
+    executor: Executor,
+    workers: int | str,
+) -> RunResult:
+    """Start the container, run the spike against it, keep its log, stop it and the engine."""
     try:
         service.start()
-        progress.note(f"container {service.name} (profile {profile}) on {service.base_url}")
+        progress.note(f"container {service.name} ({service.profile}) on {service.base_url}")
         service.wait_healthy(settings.preset.health_timeout_seconds)
-        workers_count = int(workers) if workers.isdigit() else workers
-        meta = {**meta_of(service, settings, "docker", workers_count), "image": service.image}
+        document = service.memory_status()
+        settings = fit_idle(settings, document)
+        progress.note(preset_note(settings, service, document))
+        meta = {**meta_of(service, settings, "docker", workers, document), "image": service.image}
         result = executor(service, settings, meta, progress)
-        result.timeline.meta["service_at_end"] = service_summary(service.debug_memory())
+        end = service.memory_status()
+        result.timeline.meta["service_at_end"] = service_summary(end)
+        result.timeline.meta["release_seconds"] = release_seconds(
+            end, float(result.timeline.meta.get("started_at_unix") or 0)
+        )
         if service.cgroup is not None:
             result.timeline.meta["cgroup"] = record_of(service.cgroup, service.cgroup_where)
     finally:
