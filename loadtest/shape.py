@@ -17,46 +17,23 @@ from locust import LoadTestShape, events
 
 from loadtest.spike import ENV_NAMES, SpikePlan, plan_from_env, target_at
 
+_STANDARD = SpikePlan()
+# (flag, plan field, type, help): the spike's options, each also read from its SPIKE_* variable.
+SPIKE_OPTIONS = (
+    ("--spike-users", "users", int, "users at the top of the spike (default {:g})"),
+    ("--spike-spawn-rate", "spawn_rate", float, "users started per second (default: users / ramp)"),
+    ("--spike-ramp", "ramp_seconds", float, "seconds to reach the top (default {:g})"),
+    ("--spike-hold", "hold_seconds", float, "seconds at the top (default {:g})"),
+    ("--spike-idle", "idle_seconds", float, "idle seconds before Locust stops (default {:g})"),
+)
+
 
 @events.init_command_line_parser.add_listener
 def _add_spike_arguments(parser) -> None:  # type: ignore[no-untyped-def]
-    standard = SpikePlan()
     group = parser.add_argument_group("spike", "spike-then-idle shape (loadtest.spike)")
-    group.add_argument(
-        "--spike-users",
-        type=int,
-        env_var=ENV_NAMES["users"],
-        default=None,
-        help=f"users at the top of the spike (default {standard.users})",
-    )
-    group.add_argument(
-        "--spike-spawn-rate",
-        type=float,
-        env_var=ENV_NAMES["spawn_rate"],
-        default=None,
-        help="users started per second (default: users / ramp)",
-    )
-    group.add_argument(
-        "--spike-ramp",
-        type=float,
-        env_var=ENV_NAMES["ramp_seconds"],
-        default=None,
-        help=f"seconds to reach the top (default {standard.ramp_seconds:g})",
-    )
-    group.add_argument(
-        "--spike-hold",
-        type=float,
-        env_var=ENV_NAMES["hold_seconds"],
-        default=None,
-        help=f"seconds at the top (default {standard.hold_seconds:g})",
-    )
-    group.add_argument(
-        "--spike-idle",
-        type=float,
-        env_var=ENV_NAMES["idle_seconds"],
-        default=None,
-        help=f"seconds with zero users before Locust stops (default {standard.idle_seconds:g})",
-    )
+    for flag, field, kind, text in SPIKE_OPTIONS:
+        help_text = text.format(getattr(_STANDARD, field))
+        group.add_argument(flag, type=kind, env_var=ENV_NAMES[field], default=None, help=help_text)
 
 
 def plan_from_options(options: Namespace | None) -> SpikePlan:

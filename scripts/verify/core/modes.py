@@ -64,6 +64,7 @@ def meta_of(
         "web_concurrency": web_concurrency,
         "overrides": dict(served.overrides),
         "service_at_start": service_summary(document),
+        **({"image": served.image} if isinstance(served, ContainerService) else {}),
     }
 
 
@@ -104,6 +105,29 @@ def preset_note(settings: RunSettings, served: Served, document: dict[str, Any] 
     )
 
 
+def spike_started(
+    served: LocalServer | ContainerService,
+    settings: RunSettings,
+    limit_mode: str,
+    workers: int | str,
+    progress: Progress,
+    executor: Executor,
+) -> RunResult:
+    """From a started service to its result, whatever started it: healthy, its status read
+    (its own cleanup interval fits the idle window), the spike, its status read again."""
+    served.wait_healthy(settings.preset.health_timeout_seconds)
+    document = served.memory_status()
+    settings = fit_idle(settings, document)
+    progress.note(preset_note(settings, served, document))
+    meta = meta_of(served, settings, limit_mode, workers, document)
+    result = executor(served, settings, meta, progress)
+    end = served.memory_status()
+    meta = result.timeline.meta  # what the executor recorded, with the end added
+    meta["service_at_end"] = service_summary(end)
+    meta["release_seconds"] = release_seconds(end, float(meta.get("started_at_unix") or 0))
+    return result
+
+
 def run_served(
     server: LocalServer,
     settings: RunSettings,
@@ -118,17 +142,7 @@ def run_served(
     try:
         server.start()
         progress.note(f"starting the service ({server.profile}) on {server.base_url}")
-        server.wait_healthy(settings.preset.health_timeout_seconds)
-        document = server.memory_status()
-        settings = fit_idle(settings, document)
-        progress.note(preset_note(settings, server, document))
-        meta = meta_of(server, settings, limit_mode, web_concurrency, document)
-        result = executor(server, settings, meta, progress)
-        end = server.memory_status()
-        result.timeline.meta["service_at_end"] = service_summary(end)
-        result.timeline.meta["release_seconds"] = release_seconds(
-            end, float(result.timeline.meta.get("started_at_unix") or 0)
-        )
+        result = spike_started(server, settings, limit_mode, web_concurrency, progress, executor)
         result.timeline.meta["release_log_lines"] = server.release_lines()
         if cgroup is not None:
             result.timeline.meta["cgroup"] = record_of(cgroup, "host")
@@ -312,17 +326,7 @@ def run_container(
     try:
         service.start()
         progress.note(f"container {service.name} ({service.profile}) on {service.base_url}")
-        service.wait_healthy(settings.preset.health_timeout_seconds)
-        document = service.memory_status()
-        settings = fit_idle(settings, document)
-        progress.note(preset_note(settings, service, document))
-        meta = {**meta_of(service, settings, "docker", workers, document), "image": service.image}
-        result = executor(service, settings, meta, progress)
-        end = service.memory_status()
-        result.timeline.meta["service_at_end"] = service_summary(end)
-        result.timeline.meta["release_seconds"] = release_seconds(
-            end, float(result.timeline.meta.get("started_at_unix") or 0)
-        )
+        result = spike_started(service, settings, "docker", workers, progress, executor)
         if service.cgroup is not None:
             result.timeline.meta["cgroup"] = record_of(service.cgroup, service.cgroup_where)
     finally:
