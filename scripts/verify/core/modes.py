@@ -9,7 +9,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from scripts.verify.core import container
 from scripts.verify.core.cgroup_limit import MemoryCgroup, record_of
@@ -66,6 +66,25 @@ def meta_of(
         "service_at_start": service_summary(document),
         **({"image": served.image} if isinstance(served, ContainerService) else {}),
     }
+
+
+class Given(TypedDict):
+    """What every service the verifier starts is given by the run: where it logs, the preset's
+    cleanup interval and cache TTL, and the limit it is judged against."""
+
+    log_path: Path
+    cleanup_interval_seconds: float
+    cache_ttl_seconds: float
+    limit_mb: float
+
+
+def given(settings: RunSettings) -> Given:
+    return Given(
+        log_path=settings.out_dir / "server.log",
+        cleanup_interval_seconds=settings.preset.cleanup_interval_seconds,
+        cache_ttl_seconds=settings.preset.cache_ttl_seconds,
+        limit_mb=settings.criteria.limit_mb,
+    )
 
 
 def fit_idle(settings: RunSettings, document: dict[str, Any] | None) -> RunSettings:
@@ -175,10 +194,7 @@ def run_local(
     server = LocalServer(
         profile=profile,
         workdir=workdir,
-        log_path=settings.out_dir / "server.log",
-        cleanup_interval_seconds=settings.preset.cleanup_interval_seconds,
-        cache_ttl_seconds=settings.preset.cache_ttl_seconds,
-        limit_mb=settings.criteria.limit_mb,
+        **given(settings),
         cgroup=cgroup,
         web_concurrency=web_concurrency,
         overrides=overrides,
@@ -216,10 +232,7 @@ def run_own(
     cgroup = MemoryCgroup(settings.criteria.limit_mb).create() if limit_mode == "cgroup" else None
     server = CommandServer(
         own.command,
-        log_path=settings.out_dir / "server.log",
-        cleanup_interval_seconds=settings.preset.cleanup_interval_seconds,
-        cache_ttl_seconds=settings.preset.cache_ttl_seconds,
-        limit_mb=settings.criteria.limit_mb,
+        **given(settings),
         cgroup=cgroup,
         overrides=overrides,
         health_path=own.health_path,
@@ -279,10 +292,7 @@ def run_docker(
         engine,
         container.image_tag(),
         profile,
-        log_path=settings.out_dir / "server.log",
-        cleanup_interval_seconds=settings.preset.cleanup_interval_seconds,
-        cache_ttl_seconds=settings.preset.cache_ttl_seconds,
-        limit_mb=settings.criteria.limit_mb,
+        **given(settings),
         overrides=overrides,
     )
     workers_count = int(workers) if workers.isdigit() else workers
@@ -302,10 +312,7 @@ def run_image(
     service = ImageService(
         container.engine_only(),
         own.image,
-        log_path=settings.out_dir / "server.log",
-        cleanup_interval_seconds=settings.preset.cleanup_interval_seconds,
-        cache_ttl_seconds=settings.preset.cache_ttl_seconds,
-        limit_mb=settings.criteria.limit_mb,
+        **given(settings),
         overrides=overrides,
         health_path=own.health_path,
         status_path=own.status_path,

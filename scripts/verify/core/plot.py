@@ -21,7 +21,9 @@ def verdict_levels(timeline: Timeline) -> list[tuple[str, float]]:
     """(label, MB) of the lines the verdict judges against, from the first judged series: its
     start, and the level that gives back --min-returned of the spike (idle must get under it)."""
     results = (timeline.extra or {}).get("results") or []
-    figures = next((r["figures"] for r in results if isinstance(r, dict) and r.get("figures")), {})
+    figures: dict[str, Any] = next(
+        (r["figures"] for r in results if isinstance(r, dict) and r.get("figures")), {}
+    )
     if "start_bytes" not in figures or "peak_bytes" not in figures:
         return []
     start, peak = figures["start_bytes"] / MB, figures["peak_bytes"] / MB

@@ -35,8 +35,11 @@ POLL_SECONDS = 0.25
 
 
 class Target(Protocol):
-    base_url: str
-    health_path: str
+    @property
+    def base_url(self) -> str: ...
+
+    @property
+    def health_path(self) -> str: ...
 
     def probe(self, t: float) -> list[Sample]: ...
 
