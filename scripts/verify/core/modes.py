@@ -260,6 +260,11 @@ def run_remote(
     document = remote.check()
     settings = fit_idle(settings, document)
     progress = progress or Progress(settings.label, settings.preset.expected_seconds)
+    interval = float((document.get("cleanup") or {}).get("interval_seconds") or 0)
+    progress.note(
+        f"a deployed service keeps its own settings: its status route says a {interval:g} s "
+        f"cleanup interval; idle window {settings.preset.plan.idle_seconds:g} s"
+    )
     meta = {
         "mode": "remote",
         "url": remote.base_url,
