@@ -34,7 +34,8 @@ load: $(VENV)/.dev
 	$(BIN)/locust -f loadtest/locustfile.py --headless --host $${LOCUST_HOST:-http://127.0.0.1:8000} \
 		--csv results/load --only-summary $(LOAD_ARGS)
 
-## verify: start the service, spike it, prove memory comes back (short preset, ~1 min; exit 0/1/2)
+## verify: start the service, spike it, prove memory comes back (short preset, ~1 min; exit 0/1/2);
+##   your own: VERIFY_ARGS='--command "CMD --port {port}" --locustfile FILE'
 verify: $(VENV)/.dev
 	$(BIN)/python -m scripts.verify run --preset short $(VERIFY_ARGS)
 
@@ -63,7 +64,7 @@ audit:
 	$(PYTHON) -m lab.audit
 
 lint: $(VENV)/.dev
-	$(BIN)/ruff check app scripts lab loadtest tests .railway
+	$(BIN)/ruff check app scripts lab loadtest tests examples .railway
 
 ## lock: re-resolve the lock files (needs network to the package index)
 lock:
