@@ -34,7 +34,7 @@ from app.memory.budget import DEFAULT_HEADROOM_SHARE
 from app.profiles import ProfileError, load_profiles
 from scripts.verify import flags
 from scripts.verify.core.errors import EXIT_NOT_MADE, RunNotMade, exit_for
-from scripts.verify.core.percentile import percentile_or_none
+from scripts.verify.overload.flood import percentile
 from scripts.verify.overload.run import OverloadRun, OverloadSettings, large_body, run_overload
 
 BASELINE = "baseline"
@@ -121,8 +121,8 @@ def row(run: OverloadRun, level: int) -> list[str]:
     return [
         run.profile, f"{level}x", str(run.settings.clients), str(statuses.get(201, 0)),
         str(statuses.get(503, 0)), str(other), str(sum(run.flood.errors.values())),
-        f"{run.flood.goodput:.2f}", _seconds(percentile_or_none(latencies, 0.5)),
-        _seconds(percentile_or_none(latencies, 0.99)), f"{run.peak_working_set_bytes / 2**20:.0f}",
+        f"{run.flood.goodput:.2f}", _seconds(percentile(latencies, 0.5)),
+        _seconds(percentile(latencies, 0.99)), f"{run.peak_working_set_bytes / 2**20:.0f}",
         str(run.oom_kills), "yes" if run.alive else "no", f"{run.health.worst:.2f}",
     ]
 

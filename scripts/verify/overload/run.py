@@ -22,11 +22,11 @@ from loadtest.payloads import make_record
 from scripts.verify.core.cgroup_limit import MemoryCgroup
 from scripts.verify.core.errors import RunNotMade
 from scripts.verify.core.local import LocalServer, http_get
-from scripts.verify.core.percentile import percentile_or_none
 from scripts.verify.overload.flood import (
     FloodResult,
     HealthResult,
     flood,
+    percentile,
     probe_health,
 )
 
@@ -85,8 +85,8 @@ class OverloadRun:
             "connection_errors": dict(self.flood.errors),
             "error_share": round(self.flood.error_share, 4),
             "goodput_per_s": round(self.flood.goodput, 3),
-            "accepted_p50_s": _round(percentile_or_none(latencies, 0.5)),
-            "accepted_p99_s": _round(percentile_or_none(latencies, 0.99)),
+            "accepted_p50_s": _round(percentile(latencies, 0.5)),
+            "accepted_p99_s": _round(percentile(latencies, 0.99)),
             "health_probes": len(self.health.latencies) + self.health.failures,
             "health_failures": self.health.failures,
             "health_worst_s": round(self.health.worst, 3),
