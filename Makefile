@@ -34,7 +34,8 @@ load: $(VENV)/.dev
 	$(BIN)/locust -f loadtest/locustfile.py --headless --host $${LOCUST_HOST:-http://127.0.0.1:8000} \
 		--csv results/load --only-summary $(LOAD_ARGS)
 
-## verify: start the service, spike it, prove memory comes back (short preset, ~1 min; exit 0/1/2)
+## verify: start the service, spike it, prove memory comes back (short preset, ~1 min; exit 0/1/2);
+##   your own: VERIFY_ARGS='--command "CMD --port {port}" --locustfile FILE'
 verify: $(VENV)/.dev
 	$(BIN)/python -m scripts.verify run --preset short $(VERIFY_ARGS)
 
@@ -46,9 +47,9 @@ bench: $(VENV)/.dev
 soak: $(VENV)/.dev
 	$(BIN)/python -m scripts.verify soak $(VERIFY_ARGS)
 
-## stall: /healthz latency while releases run, against none (~1 min; exit 0/1/2)
+## stall: lab instrument: /healthz latency while releases run, against none (~1 min; exit 0/1/2)
 stall: $(VENV)/.dev
-	$(BIN)/python -m scripts.verify stall $(VERIFY_ARGS)
+	$(BIN)/python -m lab.stall $(VERIFY_ARGS)
 
 ## test-container: build the image and run it per profile under a 500 MB limit (Docker, or root)
 test-container: $(VENV)/.dev
@@ -67,7 +68,7 @@ typecheck: $(VENV)/.dev
 	$(BIN)/python -m mypy
 
 lint: $(VENV)/.dev
-	$(BIN)/ruff check app scripts lab loadtest tests .railway
+	$(BIN)/ruff check app scripts lab loadtest tests examples .railway
 
 ## lock: re-resolve the lock files (needs network to the package index)
 lock:

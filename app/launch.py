@@ -15,8 +15,9 @@ import platform
 import subprocess
 import sys
 import sysconfig
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from typing import NoReturn
 
 from app.config import ConfigError, Settings
 from app.profiles import Profile, ProfileError, load_profiles
@@ -134,7 +135,7 @@ def uvicorn_argv(settings: Settings) -> list[str]:
     ]
     # h11 on asyncio, named, never uvicorn's "auto": that picks httptools and uvloop wherever
     # they are installed (the dev venv has them), so a service run from a checkout would
-    # measure another stack than the image's (docs/http-stack.md). With admission on, h11 with
+    # measure another stack than the image's (lab/stack/README.md). With admission on, h11 with
     # a header deadline and a connection cap (uvicorn has neither); h11 caps a head at 16 KB.
     protocol = GUARDED_PROTOCOL if settings.memory_admission else "h11"
     argv += ["--loop", "asyncio", "--http", protocol]
@@ -202,7 +203,14 @@ def configuration_errors() -> Iterator[None]:
         raise SystemExit(2) from None
 
 
-def main() -> None:
+ArgvEdit = Callable[[list[str]], list[str]]
+
+
+def launch(edit: ArgvEdit | None = None) -> NoReturn:
+    """The launcher's steps, in the one order every start of the service takes: the profile, its
+    environment, the settings checked (a bad one exits 2 with its line), the server command, and
+    exec in place of this process. ``edit`` changes the command line only: the instruments in
+    lab/ start the same service with another HTTP stack or app factory this way."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     [launch] %(message)s")
     with configuration_errors():
         profile = choose_profile(os.environ)
@@ -212,6 +220,8 @@ def main() -> None:
 
         settings = load_configuration()
         argv = server_argv(settings)
+        if edit is not None:
+            argv = edit(argv)
     for name in kept:
         log.info("%s set in the environment; profile %r value not applied", name, profile.name)
     log.info(
@@ -227,6 +237,10 @@ def main() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(argv[0], argv, env)
+
+
+def main() -> None:
+    launch()
 
 
 if __name__ == "__main__":

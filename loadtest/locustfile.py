@@ -5,7 +5,7 @@
 Each user submits bulk orders of varied sizes (mostly small, now and then the maximum) to both
 the sync and the async path, reads back results it created, looks up products and checks health,
 with think time between requests. The spike's size and timing come from the --spike-* arguments
-or SPIKE_* variables (loadtest.spike); --bulk-sizes and --think-time shape the traffic.
+or SPIKE_* variables (loadtest.shape); --bulk-sizes and --think-time shape the traffic.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from loadtest.payloads import (
 )
 from loadtest.results import READ_NAME, KeptResults
 from loadtest.shape import SpikeShape
-from loadtest.spike import ENV_NAMES, SpikePlan
 
 __all__ = ["ServiceClient", "SpikeShape"]
 
@@ -42,43 +41,7 @@ _ttl_seconds = SERVICE_TTL_SECONDS
 
 @events.init_command_line_parser.add_listener
 def _add_arguments(parser) -> None:  # type: ignore[no-untyped-def]
-    standard = SpikePlan()
-    group = parser.add_argument_group("spike", "spike-then-idle shape (loadtest.spike)")
-    group.add_argument(
-        "--spike-users",
-        type=int,
-        env_var=ENV_NAMES["users"],
-        default=None,
-        help=f"users at the top of the spike (default {standard.users})",
-    )
-    group.add_argument(
-        "--spike-spawn-rate",
-        type=float,
-        env_var=ENV_NAMES["spawn_rate"],
-        default=None,
-        help="users started per second (default: users / ramp)",
-    )
-    group.add_argument(
-        "--spike-ramp",
-        type=float,
-        env_var=ENV_NAMES["ramp_seconds"],
-        default=None,
-        help=f"seconds to reach the top (default {standard.ramp_seconds:g})",
-    )
-    group.add_argument(
-        "--spike-hold",
-        type=float,
-        env_var=ENV_NAMES["hold_seconds"],
-        default=None,
-        help=f"seconds at the top (default {standard.hold_seconds:g})",
-    )
-    group.add_argument(
-        "--spike-idle",
-        type=float,
-        env_var=ENV_NAMES["idle_seconds"],
-        default=None,
-        help=f"seconds with zero users before Locust stops (default {standard.idle_seconds:g})",
-    )
+    group = parser.add_argument_group("traffic", "this service's requests (loadtest.payloads)")
     group.add_argument(
         "--bulk-sizes",
         env_var="BULK_SIZES",

@@ -2,16 +2,38 @@
 
 A thin adapter: the plan and its arithmetic are in loadtest.spike, so they are testable and
 readable without Locust. The plan comes from the --spike-* arguments (or SPIKE_* variables),
-registered by loadtest.locustfile.
+registered here, so this file is a locustfile of its own: any users run under the spike as
+
+    locust -f your_locustfile.py,loadtest/shape.py --headless --host URL --spike-users 20
+
+which is how `python -m scripts.verify run --locustfile FILE` runs a user's own scenario.
 """
 
 from __future__ import annotations
 
 from argparse import Namespace
 
-from locust import LoadTestShape
+from locust import LoadTestShape, events
 
-from loadtest.spike import SpikePlan, plan_from_env, target_at
+from loadtest.spike import ENV_NAMES, SpikePlan, plan_from_env, target_at
+
+_STANDARD = SpikePlan()
+# (flag, plan field, type, help): the spike's options, each also read from its SPIKE_* variable.
+SPIKE_OPTIONS = (
+    ("--spike-users", "users", int, "users at the top of the spike (default {:g})"),
+    ("--spike-spawn-rate", "spawn_rate", float, "users started per second (default: users / ramp)"),
+    ("--spike-ramp", "ramp_seconds", float, "seconds to reach the top (default {:g})"),
+    ("--spike-hold", "hold_seconds", float, "seconds at the top (default {:g})"),
+    ("--spike-idle", "idle_seconds", float, "idle seconds before Locust stops (default {:g})"),
+)
+
+
+@events.init_command_line_parser.add_listener
+def _add_spike_arguments(parser) -> None:  # type: ignore[no-untyped-def]
+    group = parser.add_argument_group("spike", "spike-then-idle shape (loadtest.spike)")
+    for flag, field, kind, text in SPIKE_OPTIONS:
+        help_text = text.format(getattr(_STANDARD, field))
+        group.add_argument(flag, type=kind, env_var=ENV_NAMES[field], default=None, help=help_text)
 
 
 def plan_from_options(options: Namespace | None) -> SpikePlan:

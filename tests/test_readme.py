@@ -117,3 +117,76 @@ def test_the_supported_python_range_leaves_out_the_growing_3_14_collector() -> N
     assert not [patch for patch in range(5) if f"3.14.{patch}" in supported]
     assert "3.14.5" in supported and "3.10.14" not in supported
     assert "3.14.5" in README
+
+
+# --- the verifier's commands, as pasted ---------------------------------------------------------
+
+VERIFY_MODULE = "-m scripts.verify"
+MAKE_VERIFIER_TARGETS = ("verify", "bench", "soak")
+
+
+def verifier_commands() -> list[str]:
+    """Every command line in the README that runs the verifier: lines of its code blocks, and
+    inline spans, that call scripts.verify or one of its make targets; `a && b` is two."""
+    blocks = re.findall(r"```(?:bash|sh)\n(.*?)```", README, re.S)
+    lines = [line for block in blocks for line in block.splitlines()]
+    lines += re.findall(r"`([^`\n]*scripts\.verify[^`\n]*)`", README)
+    commands = [part.strip() for line in lines for part in line.split("&&")]
+    return [
+        command
+        for command in commands
+        if VERIFY_MODULE in command
+        or any(command.startswith(f"make {target}") for target in MAKE_VERIFIER_TARGETS)
+    ]
+
+
+def verifier_argv(command: str) -> list[str]:
+    """The arguments the verifier gets from ``command``; a make target's as make expands it."""
+    if command.startswith("make "):
+        words = shlex.split(command, comments=True)
+        shown = subprocess.run(
+            ["make", "-n", *words[1:]], cwd=REPO, capture_output=True, text=True, timeout=30,
+            check=True,
+        ).stdout.splitlines()  # fmt: skip
+        command = next(line for line in reversed(shown) if VERIFY_MODULE in line)
+    words = shlex.split(command, comments=True)
+    assert words[:3] == [".venv/bin/python", "-m", "scripts.verify"], command
+    return words[3:]
+
+
+def test_every_verifier_command_runs_outside_the_venv() -> None:
+    commands = verifier_commands()
+    assert len(commands) >= 5
+    for command in commands:
+        # `python -m scripts.verify` outside .venv fails: No module named 'psutil'.
+        assert command.startswith(("make ", ".venv/bin/python ")), command
+
+
+def test_every_verifier_command_line_parses() -> None:
+    from scripts.verify.cli import build_parser
+
+    parser = build_parser()
+    for command in verifier_commands():
+        argv = verifier_argv(command)
+        if argv != ["--help"]:
+            parser.parse_args(argv)  # an unknown flag or a bad value exits 2 here
+
+
+def test_the_help_command_runs_as_pasted() -> None:
+    command = next(c for c in verifier_commands() if c.split("#")[0].split()[-1] == "--help")
+    done = subprocess.run(
+        command.split("#")[0], shell=True, cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    for name in ("run", "compare", "soak", "overload"):
+        assert f"    {name} " in done.stdout
+
+
+def test_the_lifted_example_the_readme_verifies_is_there() -> None:
+    copy = next(line for line in README.splitlines() if line.startswith("cp -r app/memory "))
+    source, target = shlex.split(copy.split("&&")[0])[2:4]
+    assert (REPO / source / "__init__.py").is_file()
+    example = (REPO / target).parent
+    assert "memory/" in (example / ".gitignore").read_text().split()  # the copy is not committed
+    argv = verifier_argv(copy.split("&&")[1].strip())
+    assert (REPO / argv[argv.index("--locustfile") + 1]).is_file()

@@ -120,24 +120,23 @@ def _read_v1(folder: Path, path: str) -> CgroupMemory:
 
 
 def locate_cgroup(
-    root: Path = CGROUP_ROOT, cgroup_file: Path = PROC_SELF_CGROUP, namespaced: bool = True
+    root: Path = CGROUP_ROOT, cgroup_file: Path = PROC_SELF_CGROUP
 ) -> tuple[Path, str] | None:
     """(folder, path) of the memory cgroup a /proc/<pid>/cgroup file names, v1 before v2.
 
-    ``namespaced``: the reader lives inside that cgroup's namespace, where the mount is the
-    cgroup itself when the named path is not under it. A host reading another process's cgroup
-    passes False, so a path it cannot see is ``None``, never the host's own root."""
+    Inside a container's cgroup namespace the mount is the cgroup itself, so a named path not
+    under the mount means the mount."""
     v2_path, v1_path = _own_paths(cgroup_file)
     base = root / "memory"
     if v1_path is not None and base.is_dir():
         folder = base / v1_path.lstrip("/")
-        if not folder.is_dir() and namespaced:
+        if not folder.is_dir():
             folder = base
         if _is_v1(folder):
             return folder, v1_path
     if v2_path is not None:
         folder = root / v2_path.lstrip("/")
-        if not folder.is_dir() and namespaced:
+        if not folder.is_dir():
             folder = root
         if _is_v2(folder):
             return folder, v2_path
@@ -158,23 +157,6 @@ def read_cgroup_at(
         label = path or "/" + str(folder.relative_to(root)).removeprefix(".")
         return _read_v2(root, folder, label)
     return None
-
-
-@dataclass(frozen=True)
-class MemoryEvents:
-    """Counts since the cgroup was made; ``None`` where the kernel does not keep them."""
-
-    oom_kills: int | None  # v2 memory.events oom_kill; v1 memory.oom_control oom_kill (4.13+)
-    limit_hits: int | None  # v2 memory.events max; v1 memory.failcnt
-
-
-def read_memory_events(folder: Path) -> MemoryEvents:
-    """How often the cgroup at ``folder`` hit its limit and had a process OOM-killed."""
-    if _is_v1(folder):
-        oom = _read_stat(folder / "memory.oom_control").get("oom_kill")
-        return MemoryEvents(oom, _read_int(folder / "memory.failcnt"))
-    events = _read_stat(folder / "memory.events")
-    return MemoryEvents(events.get("oom_kill"), events.get("max"))
 
 
 def read_cgroup_memory(

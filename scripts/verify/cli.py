@@ -1,4 +1,4 @@
-"""Prove the service gives memory back: `python -m scripts.verify COMMAND ...`.
+"""Prove a service gives memory back: `python -m scripts.verify COMMAND ...`.
 
 One parser for every tool. Each subcommand is a `flags.Command` in its own module; the flags
 they share are defined once in flags.py. A new subcommand is one module with a `Command` and one
@@ -15,17 +15,10 @@ from collections.abc import Sequence
 from scripts.verify import flags, spike
 from scripts.verify.overload import command as overload
 from scripts.verify.soak import command as soak
-from scripts.verify.stack import command as stack
-from scripts.verify.stall import command as stall
 
-COMMANDS: tuple[flags.Command, ...] = (
-    spike.RUN,
-    spike.COMPARE,
-    soak.COMMAND,
-    stall.COMMAND,
-    overload.COMMAND,
-    stack.COMMAND,
-)
+# The user's tools. The instruments that decided this service's own design (lab.stall,
+# lab.stack) run the same way through `standalone`, apart from these.
+COMMANDS: tuple[flags.Command, ...] = (spike.RUN, spike.COMPARE, soak.COMMAND, overload.COMMAND)
 
 EPILOG = "Exit codes: 0 pass, 1 fail (with the numbers), 2 run not made (with the reason)."
 
@@ -33,7 +26,7 @@ EPILOG = "Exit codes: 0 pass, 1 fail (with the numbers), 2 run not made (with th
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m scripts.verify",
-        description="Prove the service gives idle memory back: spike it, let it idle, judge.",
+        description="Prove a service gives idle memory back: spike it, let it idle, judge.",
         epilog=EPILOG,
     )
     subcommands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
@@ -50,12 +43,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+def start(args: argparse.Namespace, argv: list[str]) -> int:
     logging.basicConfig(
         level=logging.INFO, format=f"%(levelname)s [{args.command.name}] %(message)s"
     )
     args.argv = argv
     args.command.check(args.parser, args)
-    return args.command.run(args)
+    return int(args.command.run(args))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return start(build_parser().parse_args(argv), argv)
+
+
+def standalone(command: flags.Command, prog: str, argv: Sequence[str] | None = None) -> int:
+    """One command as a program of its own (`python -m lab.stall`): the same flags, checks,
+    logging and exit codes as a subcommand of `python -m scripts.verify`."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=command.doc.split("\n\n", 1)[-1],
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    command.add_arguments(parser)
+    parser.set_defaults(command=command, parser=parser)
+    return start(parser.parse_args(argv), argv)

@@ -1,7 +1,9 @@
-"""One spike, then an idle window: the subcommands `run` (one profile, or a deployed service)
-and `compare` (every profile in turn, one table).
+"""One spike, then an idle window: the subcommands `run` (one profile, your own service, or a
+deployed one) and `compare` (every profile in turn, one table).
 
-Starts the service (or reads a deployed one), runs a Locust spike against it, samples memory
+Starts the service (this one through its launcher, yours with --command or --image, or reads a
+deployed one with --url), runs a Locust spike against it (this service's scenario, or yours
+with --locustfile, under the same spike-then-idle shape), samples memory
 every second, waits an idle window of at least two cleanup intervals, and judges:
 
   exit 0  idle memory under --limit-mb and at least --min-returned of the spike given back
@@ -26,16 +28,17 @@ from app.profiles import ProfileError, load_profiles
 from scripts.verify import flags
 from scripts.verify.core import compare, plot, report
 from scripts.verify.core.errors import EXIT_NOT_MADE, RunNotMade, exit_for
-from scripts.verify.core.loadrun import LoadStats
-from scripts.verify.core.modes import run_local, run_remote
+from scripts.verify.core.loadrun import LOCUSTFILE, LoadStats, is_ours
+from scripts.verify.core.modes import OwnService, run_local, run_own, run_remote
 from scripts.verify.core.presets import PRESETS
 from scripts.verify.core.run import RunResult, RunSettings, judge_timeline
+from scripts.verify.core.served import HEALTH_PATH, STATUS_PATH
 from scripts.verify.core.timeline import TimelineError, read_json, write_csv, write_json
 from scripts.verify.core.verdict import Criteria
 
 log = logging.getLogger("verify")
 
-RUN_SUMMARY = "start the service (or read a deployed one), spike it, prove memory comes back"
+RUN_SUMMARY = "start a service (ours, your --command or --image, or read a --url), spike it, judge"
 COMPARE_SUMMARY = "every allocator profile in turn, baseline included, one table against baseline"
 METRIC_HELP = (
     "memory figure judged: pss (default; shared pages counted once across workers), rss, uss, "
@@ -70,18 +73,59 @@ def add_run(parser: flags.Parser) -> None:
     flags.add_profile(parser)
     add_common(parser)
     flags.add_verdict(parser, "pss", METRIC_HELP, Criteria().max_failure_share)
-    remote = parser.add_argument_group("a deployed service")
-    remote.add_argument("--url", help="verify a deployed service instead (reads /debug/memory)")
-    remote.add_argument(
+    own = parser.add_argument_group(
+        "your own service",
+        "It gets PORT (and {port} in CMD is replaced by it), ADMIN_TOKEN (the token its\n"
+        "status route is read with), the preset's MEMORY_CLEANUP_INTERVAL and\n"
+        "CACHE_TTL_SECONDS, and --set's settings in its environment.",
+    )
+    target = own.add_mutually_exclusive_group()
+    target.add_argument(
+        "--command",
+        dest="command_line",  # "command" is the subcommand itself (cli.py)
+        metavar="CMD",
+        help="start your server command here instead of this service",
+    )
+    target.add_argument(
+        "--image",
+        metavar="NAME",
+        help="run your image under docker --memory=--limit-mb instead (it listens on $PORT)",
+    )
+    target.add_argument(
+        "--url", help="verify a deployed service instead (reads its memory status route)"
+    )
+    own.add_argument(
+        "--locustfile",
+        type=Path,
+        default=LOCUSTFILE,
+        metavar="FILE",
+        help="your Locust users, run under the spike-then-idle shape (default: this service's "
+        "scenario, loadtest/locustfile.py)",
+    )
+    own.add_argument(
+        "--health",
+        default=HEALTH_PATH,
+        metavar="PATH",
+        help=f"the path that answers 200 once it serves (default {HEALTH_PATH})",
+    )
+    own.add_argument(
+        "--status-path",
+        default=STATUS_PATH,
+        metavar="PATH",
+        help="where memory.install(app, status_token=...) mounts the memory status route "
+        f"(default {STATUS_PATH})",
+    )
+    own.add_argument(
         "--token",
         default=os.environ.get("ADMIN_TOKEN"),
-        help="the service's ADMIN_TOKEN for --url (default: $ADMIN_TOKEN)",
+        help="the status route's token: needed with --url; with --command or --image, the "
+        "ADMIN_TOKEN given to it (default: $ADMIN_TOKEN, else a random one)",
     )
-    remote.add_argument(
+    own.add_argument(
         "--reads-per-second",
         type=int,
         default=3,
-        help="/debug/memory reads per second with --url, so every replica is seen (default 3)",
+        help="status reads per second with --url, so every replica is seen (default 3)",
     )
 
 
@@ -99,11 +143,24 @@ def check_common(parser: flags.Parser, args: argparse.Namespace, remote: bool = 
 
 
 def check_run(parser: flags.Parser, args: argparse.Namespace) -> None:
-    check_common(parser, args, remote=bool(args.url))
+    check_common(parser, args, remote=bool(args.url or args.image))
     if args.url and not args.token:
         parser.error("--url needs --token (or ADMIN_TOKEN in the environment)")
     if args.url and (args.profile or args.limit_mode != "none" or args.set):
         parser.error("--url reads a deployed service: --profile, --limit-mode, --set do not apply")
+    own = "--command" if args.command_line else "--image" if args.image else None
+    if own and args.profile:
+        parser.error(f"{own} runs your service: its allocator is its own, --profile does not apply")
+    if own and args.web_concurrency != 1:
+        parser.error(f"{own} runs your service: its workers are its own (--web-concurrency)")
+    if args.command_line and args.limit_mode == "docker":
+        parser.error("--command runs here: --limit-mode none or cgroup (for docker, --image)")
+    if args.image and args.limit_mode == "cgroup":
+        parser.error("--image runs under docker --memory: --limit-mode cgroup does not apply")
+    if args.locustfile != LOCUSTFILE and not args.locustfile.is_file():
+        parser.error(f"--locustfile {args.locustfile}: no such file")
+    if not (args.health.startswith("/") and args.status_path.startswith("/")):
+        parser.error("--health and --status-path are paths: they start with /")
     if args.reads_per_second < 1:
         parser.error("--reads-per-second must be at least 1")
 
@@ -137,8 +194,15 @@ def context_lines(args: argparse.Namespace, mode: str, started: datetime) -> lis
         f"hold {plan.hold_seconds:g} s, idle window {plan.idle_seconds:g} s",
         f"metric: {args.metric}; limit {args.limit_mb:g} MB; spike to give back "
         f">= {args.min_returned:.0%}; failures <= {args.max_failures:.1%}",
+        f"scenario: {scenario_of(getattr(args, 'locustfile', LOCUSTFILE))}",
         f"started {started.isoformat(timespec='seconds')} on {os.cpu_count()} CPUs",
     ]
+
+
+def scenario_of(locustfile: Path) -> str:
+    if is_ours(locustfile):
+        return "this service's (loadtest/locustfile.py: bulk submits, read-backs, products)"
+    return f"{locustfile} under the spike-then-idle shape (loadtest/shape.py)"
 
 
 def settings_for(args: argparse.Namespace, label: str, out_dir: Path) -> RunSettings:
@@ -148,6 +212,7 @@ def settings_for(args: argparse.Namespace, label: str, out_dir: Path) -> RunSett
         criteria=criteria_of(args),
         metric=args.metric,
         out_dir=out_dir,
+        locustfile=getattr(args, "locustfile", LOCUSTFILE),
     )
 
 
@@ -196,9 +261,25 @@ def run_one(args: argparse.Namespace, started: datetime) -> int:
     out = out_of(args, started)
     if args.url:
         settings = settings_for(args, "remote", out / "remote")
-        result = run_remote(args.url, args.token, settings, args.reads_per_second)
+        result = run_remote(
+            args.url, args.token, settings, args.reads_per_second, None, args.status_path,
+            args.health,
+        )  # fmt: skip
         write_run(result, out / "remote", not args.no_plot)
         title, mode = f"Memory verification: {args.url}", "remote"
+    elif args.command_line or args.image:
+        label = "command" if args.command_line else "image"
+        own = OwnService(
+            args.command_line, args.image, args.health, args.status_path, args.token
+        )
+        limit_mode = "docker" if args.image else args.limit_mode
+        result = run_own(
+            own, settings_for(args, label, out / label), limit_mode,
+            overrides=flags.overrides_of(args),
+        )  # fmt: skip
+        write_run(result, out / label, not args.no_plot)
+        what = f"`{args.command_line}`" if args.command_line else f"image {args.image}"
+        title, mode = f"Memory verification: {what}", f"your {label}, limit mode {limit_mode}"
     else:
         name = load_profiles().get(args.profile).name
         result = run_local(

@@ -225,7 +225,7 @@ def wait_idle_release(service: Service, since: float) -> dict[str, Any]:
     """Poll /debug/memory until an idle-triggered release started after `since` (epoch s)."""
     deadline = time.monotonic() + IDLE_RELEASE_DEADLINE
     while True:
-        report = service.debug_memory()
+        report = service.memory_status()
         idle = [r for r in report.get("releases") or []
                 if r.get("trigger") == "idle" and float(r.get("started_at", 0)) >= since]
         if idle:
@@ -268,7 +268,7 @@ def test_server_is_pid1_and_not_root(service: Service) -> None:
 def test_profile_allocator_is_mapped(service: Service) -> None:
     maps = service.exec("cat", "/proc/1/maps")
     assert ("libjemalloc" in maps) == (service.profile.allocator == "jemalloc")
-    report = service.debug_memory()
+    report = service.memory_status()
     assert report["allocator"]["name"] == service.profile.allocator
     assert report["profile"] == service.profile.name
 

@@ -117,7 +117,7 @@ def test_request_limit_with_two_workers_replaces_the_worker(tmp_path: Path) -> N
 
 
 def test_request_head_is_bounded_by_the_http_stack_shipped(tmp_path: Path) -> None:
-    """h11 (the stack kept, docs/http-stack.md) refuses a 1 MB header after its 16 KB cap,
+    """h11 (the stack kept, lab/stack/README.md) refuses a 1 MB header after its 16 KB cap,
     instead of parsing it whole as httptools would; /healthz is answered right after."""
     server = start_server(tmp_path, MEMORY_PROFILE="glibc")
     try:

@@ -8,7 +8,7 @@ launcher on this machine, real load, figures compared within one run.
   after the results cached during the spike expire.
 
 Both figures are noisy on a shared 2-core machine; each margin below is the spread measured over
-repeated runs here (docs/stall.md lists them), not a guess.
+repeated runs here (lab/stall/README.md lists them), not a guess.
 """
 
 from __future__ import annotations
@@ -19,13 +19,13 @@ import pytest
 
 from app.launch import library_available
 from app.profiles import load_profiles
+from lab.stall import figures as sf
+from lab.stall.run import StallSettings, run_profile
 from scripts.verify.core.loadrun import locust_available
 from scripts.verify.core.modes import run_local
 from scripts.verify.core.presets import PRESETS
 from scripts.verify.core.run import RunResult, RunSettings
 from scripts.verify.core.verdict import IDLE_TARGET_RATIO, Criteria, Figures
-from scripts.verify.stall import figures as sf
-from scripts.verify.stall.run import StallSettings, run_profile
 
 pytestmark = [
     pytest.mark.slow,

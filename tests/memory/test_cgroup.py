@@ -10,11 +10,8 @@ import pytest
 
 from app.memory.cgroup import (
     CgroupMemory,
-    MemoryEvents,
-    locate_cgroup,
     read_cgroup_at,
     read_cgroup_memory,
-    read_memory_events,
 )
 from tests.memory.conftest import FIXTURES
 
@@ -140,24 +137,7 @@ def test_working_set_never_negative(tree_copy: Callable[[str], Path]) -> None:
     assert reading.working_set_bytes == 0
 
 
-# --- another process's cgroup, a known folder, the event counts --------------------------------
-
-
-def test_a_host_reading_a_path_it_cannot_see_gets_none_not_its_own_root(
-    tree_copy: Callable[[str], Path],
-) -> None:
-    tree = tree_copy("v2")
-    (tree / "pid_cgroup").write_text("0::/system.slice/docker-4f2a9c.scope\n")
-    root = tree / "sys" / "fs" / "cgroup"
-    assert locate_cgroup(root, tree / "pid_cgroup", namespaced=False) is None
-    assert locate_cgroup(root, tree / "pid_cgroup") == (root, "/system.slice/docker-4f2a9c.scope")
-
-
-def test_a_host_finds_another_process_cgroup_by_its_path() -> None:
-    base = FIXTURES / "cgroup" / "v2-nested"
-    root = base / "sys" / "fs" / "cgroup"
-    found = locate_cgroup(root, base / "proc_self_cgroup", namespaced=False)
-    assert found == (root / "system.slice" / "app.service", "/system.slice/app.service")
+# --- a known folder -----------------------------------------------------------------------------
 
 
 def test_a_known_folder_reads_as_its_version_with_its_path() -> None:
@@ -167,17 +147,3 @@ def test_a_known_folder_reads_as_its_version_with_its_path() -> None:
     v1 = FIXTURES / "cgroup" / "v1" / "sys" / "fs" / "cgroup"
     assert read_cgroup_at(v1 / "memory" / "docker" / "4f2a9c", v1) == read("v1")
     assert read_cgroup_at(v1 / "cpu", v1) is None
-
-
-def test_event_counts_on_v2_and_v1(tree_copy: Callable[[str], Path]) -> None:
-    v2 = tree_copy("v2") / "sys" / "fs" / "cgroup"
-    (v2 / "memory.events").write_text("low 0\nhigh 0\nmax 12\noom 2\noom_kill 2\n")
-    assert read_memory_events(v2) == MemoryEvents(oom_kills=2, limit_hits=12)
-    v1 = tree_copy("v1") / "sys" / "fs" / "cgroup" / "memory" / "docker" / "4f2a9c"
-    (v1 / "memory.oom_control").write_text("oom_kill_disable 0\nunder_oom 0\noom_kill 1\n")
-    (v1 / "memory.failcnt").write_text("7\n")
-    assert read_memory_events(v1) == MemoryEvents(oom_kills=1, limit_hits=7)
-
-
-def test_event_counts_the_kernel_does_not_keep_are_none(tree_copy: Callable[[str], Path]) -> None:
-    assert read_memory_events(tree_copy("v2") / "sys" / "fs" / "cgroup") == MemoryEvents(None, None)

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from app.memory.cgroup import CGROUP_ROOT, CgroupMemory, MemoryEvents
+from app.memory.cgroup import CGROUP_ROOT, CgroupMemory
 from app.memory.measure import MB
+from scripts.verify.core.cgroup_events import MemoryEvents, read_memory_events
 from scripts.verify.core.cgroup_limit import HostCgroup, MemoryCgroup, record_of, with_cgroup
 from scripts.verify.core.errors import RunNotMade
 from scripts.verify.core.sampling import Sample
@@ -124,3 +125,24 @@ def test_samples_take_the_cgroup_figures_and_keep_the_rest() -> None:
         "limit_hits": None,
         "oom_kills": None,
     }
+
+
+def test_a_host_reading_a_path_it_cannot_see_gets_none_not_its_own_root(tmp_path: Path) -> None:
+    root = fixture_root(tmp_path, "v2")
+    (tmp_path / "proc" / "7").mkdir(parents=True)
+    (tmp_path / "proc" / "7" / "cgroup").write_text("0::/system.slice/docker-4f2a9c.scope\n")
+    assert HostCgroup.of_pid(7, root, proc=tmp_path / "proc") is None
+
+
+def test_event_counts_on_v2_and_v1(tmp_path: Path) -> None:
+    v2 = fixture_root(tmp_path, "v2")
+    (v2 / "memory.events").write_text("low 0\nhigh 0\nmax 12\noom 2\noom_kill 2\n")
+    assert read_memory_events(v2) == MemoryEvents(oom_kills=2, limit_hits=12)
+    v1 = fixture_root(tmp_path, "v1") / "memory" / "docker" / "4f2a9c"
+    (v1 / "memory.oom_control").write_text("oom_kill_disable 0\nunder_oom 0\noom_kill 1\n")
+    (v1 / "memory.failcnt").write_text("7\n")
+    assert read_memory_events(v1) == MemoryEvents(oom_kills=1, limit_hits=7)
+
+
+def test_event_counts_the_kernel_does_not_keep_are_none(tmp_path: Path) -> None:
+    assert read_memory_events(fixture_root(tmp_path, "v2")) == MemoryEvents(None, None)

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from app.memory.cgroup import CgroupMemory, MemoryEvents
+from app.memory.cgroup import CgroupMemory
 from app.memory.measure import MB
+from scripts.verify.core.cgroup_events import MemoryEvents
 from scripts.verify.core.engine_cgroup import FILES, EngineCgroup, parse_dump, read_dump
 
 ENGINE = Path(__file__).parent / "fixtures" / "engine"

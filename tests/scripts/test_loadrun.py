@@ -8,7 +8,17 @@ import pytest
 
 from loadtest.spike import SpikePlan
 from scripts.verify.core.errors import RunNotMade
-from scripts.verify.core.loadrun import LoadStats, check_delivered, locust_argv, read_stats
+from scripts.verify.core.loadrun import (
+    LOCUSTFILE,
+    SHAPE_FILE,
+    UNREACHABLE_SECONDS,
+    LoadStats,
+    check_delivered,
+    is_ours,
+    locust_argv,
+    read_stats,
+    unreachable,
+)
 from scripts.verify.core.run import cache_ttl
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -45,10 +55,56 @@ def test_missing_statistics_mean_the_run_was_not_made(tmp_path: Path) -> None:
 
 
 def test_a_spike_whose_submits_all_failed_was_not_delivered() -> None:
-    failed = LoadStats(40, 40, 2.0, 5.0, 9.0, bulk_submits=20, bulk_failures=20)
+    failed = LoadStats(40, 20, 2.0, 5.0, 9.0, bulk_submits=20, bulk_failures=20)
     with pytest.raises(RunNotMade, match="not delivered"):
         check_delivered(failed)
     check_delivered(LoadStats(40, 1, 2.0, 5.0, 9.0, bulk_submits=20, bulk_failures=1))
+
+
+def test_a_users_scenario_needs_a_request_through_not_a_bulk_submit(tmp_path: Path) -> None:
+    check_delivered(LoadStats(40, 1, 2.0, 5.0, 9.0, bulk_submits=0, bulk_failures=0), ours=False)
+    failures = tmp_path / "locust_failures.csv"
+    failures.write_text(FAILURES_CSV)
+    with pytest.raises(RunNotMade, match=r"no request succeeded \(40 sent.*GET /items/\[id\]"):
+        check_delivered(LoadStats(40, 40, 2.0, 5.0, 9.0, 0, 0), ours=False, failures_csv=failures)
+
+
+FAILURES_CSV = """Method,Name,Error,Occurrences
+GET,/healthz,"ConnectionRefusedError(111, 'Connection refused')",4
+GET,/items/[id],"HTTPError('404 Client Error: Not Found for url: /items/3')",36
+"""
+STATS_CSV = """Type,Name,Request Count,Failure Count,Requests/s,50%,99%
+GET,/items/[id],{n},{failed},4.0,3,9
+,Aggregated,{n},{failed},4.0,3,9
+"""
+
+
+def test_a_scenario_that_cannot_reach_the_service_is_named_within_seconds(
+    tmp_path: Path,
+) -> None:
+    prefix = tmp_path / "locust"
+    assert unreachable(prefix, 10.0) is None  # no statistics written yet
+    Path(f"{prefix}_stats.csv").write_text(STATS_CSV.format(n=40, failed=40))
+    Path(f"{prefix}_failures.csv").write_text(FAILURES_CSV)
+    assert unreachable(prefix, UNREACHABLE_SECONDS - 1) is None  # too early to tell
+    why = unreachable(prefix, UNREACHABLE_SECONDS + 1)
+    assert why is not None and "every request failed" in why and "(40 sent)" in why
+    assert why.index("/items/[id]") < why.index("/healthz")  # the most frequent first
+    Path(f"{prefix}_stats.csv").write_text(STATS_CSV.format(n=40, failed=39))
+    assert unreachable(prefix, 30.0) is None  # one got through: the run goes on
+
+
+def test_a_users_locustfile_runs_under_the_spike_shape_without_our_traffic_options(
+    tmp_path: Path,
+) -> None:
+    own = tmp_path / "mine.py"
+    own.write_text("")
+    plan = SpikePlan(users=4, ramp_seconds=2, hold_seconds=9, idle_seconds=30)
+    argv = locust_argv("http://127.0.0.1:9", plan, tmp_path / "l", "0.1,0.5", "200:1", 10.0, own)
+    assert argv[argv.index("-f") + 1] == f"{own},{SHAPE_FILE}"
+    assert argv[argv.index("--spike-users") + 1] == "4"
+    assert not {"--think-time", "--bulk-sizes", "--cache-ttl"} & set(argv)
+    assert is_ours(LOCUSTFILE) and not is_ours(own)
 
 
 def test_locust_runs_the_spike_without_its_idle_window(tmp_path: Path) -> None:

@@ -54,7 +54,7 @@ def test_the_service_runs_from_its_work_folder_not_the_checkout(tmp_path: Path) 
     local = server(tmp_path).start()
     try:
         local.wait_healthy(60)
-        document = local.debug_memory()
+        document = local.memory_status()
         assert document is not None
         assert document["cleanup"]["interval_seconds"] == 5.0
         pid = local.process.pid  # type: ignore[union-attr]

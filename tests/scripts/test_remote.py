@@ -73,3 +73,9 @@ def test_a_wrong_token_is_a_run_not_made_with_the_reason(service: LocalServer) -
 def test_an_unreachable_service_is_a_run_not_made() -> None:
     with pytest.raises(RunNotMade, match="not reachable"):
         RemoteService(f"http://127.0.0.1:{free_port()}", "x" * 32, timeout=2).check()
+
+
+def test_a_status_route_that_is_not_mounted_says_how_to_mount_it(service: LocalServer) -> None:
+    remote = RemoteService(service.base_url, service.token, status_path="/internal/memory")
+    with pytest.raises(RunNotMade, match=r"not mounted.*memory.install\(app, status_token="):
+        remote.check()

@@ -50,6 +50,16 @@ def test_an_unreadable_timeline_exits_2(tmp_path: Path, capsys: pytest.CaptureFi
         ["run", "--set", "memory_cleanup=0"],
         ["run", "--set", "MEMORY_CLEANUP"],
         ["soak", "--max-failures", "3"],
+        ["run", "--command", "serve", "--image", "theirs:1"],
+        ["run", "--command", "serve", "--url", "http://127.0.0.1:9", "--token", "t" * 32],
+        ["run", "--command", "serve", "--profile", "glibc"],
+        ["run", "--command", "serve", "--web-concurrency", "2"],
+        ["run", "--command", "serve", "--limit-mode", "docker"],
+        ["run", "--image", "theirs:1", "--limit-mode", "cgroup"],
+        ["run", "--command", "serve", "--locustfile", "/nonexistent/users.py"],
+        ["run", "--command", "serve", "--health", "healthz"],
+        ["stall"],
+        ["stack"],
         [],
     ],
 )
@@ -62,3 +72,13 @@ def test_arguments_that_cannot_make_a_run_exit_2(argv: list[str]) -> None:
 def test_an_unknown_profile_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "--profile", "tcmalloc", "--out", str(tmp_path)]) == 2
     assert "tcmalloc" in capsys.readouterr().err
+
+
+def test_the_help_lists_the_users_tools_only(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    listed = capsys.readouterr().out.split("commands:", 1)[1]
+    rows = [line for line in listed.splitlines() if line.startswith("    ") and line[4:5].strip()]
+    names = [row.split()[0] for row in rows]
+    assert names[:4] == ["run", "compare", "soak", "overload"]
+    assert "stall" not in names and "stack" not in names  # instruments: python -m lab.stall

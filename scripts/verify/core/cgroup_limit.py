@@ -17,15 +17,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from app.memory.cgroup import (
-    CGROUP_ROOT,
-    CgroupMemory,
-    MemoryEvents,
-    locate_cgroup,
-    read_cgroup_at,
-    read_memory_events,
-)
+from app.memory.cgroup import CGROUP_ROOT, CgroupMemory, locate_cgroup, read_cgroup_at
 from app.memory.measure import MB
+from scripts.verify.core.cgroup_events import MemoryEvents, read_memory_events
 from scripts.verify.core.errors import RunNotMade
 from scripts.verify.core.sampling import Sample
 
@@ -75,9 +69,12 @@ class HostCgroup:
     def of_pid(
         cls, pid: int, root: Path = CGROUP_ROOT, proc: Path = Path("/proc")
     ) -> HostCgroup | None:
-        """The memory cgroup of a process, if this host can see its folder."""
-        found = locate_cgroup(root, proc / str(pid) / "cgroup", namespaced=False)
-        return cls(found[0], root) if found else None
+        """The memory cgroup of a process, if this host can see its folder: a path it cannot
+        see is None, never the mount the reader falls back to inside a namespace."""
+        found = locate_cgroup(root, proc / str(pid) / "cgroup")
+        if found is None or not str(found[0]).endswith(found[1].rstrip("/")):
+            return None
+        return cls(found[0], root)
 
     def read(self) -> CgroupMemory | None:
         return read_cgroup_at(self.path, self.root)

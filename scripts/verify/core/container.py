@@ -63,15 +63,18 @@ class ContainerService(Served):
         self.cgroup: CgroupSource | None = None
         self.cgroup_where = "none"
 
-    def run_argv(self) -> list[str]:
-        limit = f"{int(self.limit_mb)}m"
-        settings = {
+    def settings(self) -> dict[str, str]:
+        """The container's environment: the profile, the status token, the preset's settings."""
+        return {
             "MEMORY_PROFILE": self.profile,
             "ADMIN_TOKEN": self.token,
-            "MEMORY_CLEANUP_INTERVAL": f"{self.cleanup_interval_seconds:g}",
-            "CACHE_TTL_SECONDS": f"{self.cache_ttl_seconds:g}",
+            **self.preset_settings(),
             **self.overrides,
         }
+
+    def run_argv(self) -> list[str]:
+        limit = f"{int(self.limit_mb)}m"
+        settings = self.settings()
         argv = ["run", "-d", "--name", self.name, f"--memory={limit}", f"--memory-swap={limit}"]
         argv += ["-p", f"127.0.0.1:{self.port}:{CONTAINER_PORT}"]
         for key, value in settings.items():
@@ -136,6 +139,18 @@ class ContainerService(Served):
         self.engine.run("rm", "-f", self.name, check=False, timeout=60)
         if isinstance(self.cgroup, EngineCgroup):
             self.cgroup.close()
+
+
+def engine_only() -> Any:
+    """A Docker engine, for an image someone else built (``--image``); the caller stops it."""
+    try:
+        from lab import docker_engine
+    except ImportError as exc:
+        raise RunNotMade(f"--image needs lab/docker_engine.py: {exc}") from None
+    try:
+        return docker_engine.ensure_engine()
+    except docker_engine.EngineUnavailable as exc:
+        raise RunNotMade(f"--image: {exc}") from None
 
 
 def prepare_engine(log_path: Path) -> Any:

@@ -16,13 +16,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from app.memory.cgroup import (
-    CgroupMemory,
-    MemoryEvents,
-    locate_cgroup,
-    read_cgroup_at,
-    read_memory_events,
-)
+from app.memory.cgroup import CgroupMemory, locate_cgroup, read_cgroup_at
+from scripts.verify.core.cgroup_events import MemoryEvents, read_memory_events
 
 PROC_SELF_CGROUP = "/proc/self/cgroup"
 V2 = "/sys/fs/cgroup"

@@ -9,11 +9,12 @@ sent: a loop held for 300 ms delays every probe due in that time (no coordinated
 from __future__ import annotations
 
 import http.client
-import math
 import threading
 import time
 from dataclasses import asdict, dataclass, field
 from urllib.parse import urlsplit
+
+from scripts.verify.core.percentile import percentile
 
 PROBE_INTERVAL_SECONDS = 0.05
 TIMEOUT_SECONDS = 10.0
@@ -37,12 +38,9 @@ class HealthFigures:
         if not latencies_s:
             return cls(0, None, None, None, errors)
         ordered = sorted(v * 1000 for v in latencies_s)
-        return cls(len(ordered), _rank(ordered, 0.50), _rank(ordered, 0.99), ordered[-1], errors)
-
-
-def _rank(ordered: list[float], share: float) -> float:
-    """Nearest rank: a percentile that is always a latency really observed."""
-    return ordered[max(math.ceil(share * len(ordered)), 1) - 1]
+        return cls(
+            len(ordered), percentile(ordered, 0.50), percentile(ordered, 0.99), ordered[-1], errors
+        )
 
 
 @dataclass
@@ -50,6 +48,7 @@ class HealthProbe:
     """GET /healthz every ``interval_s`` from start() to stop(), on a thread of its own."""
 
     base_url: str
+    path: str = "/healthz"  # the service's health path (--health)
     interval_s: float = PROBE_INTERVAL_SECONDS
     latencies_s: list[float] = field(default_factory=list)
     errors: int = 0
@@ -78,7 +77,7 @@ class HealthProbe:
         try:
             while not self._stop.wait(max(due - time.perf_counter(), 0.0)):
                 try:
-                    conn.request("GET", "/healthz")
+                    conn.request("GET", self.path)
                     response = conn.getresponse()
                     response.read()
                     ok = response.status == 200

@@ -2,6 +2,8 @@
 
 Locust's gevent monkey-patches the interpreter it runs in, so it never shares a process with the
 server or the sampler; its own summary table goes to a log file, the verifier reads the CSV.
+The users are this service's scenario (loadtest/locustfile.py) or the user's own locustfile,
+run under the same spike shape (loadtest/shape.py); only ours has bulk submits to count.
 """
 
 from __future__ import annotations
@@ -20,7 +22,18 @@ from scripts.verify.core.errors import RunNotMade
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 LOCUSTFILE = REPO_ROOT / "loadtest" / "locustfile.py"
+SHAPE_FILE = REPO_ROOT / "loadtest" / "shape.py"
 BULK_NAMES = ("/bulk/sync", "/bulk/async")
+# A scenario whose every request failed for this long into the load cannot reach the service:
+# the run stops there, with the failures, rather than after the whole spike.
+UNREACHABLE_SECONDS = 5.0
+UNREACHABLE_MIN_REQUESTS = 5
+SHOWN_FAILURES = 3  # the most frequent kinds named in the reason
+
+
+def is_ours(locustfile: Path) -> bool:
+    """Whether ``locustfile`` is this service's own scenario, with its bulk submits."""
+    return locustfile.resolve() == LOCUSTFILE.resolve()
 
 
 @dataclass(frozen=True)
@@ -66,19 +79,26 @@ def locust_argv(
     think_time: str,
     bulk_sizes: str,
     cache_ttl_seconds: float | None = None,
+    locustfile: Path = LOCUSTFILE,
 ) -> list[str]:
     """The command line: the spike without its idle window, which the verifier waits out itself
     (Locust's clock starts a second or two after the process, the verifier's does not).
 
-    ``cache_ttl_seconds`` is the service's own (from /debug/memory); None leaves Locust's
-    default, the service's default TTL."""
-    ttl = ["--cache-ttl", f"{cache_ttl_seconds:g}"] if cache_ttl_seconds else []
+    ``cache_ttl_seconds`` is the service's own (from its status route); None leaves Locust's
+    default, the service's default TTL. A user's ``locustfile`` runs with the spike shape
+    beside it; the traffic options (think time, bulk sizes, TTL) are this scenario's own."""
+    if is_ours(locustfile):
+        ttl = ["--cache-ttl", f"{cache_ttl_seconds:g}"] if cache_ttl_seconds else []
+        files = str(LOCUSTFILE)
+        traffic = ["--think-time", think_time, "--bulk-sizes", bulk_sizes, *ttl]
+    else:
+        files, traffic = f"{locustfile.resolve()},{SHAPE_FILE}", []
     return [
         sys.executable,
         "-m",
         "locust",
         "-f",
-        str(LOCUSTFILE),
+        files,
         "--headless",
         "--host",
         host,
@@ -97,11 +117,7 @@ def locust_argv(
         f"{plan.hold_seconds:g}",
         "--spike-idle",
         "0",
-        "--think-time",
-        think_time,
-        "--bulk-sizes",
-        bulk_sizes,
-        *ttl,
+        *traffic,
     ]
 
 
@@ -156,9 +172,48 @@ def read_stats(stats_csv: Path) -> LoadStats:
     )
 
 
-def check_delivered(stats: LoadStats) -> None:
-    """A run whose bulk submits all failed made no spike: nothing was verified."""
-    if stats.bulk_submits - stats.bulk_failures <= 0:
+def failure_kinds(failures_csv: Path, most: int = SHOWN_FAILURES) -> str:
+    """The most frequent failures Locust recorded, as "POST /x: 404 ... (12x)"; "" if none."""
+    try:
+        with failures_csv.open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except OSError:
+        return ""
+    rows.sort(key=lambda r: -(_number(r.get("Occurrences")) or 0))
+    return "; ".join(
+        f"{r.get('Method')} {r.get('Name')}: {r.get('Error')} ({r.get('Occurrences')}x)"
+        for r in rows[:most]
+    )
+
+
+def unreachable(csv_prefix: Path, load_seconds: float) -> str | None:
+    """Why the scenario cannot reach the service, once every request of the first
+    UNREACHABLE_SECONDS of load has failed; None while some succeed (or too few were sent)."""
+    if load_seconds < UNREACHABLE_SECONDS:
+        return None
+    try:
+        stats = read_stats(Path(f"{csv_prefix}_stats.csv"))
+    except RunNotMade:
+        return None  # Locust has not written its first statistics yet
+    if stats.requests < UNREACHABLE_MIN_REQUESTS or stats.failures < stats.requests:
+        return None
+    kinds = failure_kinds(Path(f"{csv_prefix}_failures.csv"))
+    return (
+        f"every request failed in the first {load_seconds:.0f} s of load ({stats.requests} sent)"
+        + (f": {kinds}" if kinds else "")
+    )
+
+
+def check_delivered(stats: LoadStats, ours: bool = True, failures_csv: Path | None = None) -> None:
+    """A run whose requests all failed made no spike: nothing was verified. This service's
+    scenario must also have had a bulk submit through, the spike it exists for."""
+    kinds = failure_kinds(failures_csv) if failures_csv else ""
+    if stats.requests - stats.failures <= 0:
+        raise RunNotMade(
+            f"no request succeeded ({stats.requests} sent, {stats.failures} failed)"
+            + (f": {kinds}" if kinds else "")
+        )
+    if ours and stats.bulk_submits - stats.bulk_failures <= 0:
         raise RunNotMade(
             f"no bulk submit succeeded ({stats.bulk_submits} sent, {stats.bulk_failures} failed): "
             "the spike was not delivered"

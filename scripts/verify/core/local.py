@@ -51,6 +51,10 @@ def clean_environment(base: Mapping[str, str]) -> dict[str, str]:
 class LocalServer(Served):
     """One server process tree; start(), wait_healthy(), probe() each second, stop()."""
 
+    # The launcher execs the server, which stops its own workers; a shell between the verifier
+    # and a user's server would not pass SIGTERM on, so those are signalled as a group.
+    signal_group = False
+
     def __init__(
         self,
         profile: str,
@@ -80,10 +84,12 @@ class LocalServer(Served):
             PORT=str(self.port),
             ADMIN_TOKEN=self.token,
             DATABASE_PATH=str(self.workdir / "service.db"),
-            MEMORY_CLEANUP_INTERVAL=f"{self.cleanup_interval_seconds:g}",
-            CACHE_TTL_SECONDS=f"{self.cache_ttl_seconds:g}",
+            **self.preset_settings(),
             WEB_CONCURRENCY=str(self.web_concurrency),
             PYTHONUNBUFFERED="1",
+            # Started from its work folder, as in the image (WORKDIR /app, no .env): a .env in
+            # the checkout must not change what is measured; the code is found by PYTHONPATH.
+            PYTHONPATH=str(REPO_ROOT),
         )
         if self.cgroup is None:
             # No kernel limit to detect: tell the service the limit it is judged against.
@@ -91,15 +97,20 @@ class LocalServer(Served):
         env.update(self.overrides)
         return env
 
+    def command(self) -> list[str]:
+        """The server's command line: the launcher. An instrument in lab/ names another module
+        that calls ``app.launch.launch`` with its change to the server's command line."""
+        return [sys.executable, "-m", "app.launch"]
+
     def start(self) -> LocalServer:
+        """The one place a server the verifier owns is started: its own session (so stop() can
+        reach every worker), its log, and the cgroup joined before exec."""
         log = self.log_path.open("wb")
         try:
-            # Started from its work folder, as in the image (WORKDIR /app, no .env): a .env in
-            # the checkout must not change what is measured; the code is found by PYTHONPATH.
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "app.launch"],
+                self.command(),
                 cwd=self.workdir,
-                env={**self.environment(), "PYTHONPATH": str(REPO_ROOT)},
+                env=self.environment(),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -142,10 +153,14 @@ class LocalServer(Served):
         return [with_cgroup(sample, self.cgroup)]
 
     def stop(self, grace: float = 15.0) -> None:
-        """SIGTERM, then SIGKILL to the whole group after ``grace`` seconds."""
+        """SIGTERM (to the whole group with ``signal_group``), then SIGKILL to the whole group
+        after ``grace`` seconds."""
         if self.process is None or self.process.poll() is not None:
             return
-        self.process.send_signal(signal.SIGTERM)
+        if self.signal_group:
+            os.killpg(self.process.pid, signal.SIGTERM)
+        else:
+            self.process.send_signal(signal.SIGTERM)
         try:
             self.process.wait(timeout=grace)
         except subprocess.TimeoutExpired:

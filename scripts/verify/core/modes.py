@@ -1,28 +1,32 @@
-"""Where the service under test comes from: started here (optionally in a cgroup or a container),
-or already deployed and read through /debug/memory."""
+"""Where the service under test comes from: this service started here (optionally in a cgroup or a
+container), the user's own command or image, or a deployed service read through its status
+route."""
 
 from __future__ import annotations
 
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
+from scripts.verify.core import container
 from scripts.verify.core.cgroup_limit import MemoryCgroup, record_of
+from scripts.verify.core.container import ContainerService
 from scripts.verify.core.local import LocalServer
+from scripts.verify.core.own_service import CommandServer, ImageService
 from scripts.verify.core.progress import Progress
 from scripts.verify.core.remote import RemoteService
 from scripts.verify.core.run import RunResult, RunSettings, Target, execute
-from scripts.verify.core.served import Served
+from scripts.verify.core.served import HEALTH_PATH, STATUS_PATH, Served
 
 LIMIT_MODES = ("none", "cgroup", "docker")
 # What is done with the started service: the verifier's one spike (run.execute) by default; the
 # soak passes one that repeats it (scripts.verify.soak.run).
 Executor = Callable[[Target, RunSettings, dict[str, Any], Progress], RunResult]
-# Extra idle time past two of the deployed service's cleanup intervals: a release takes a moment.
-REMOTE_IDLE_MARGIN_SECONDS = 10.0
+# Extra idle time past two of the service's own cleanup intervals: a release takes a moment.
+IDLE_MARGIN_SECONDS = 10.0
 
 
 def service_summary(document: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -44,7 +48,11 @@ def service_summary(document: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def meta_of(
-    served: Served, settings: RunSettings, limit_mode: str, web_concurrency: int | str
+    served: Served,
+    settings: RunSettings,
+    limit_mode: str,
+    web_concurrency: int | str,
+    document: dict[str, Any] | None,
 ) -> dict[str, Any]:
     """What the timeline records of a service started here, before the load."""
     return {
@@ -55,8 +63,113 @@ def meta_of(
         "cache_ttl_seconds": settings.preset.cache_ttl_seconds,
         "web_concurrency": web_concurrency,
         "overrides": dict(served.overrides),
-        "service_at_start": service_summary(served.debug_memory()),
+        "service_at_start": service_summary(document),
+        **({"image": served.image} if isinstance(served, ContainerService) else {}),
     }
+
+
+class Given(TypedDict):
+    """What every service the verifier starts is given by the run: where it logs, the preset's
+    cleanup interval and cache TTL, and the limit it is judged against."""
+
+    log_path: Path
+    cleanup_interval_seconds: float
+    cache_ttl_seconds: float
+    limit_mb: float
+
+
+def given(settings: RunSettings) -> Given:
+    return Given(
+        log_path=settings.out_dir / "server.log",
+        cleanup_interval_seconds=settings.preset.cleanup_interval_seconds,
+        cache_ttl_seconds=settings.preset.cache_ttl_seconds,
+        limit_mb=settings.criteria.limit_mb,
+    )
+
+
+def fit_idle(settings: RunSettings, document: dict[str, Any] | None) -> RunSettings:
+    """``settings`` with an idle window of two of the service's own cleanup intervals (plus a
+    margin) where its status route says it runs a longer one than the preset assumed: a
+    service that does not read the preset's MEMORY_CLEANUP_INTERVAL keeps its own."""
+    interval = float(((document or {}).get("cleanup") or {}).get("interval_seconds") or 0)
+    plan = settings.preset.plan
+    needed = 2 * interval + IDLE_MARGIN_SECONDS
+    if not interval or plan.idle_seconds >= needed:
+        return settings
+    preset = replace(settings.preset, plan=plan.with_overrides(idle_seconds=needed))
+    return replace(settings, preset=preset)
+
+
+def release_seconds(document: dict[str, Any] | None, started_unix: float) -> list[float]:
+    """When each release the status route lists ran, in seconds of the run (for the plot)."""
+    times = [r.get("started_at") for r in (document or {}).get("releases") or []]
+    return [
+        round(t - started_unix, 1)
+        for t in times
+        if isinstance(t, int | float) and t >= started_unix
+    ]
+
+
+def preset_note(settings: RunSettings, served: Served, document: dict[str, Any] | None) -> str:
+    """The console line that says what the preset changed on the service, and what it runs."""
+    given = ", ".join(f"{k}={v}" for k, v in served.preset_settings().items())
+    runs = ((document or {}).get("cleanup") or {}).get("interval_seconds")
+    said = (
+        f"; its status route says a {float(runs):g} s cleanup interval" if runs is not None
+        else "; no status route read, so its own interval is not known"
+    )
+    return (
+        f"preset {settings.preset.name} sets {given} (seconds) on the service{said}; "
+        f"idle window {settings.preset.plan.idle_seconds:g} s"
+    )
+
+
+def spike_started(
+    served: LocalServer | ContainerService,
+    settings: RunSettings,
+    limit_mode: str,
+    workers: int | str,
+    progress: Progress,
+    executor: Executor,
+) -> RunResult:
+    """From a started service to its result, whatever started it: healthy, its status read
+    (its own cleanup interval fits the idle window), the spike, its status read again."""
+    served.wait_healthy(settings.preset.health_timeout_seconds)
+    document = served.memory_status()
+    settings = fit_idle(settings, document)
+    progress.note(preset_note(settings, served, document))
+    meta = meta_of(served, settings, limit_mode, workers, document)
+    result = executor(served, settings, meta, progress)
+    end = served.memory_status()
+    meta = result.timeline.meta  # what the executor recorded, with the end added
+    meta["service_at_end"] = service_summary(end)
+    meta["release_seconds"] = release_seconds(end, float(meta.get("started_at_unix") or 0))
+    return result
+
+
+def run_served(
+    server: LocalServer,
+    settings: RunSettings,
+    limit_mode: str,
+    web_concurrency: int | str,
+    progress: Progress | None = None,
+    executor: Executor = execute,
+) -> RunResult:
+    """Start ``server`` (ours or the user's command), run the spike against it, stop it."""
+    progress = progress or Progress(settings.label, settings.preset.expected_seconds)
+    cgroup = server.cgroup
+    try:
+        server.start()
+        progress.note(f"starting the service ({server.profile}) on {server.base_url}")
+        result = spike_started(server, settings, limit_mode, web_concurrency, progress, executor)
+        result.timeline.meta["release_log_lines"] = server.release_lines()
+        if cgroup is not None:
+            result.timeline.meta["cgroup"] = record_of(cgroup, "host")
+        return result
+    finally:
+        server.stop()
+        if cgroup is not None:
+            cgroup.remove()
 
 
 def run_local(
@@ -81,31 +194,54 @@ def run_local(
     server = LocalServer(
         profile=profile,
         workdir=workdir,
-        log_path=settings.out_dir / "server.log",
-        cleanup_interval_seconds=settings.preset.cleanup_interval_seconds,
-        cache_ttl_seconds=settings.preset.cache_ttl_seconds,
-        limit_mb=settings.criteria.limit_mb,
+        **given(settings),
         cgroup=cgroup,
         web_concurrency=web_concurrency,
         overrides=overrides,
     )
-    progress = progress or Progress(settings.label, settings.preset.expected_seconds)
     try:
-        server.start()
-        progress.note(f"starting the service (profile {profile}) on {server.base_url}")
-        server.wait_healthy(settings.preset.health_timeout_seconds)
-        meta = meta_of(server, settings, limit_mode, web_concurrency)
-        result = executor(server, settings, meta, progress)
-        result.timeline.meta["service_at_end"] = service_summary(server.debug_memory())
-        result.timeline.meta["release_log_lines"] = server.release_lines()
-        if cgroup is not None:
-            result.timeline.meta["cgroup"] = record_of(cgroup, "host")
-        return result
+        return run_served(server, settings, limit_mode, web_concurrency, progress, executor)
     finally:
-        server.stop()
-        if cgroup is not None:
-            cgroup.remove()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class OwnService:
+    """The user's own service: a server command or an image, its health path and status route."""
+
+    command: str | None = None
+    image: str | None = None
+    health_path: str = HEALTH_PATH
+    status_path: str = STATUS_PATH
+    token: str | None = None  # the status route's token; default a random one, as ADMIN_TOKEN
+
+
+def run_own(
+    own: OwnService,
+    settings: RunSettings,
+    limit_mode: str = "none",
+    progress: Progress | None = None,
+    overrides: dict[str, str] | None = None,
+) -> RunResult:
+    """The user's command (here, optionally in a memory cgroup) or image (under docker
+    --memory), through the same spike, samples and verdict as this service."""
+    settings.out_dir.mkdir(parents=True, exist_ok=True)
+    if own.image is not None:
+        return run_image(own, settings, progress, overrides)
+    assert own.command is not None
+    cgroup = MemoryCgroup(settings.criteria.limit_mb).create() if limit_mode == "cgroup" else None
+    server = CommandServer(
+        own.command,
+        **given(settings),
+        cgroup=cgroup,
+        overrides=overrides,
+        health_path=own.health_path,
+        status_path=own.status_path,
+        token=own.token,
+    )
+    result = run_served(server, settings, limit_mode, "its own", progress)
+    result.timeline.meta["command"] = server.command_line
+    return result
 
 
 def run_remote(
@@ -114,18 +250,21 @@ def run_remote(
     settings: RunSettings,
     probes_per_tick: int = 3,
     progress: Progress | None = None,
+    status_path: str = STATUS_PATH,
+    health_path: str = HEALTH_PATH,
 ) -> RunResult:
-    """Run the spike against a deployed service and read its /debug/memory throughout."""
-    remote = RemoteService(url, token, probes_per_tick)
+    """Run the spike against a deployed service and read its status route throughout."""
+    remote = RemoteService(
+        url, token, probes_per_tick, status_path=status_path, health_path=health_path
+    )
     document = remote.check()
-    interval = float((document.get("cleanup") or {}).get("interval_seconds") or 0)
-    plan = settings.preset.plan
-    needed = 2 * interval + REMOTE_IDLE_MARGIN_SECONDS
-    if interval and plan.idle_seconds < needed:
-        # Two of the service's own cleanup intervals, whatever the preset assumed.
-        preset = replace(settings.preset, plan=plan.with_overrides(idle_seconds=needed))
-        settings = replace(settings, preset=preset)
+    settings = fit_idle(settings, document)
     progress = progress or Progress(settings.label, settings.preset.expected_seconds)
+    interval = float((document.get("cleanup") or {}).get("interval_seconds") or 0)
+    progress.note(
+        f"a deployed service keeps its own settings: its status route says a {interval:g} s "
+        f"cleanup interval; idle window {settings.preset.plan.idle_seconds:g} s"
+    )
     meta = {
         "mode": "remote",
         "url": remote.base_url,
@@ -134,6 +273,9 @@ def run_remote(
     }
     result = execute(remote, settings, meta, progress)
     result.timeline.meta["service_at_end"] = service_summary(remote.last_document)
+    result.timeline.meta["release_seconds"] = release_seconds(
+        remote.last_document, float(result.timeline.meta.get("started_at_unix") or 0)
+    )
     return result
 
 
@@ -146,8 +288,6 @@ def run_docker(
 ) -> RunResult:
     """The service image under `docker run --memory=<limit> --memory-swap=<limit>`; workers as
     WEB_CONCURRENCY in ``overrides`` says (the image's default is one)."""
-    from scripts.verify.core import container
-
     settings.out_dir.mkdir(parents=True, exist_ok=True)
     progress = progress or Progress(settings.label, settings.preset.expected_seconds)
     workers = (overrides or {}).get("WEB_CONCURRENCY", "1")
@@ -157,20 +297,48 @@ def run_docker(
         engine,
         container.image_tag(),
         profile,
-        log_path=settings.out_dir / "server.log",
-        cleanup_interval_seconds=settings.preset.cleanup_interval_seconds,
-        cache_ttl_seconds=settings.preset.cache_ttl_seconds,
-        limit_mb=settings.criteria.limit_mb,
+        **given(settings),
         overrides=overrides,
     )
+    workers_count = int(workers) if workers.isdigit() else workers
+    return run_container(service, engine, settings, progress, executor, workers_count)
+
+
+def run_image(
+    own: OwnService,
+    settings: RunSettings,
+    progress: Progress | None = None,
+    overrides: dict[str, str] | None = None,
+) -> RunResult:
+    """The user's image under `docker run --memory`: no build, the engine only."""
+    assert own.image is not None
+    progress = progress or Progress(settings.label, settings.preset.expected_seconds)
+    progress.note("preparing the Docker engine")
+    service = ImageService(
+        container.engine_only(),
+        own.image,
+        **given(settings),
+        overrides=overrides,
+        health_path=own.health_path,
+        status_path=own.status_path,
+        token=own.token,
+    )
+    return run_container(service, service.engine, settings, progress, execute, "its own")
+
+
+def run_container(
+    service: ContainerService,
+    engine: Any,
+    settings: RunSettings,
+    progress: Progress,
+    executor: Executor,
+    workers: int | str,
+) -> RunResult:
+    """Start the container, run the spike against it, keep its log, stop it and the engine."""
     try:
         service.start()
-        progress.note(f"container {service.name} (profile {profile}) on {service.base_url}")
-        service.wait_healthy(settings.preset.health_timeout_seconds)
-        workers_count = int(workers) if workers.isdigit() else workers
-        meta = {**meta_of(service, settings, "docker", workers_count), "image": service.image}
-        result = executor(service, settings, meta, progress)
-        result.timeline.meta["service_at_end"] = service_summary(service.debug_memory())
+        progress.note(f"container {service.name} ({service.profile}) on {service.base_url}")
+        result = spike_started(service, settings, "docker", workers, progress, executor)
         if service.cgroup is not None:
             result.timeline.meta["cgroup"] = record_of(service.cgroup, service.cgroup_where)
     finally:

@@ -1,4 +1,5 @@
-"""Memory over time as a PNG: each series, the load phases shaded, the limit drawn.
+"""Memory over time as a PNG: each series, the load phases shaded, the limit drawn, and what
+the verdict compares: the start, the level the idle must get under, and each release that ran.
 
 matplotlib is imported here only, and only when a plot is asked for: the verdict never needs it.
 """
@@ -14,6 +15,27 @@ from scripts.verify.core import phases as ph
 from scripts.verify.core.timeline import Timeline
 
 PHASE_COLOURS = {ph.BASELINE: "#e8e8e8", ph.RAMP: "#ffe0b2", ph.HOLD: "#ffcc80", ph.IDLE: "#c8e6c9"}
+
+
+def verdict_levels(timeline: Timeline) -> list[tuple[str, float]]:
+    """(label, MB) of the lines the verdict judges against, from the first judged series: its
+    start, and the level that gives back --min-returned of the spike (idle must get under it)."""
+    results = (timeline.extra or {}).get("results") or []
+    figures: dict[str, Any] = next(
+        (r["figures"] for r in results if isinstance(r, dict) and r.get("figures")), {}
+    )
+    if "start_bytes" not in figures or "peak_bytes" not in figures:
+        return []
+    start, peak = figures["start_bytes"] / MB, figures["peak_bytes"] / MB
+    share = float(timeline.meta.get("min_returned", 0.5))
+    level = peak - share * (peak - start)
+    return [(f"start {start:.0f} MB", start), (f"idle must get under {level:.0f} MB", level)]
+
+
+def mark_releases(axes: Any, seconds: list[float]) -> None:
+    """A thin line at each release the service's status route listed, named once."""
+    for n, t in enumerate(seconds):
+        axes.axvline(t, color="#6a1b9a", lw=0.8, alpha=0.7, label="release" if n == 0 else None)
 
 
 def plotting_available() -> bool:
@@ -84,6 +106,10 @@ def plot(
                 )
         if isinstance(limit_mb, int | float):
             axes.axhline(limit_mb, color="#c62828", lw=1.2, ls="-.", label=f"limit {limit_mb:g} MB")
+        levels = verdict_levels(timeline)
+        for (label, mb), colour in zip(levels, ("#546e7a", "#2e7d32"), strict=False):
+            axes.axhline(mb, color=colour, lw=1, ls=(0, (4, 2)), label=label)
+        mark_releases(axes, list(timeline.meta.get("release_seconds") or []))
         if annotate is not None:
             annotate(axes)
         axes.set_xlabel("seconds")

@@ -1,4 +1,7 @@
-"""A deployed service, watched through its own `/debug/memory` while the spike runs against it.
+"""A deployed service, watched through the memory package's status route while the spike runs.
+
+The route is what `memory.install(app, status_token=...)` mounts (this service serves it as
+/debug/memory): token-protected, hidden from the schema, the same document in a lifted service.
 
 Behind a load balancer each request reaches one replica, so every tick asks a few times and
 files each answer under the replica (and worker pid) that gave it: several replicas come out as
@@ -14,6 +17,7 @@ from typing import Any
 
 from scripts.verify.core.errors import RunNotMade
 from scripts.verify.core.sampling import Sample
+from scripts.verify.core.served import HEALTH_PATH, STATUS_PATH
 
 USER_AGENT = "lean-memory-verify/1"
 
@@ -43,10 +47,18 @@ class RemoteService:
     """The service at ``url``; ``probe`` returns one sample per distinct replica it reached."""
 
     def __init__(
-        self, url: str, token: str, probes_per_tick: int = 3, timeout: float = 5.0
+        self,
+        url: str,
+        token: str,
+        probes_per_tick: int = 3,
+        timeout: float = 5.0,
+        status_path: str = STATUS_PATH,
+        health_path: str = HEALTH_PATH,
     ) -> None:
         self.base_url = url.rstrip("/")
         self.token = token
+        self.status_path = status_path
+        self.health_path = health_path
         self.probes_per_tick = probes_per_tick
         self.timeout = timeout
         self.last_document: dict[str, Any] | None = None
@@ -63,31 +75,36 @@ class RemoteService:
             return exc.code, exc.read()
 
     def fetch(self) -> dict[str, Any]:
-        status, body = self._get("/debug/memory")
+        status, body = self._get(self.status_path)
         if status != 200:
-            raise OSError(f"/debug/memory answered {status}")
+            raise OSError(f"{self.status_path} answered {status}")
         document: dict[str, Any] = json.loads(body)
         self.last_document = document
         return document
 
     def check(self) -> dict[str, Any]:
         """One read before the run; the reasons a remote run cannot be made, spelled out."""
+        route = f"{self.base_url}{self.status_path}"
         try:
-            status, body = self._get("/debug/memory")
+            status, body = self._get(self.status_path)
         except OSError as exc:
             raise RunNotMade(f"{self.base_url} is not reachable: {exc}") from exc
         if status == 404:
             raise RunNotMade(
-                f"{self.base_url}/debug/memory is 404: set ADMIN_TOKEN on the service to open it"
+                f"{route} is 404: the memory status route is not mounted there; mount it with "
+                "memory.install(app, status_token=...) (this service: set ADMIN_TOKEN), or "
+                "name its path with --status-path"
             )
         if status in (401, 403):
-            raise RunNotMade(f"{self.base_url}/debug/memory refused the token ({status})")
+            raise RunNotMade(f"{route} refused the token ({status})")
         if status != 200:
-            raise RunNotMade(f"{self.base_url}/debug/memory answered {status}")
+            raise RunNotMade(f"{route} answered {status}")
         try:
             document: dict[str, Any] = json.loads(body)
         except ValueError as exc:
-            raise RunNotMade(f"{self.base_url}/debug/memory is not JSON: {exc}") from exc
+            raise RunNotMade(f"{route} is not JSON: {exc}") from exc
+        if not isinstance(document, dict) or "cleanup" not in document:
+            raise RunNotMade(f"{route} is not the memory package's status (no 'cleanup')")
         self.last_document = document
         return document
 

@@ -1,7 +1,8 @@
 """One verification run: sample a baseline, run the Locust spike, wait out the idle window, judge.
 
 The target is anything that has a base URL, can be sampled and can say whether it died: the
-local server tree, a container, or a deployed service read through /debug/memory.
+local server tree (ours, or the user's own command), a container, or a deployed service read
+through the memory package's status route.
 """
 
 from __future__ import annotations
@@ -34,7 +35,11 @@ POLL_SECONDS = 0.25
 
 
 class Target(Protocol):
-    base_url: str
+    @property
+    def base_url(self) -> str: ...
+
+    @property
+    def health_path(self) -> str: ...
 
     def probe(self, t: float) -> list[Sample]: ...
 
@@ -76,6 +81,7 @@ class RunSettings:
     metric: str
     out_dir: Path
     sample_interval: float = 1.0
+    locustfile: Path = loadrun.LOCUSTFILE  # the users of the spike: ours, or the user's own
 
 
 def host_description() -> dict[str, Any]:
@@ -176,7 +182,7 @@ def _stop(process: subprocess.Popen[bytes], grace: float = 10.0) -> None:
 
 
 def cache_ttl(meta: dict[str, Any]) -> float | None:
-    """The service's own CACHE_TTL_SECONDS, as its /debug/memory gave it before the load."""
+    """The service's own CACHE_TTL_SECONDS, as its status route gave it before the load."""
     cache = (meta.get("service_at_start") or {}).get("cache") or {}
     ttl = cache.get("ttl_seconds")
     return float(ttl) if isinstance(ttl, int | float) else None
@@ -195,14 +201,27 @@ def _run_load(
     run_dir = settings.out_dir
     argv = loadrun.locust_argv(
         target.base_url, plan, run_dir / "locust", preset.think_time, preset.bulk_sizes,
-        ttl_seconds,
+        ttl_seconds, settings.locustfile,
     )  # fmt: skip
     locust = loadrun.start_locust(argv, run_dir / "locust.log")
+    cut_short: list[str] = []
+
+    def over() -> bool:
+        if locust.poll() is not None or watch.died is not None:
+            return True
+        why = loadrun.unreachable(run_dir / "locust", clock.now() - load_start)
+        if why is not None:
+            cut_short.append(why)
+        return why is not None
+
     finished = watch.until(
         lambda: ph.RAMP if clock.now() - load_start < plan.ramp_seconds else ph.HOLD,
         plan.load_seconds + LOCUST_GRACE_SECONDS,
-        lambda: locust.poll() is not None or watch.died is not None,
+        over,
     )
+    if cut_short:
+        _stop(locust)
+        raise RunNotMade(f"the scenario cannot reach {target.base_url}: {cut_short[0]}")
     if not finished:
         _stop(locust)
         raise RunNotMade(
@@ -238,7 +257,7 @@ def execute(
         watch.until(ph.BASELINE, preset.baseline_seconds, lambda: watch.died is not None)
         load_start = load_end = idle_end = clock.now()
         if watch.died is None:  # a server that died before the load gets no load
-            probe = HealthProbe(target.base_url).start()
+            probe = HealthProbe(target.base_url, target.health_path).start()
             try:
                 locust = _run_load(target, settings, watch, clock, load_start, cache_ttl(meta))
             finally:
@@ -264,7 +283,9 @@ def execute(
             raise
         load = None
     if load is not None and watch.died is None:
-        loadrun.check_delivered(load)
+        loadrun.check_delivered(
+            load, loadrun.is_ours(settings.locustfile), run_dir / "locust_failures.csv"
+        )
 
     timeline = Timeline(
         meta={
@@ -280,6 +301,8 @@ def execute(
             },
             "idle_tail_seconds": preset.idle_tail_seconds,
             "metric": settings.metric,
+            "locustfile": str(settings.locustfile),
+            "started_at_unix": clock.started_wall,
             "limit_mb": settings.criteria.limit_mb,
             "min_returned": settings.criteria.min_returned,
             "max_failure_share": settings.criteria.max_failure_share,

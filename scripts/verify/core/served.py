@@ -1,6 +1,6 @@
-"""What every service the verifier starts has in common, here or in a container: a loopback
-port, a random admin token, the settings it is started with, and the same health wait,
-/debug/memory read and release count."""
+"""What every service the verifier starts has in common, here or in a container, ours or the
+user's: a loopback port, a random token for its status route, the settings it is started with,
+and the same health wait, status read and release count."""
 
 from __future__ import annotations
 
@@ -15,6 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from scripts.verify.core.errors import RunNotMade
+
+HEALTH_PATH = "/healthz"
+# Where the memory package's status route is mounted: memory.install(app, status_token=...)
+# serves it here by default, and this service serves it as its /debug/memory.
+STATUS_PATH = "/debug/memory"
 
 
 def free_port() -> int:
@@ -41,6 +46,8 @@ class Served:
     runs) and ``log_tail()`` (the last lines it logged, for a reason)."""
 
     kind = "server"
+    health_path = HEALTH_PATH
+    status_path = STATUS_PATH
 
     def __init__(
         self,
@@ -60,6 +67,14 @@ class Served:
         self.port = free_port()
         self.token = secrets.token_hex(16)
 
+    def preset_settings(self) -> dict[str, str]:
+        """What the preset changes on the service, by the names it reads: the cleanup interval
+        (two of them must fit in the idle window) and how long cached results live."""
+        return {
+            "MEMORY_CLEANUP_INTERVAL": f"{self.cleanup_interval_seconds:g}",
+            "CACHE_TTL_SECONDS": f"{self.cache_ttl_seconds:g}",
+        }
+
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
@@ -71,23 +86,25 @@ class Served:
         raise NotImplementedError
 
     def wait_healthy(self, timeout: float) -> None:
-        """Poll /healthz until 200; RunNotMade if the service ends or the deadline passes."""
+        """Poll the health path until 200; RunNotMade if the service ends or the deadline
+        passes."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if (why := self.failure()) is not None:
                 raise RunNotMade(f"{why} before it was healthy: {self.log_tail()}")
             try:
-                if http_get(f"{self.base_url}/healthz", timeout=2.0)[0] == 200:
+                if http_get(f"{self.base_url}{self.health_path}", timeout=2.0)[0] == 200:
                     return
             except OSError:
                 pass
             time.sleep(0.2)
         raise RunNotMade(f"{self.kind} not healthy within {timeout:g} s: {self.log_tail()}")
 
-    def debug_memory(self) -> dict[str, Any] | None:
-        """The service's own view (/debug/memory): allocator, limit, releases; None if refused."""
+    def memory_status(self) -> dict[str, Any] | None:
+        """The memory package's own view (its status route): allocator, limit, releases; None
+        where the service does not mount the route or refuses the token."""
         try:
-            status, body = http_get(f"{self.base_url}/debug/memory", self.token)
+            status, body = http_get(f"{self.base_url}{self.status_path}", self.token)
         except OSError:
             return None
         if status != 200:

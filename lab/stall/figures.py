@@ -7,12 +7,12 @@ to back stays within ``target_ms`` of its p99 with no release at all, in the sam
 
 from __future__ import annotations
 
-import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 from app.memory.measure import MB
+from scripts.verify.core.percentile import percentile
 
 TARGET_MS = 5.0
 # Fewer probes than this and a p99 is one or two readings: too few to judge.
@@ -25,17 +25,6 @@ ON_LOOP = "releases on the loop"
 
 class NotJudgeable(ValueError):
     """The measurement lacks what the verdict needs (probes, releases): the run was not made."""
-
-
-def percentile(values: Sequence[float], share: float) -> float:
-    """Nearest rank: the smallest value with at least ``share`` of the values at or below it,
-    so a p99 is always a latency that was really observed."""
-    if not values:
-        raise ValueError("percentile of no values")
-    if not 0 < share <= 1:
-        raise ValueError(f"share {share} is not in (0, 1]")
-    ordered = sorted(values)
-    return ordered[max(math.ceil(share * len(ordered)), 1) - 1]
 
 
 @dataclass(frozen=True)

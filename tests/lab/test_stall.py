@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from scripts.verify import cli
-from scripts.verify.stall import command as stall
-from scripts.verify.stall import figures as sf
+from lab.stall import command as stall
+from lab.stall import figures as sf
+from scripts.verify.cli import standalone
 
 
 def latencies(ms: list[float], repeat: int = 1) -> list[float]:
@@ -30,21 +30,6 @@ def result(quiet_p99: float, off_p99: float, releases: int = 40, **kw: int) -> s
         condition(sf.QUIET, quiet_p99),
         condition(sf.OFF_LOOP, off_p99, releases=releases, **kw),
     )
-
-
-def test_percentile_is_the_nearest_rank_an_observed_value() -> None:
-    values = [float(v) for v in range(1, 101)]  # 1..100
-    assert sf.percentile(values, 0.5) == 50
-    assert sf.percentile(values, 0.99) == 99
-    assert sf.percentile(values, 1.0) == 100
-    assert sf.percentile([7.0], 0.99) == 7.0
-    assert sf.percentile([3.0, 1.0, 2.0], 0.5) == 2.0  # order of input does not matter
-
-
-@pytest.mark.parametrize("share", [0.0, 1.5, -0.1])
-def test_percentile_rejects_shares_outside_zero_to_one(share: float) -> None:
-    with pytest.raises(ValueError):
-        sf.percentile([1.0], share)
 
 
 def test_summary_is_in_milliseconds_with_p50_p99_and_max() -> None:
@@ -165,11 +150,12 @@ def test_cli_refuses_arguments_that_cannot_make_a_run(
     argv: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit) as exc:
-        cli.main(["stall", *argv])
+        standalone(stall.COMMAND, "python -m lab.stall", argv)
     assert exc.value.code == 2
     assert "error:" in capsys.readouterr().err
 
 
 def test_an_unknown_profile_is_a_run_not_made(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["stall", "--profile", "tcmalloc", "--out", "/nonexistent/never-written"]) == 2
+    argv = ["--profile", "tcmalloc", "--out", "/nonexistent/never-written"]
+    assert standalone(stall.COMMAND, "python -m lab.stall", argv) == 2
     assert "not a profile" in capsys.readouterr().err

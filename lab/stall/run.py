@@ -24,18 +24,18 @@ import psutil
 
 from app.config import FALLBACK_LIMIT_MB, Settings
 from app.workload.settings import BulkSettings
-from scripts.verify.core.errors import RunNotMade
-from scripts.verify.core.local import LocalServer
-from scripts.verify.core.progress import Progress
-from scripts.verify.stall import figures as sf
-from scripts.verify.stall.inline_release import INLINE_RELEASE_PATH, InlineReleaseServer
-from scripts.verify.stall.probe import (
+from lab.stall import figures as sf
+from lab.stall.inline_release import INLINE_RELEASE_PATH, InlineReleaseServer
+from lab.stall.probe import (
     Endpoint,
     HealthzProbe,
     ReleaseDriver,
     grow_heap,
     releases_total,
 )
+from scripts.verify.core.errors import RunNotMade
+from scripts.verify.core.local import LocalServer
+from scripts.verify.core.progress import Progress
 
 ADMIN_RELEASE_PATH = "/admin/memory/release"
 # Cleanup off (only the releases the benchmark asks for), and no access log line per probe.

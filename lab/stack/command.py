@@ -1,4 +1,4 @@
-"""Compare uvicorn's HTTP stacks on this service, interleaved: `python -m scripts.verify stack`.
+"""Compare uvicorn's HTTP stacks on this service, interleaved: `python -m lab.stack`.
 
 For each workload of --workloads, for each of --rounds rounds, for each stack of --stacks, a
 fresh server (glibc as shipped, access log off, one worker, a free port, a temporary database),
@@ -32,11 +32,11 @@ from datetime import datetime
 from pathlib import Path
 from statistics import fmean
 
+from lab.stack.bulk import bodies
+from lab.stack.run import DEFAULT_SIZES, Workloads, run_slot
+from lab.stack.stacks import DEFAULT_STACKS, STACKS, WORKLOADS, schedule
 from scripts.verify import flags
 from scripts.verify.core.errors import EXIT_NOT_MADE, EXIT_PASS, RunNotMade
-from scripts.verify.stack.bulk import bodies
-from scripts.verify.stack.run import DEFAULT_SIZES, Workloads, run_slot
-from scripts.verify.stack.stacks import DEFAULT_STACKS, STACKS, WORKLOADS, schedule
 
 Figures = Mapping[str, object]
 COLUMNS = (
@@ -169,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
         "GET /healthz and GET /products/{sku} in turn",
         f"bulk: {sizes.bulk_posts} posts of {sizes.bulk_records} records, "
         f"{sizes.bulk_at_once} at a time, half /bulk/sync half /bulk/async",
-        "command: python -m scripts.verify " + " ".join(getattr(args, "argv", ["stack"])),
+        "command: python -m lab.stack " + " ".join(getattr(args, "argv", [])),
     ]
     table, summary = render(figures), ratios(figures, stacks)
     write_results(out, context, table, figures, summary)

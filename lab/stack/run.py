@@ -15,12 +15,13 @@ from pathlib import Path
 import psutil
 
 from app.memory.measure import MB
+from lab.stack.bulk import bulk
+from lab.stack.light import light
+from lab.stack.server import StackServer
+from lab.stack.stacks import STACKS, Slot
+from scripts.verify.core.percentile import percentile_or_none
 from scripts.verify.core.sampling import tree_sample
-from scripts.verify.overload.flood import FloodResult, percentile
-from scripts.verify.stack.bulk import bulk
-from scripts.verify.stack.light import light
-from scripts.verify.stack.server import StackServer
-from scripts.verify.stack.stacks import STACKS, Slot
+from scripts.verify.overload.flood import FloodResult
 
 HOST = "127.0.0.1"
 SAMPLE_SECONDS = 0.1
@@ -39,7 +40,7 @@ class Workloads:
     bulk_at_once: int
 
 
-# The bulk spike and the light load of docs/http-stack.md.
+# The bulk spike and the light load of lab/stack/README.md.
 DEFAULT_SIZES = Workloads(
     connections=128, seconds=15.0, bulk_posts=64, bulk_records=3000, bulk_at_once=8
 )
@@ -90,8 +91,8 @@ class StackRun:
             "requests": self.result.requests,
             "accepted": len(latencies),
             "req_per_s": round(self.result.goodput, 1),
-            "p50_ms": _ms(percentile(latencies, 0.5)),
-            "p99_ms": _ms(percentile(latencies, 0.99)),
+            "p50_ms": _ms(percentile_or_none(latencies, 0.5)),
+            "p99_ms": _ms(percentile_or_none(latencies, 0.99)),
             "errors": self.errors,
             "statuses": {str(k): v for k, v in sorted(self.result.statuses.items())},
             "connection_errors": dict(self.result.errors),

@@ -12,12 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from lab.stack.command import COLUMNS, COMMAND, ratios, render
+from lab.stack.serve import with_stack
+from lab.stack.server import StackServer
+from lab.stack.stacks import STACKS, Slot, Stack, schedule
 from scripts.verify import cli
+from scripts.verify.cli import standalone
 from scripts.verify.core.errors import RunNotMade
-from scripts.verify.stack.command import COLUMNS, ratios, render
-from scripts.verify.stack.serve import with_stack
-from scripts.verify.stack.server import StackServer
-from scripts.verify.stack.stacks import STACKS, Slot, Stack, schedule
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -126,15 +127,15 @@ def test_bad_flags_are_refused_with_what_is_wrong(
     argv: list[str], named: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit) as info:
-        cli.main(["stack", *argv])
+        standalone(COMMAND, "python -m lab.stack", argv)
     assert info.value.code == 2
     assert named in capsys.readouterr().err
 
 
-def test_listed_among_the_subcommands(capsys: pytest.CaptureFixture[str]) -> None:
+def test_apart_from_the_user_tools(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         cli.main(["--help"])
-    assert "stack" in capsys.readouterr().out
+    assert "stack" not in capsys.readouterr().out
 
 
 @pytest.mark.slow
@@ -145,7 +146,7 @@ def test_listed_among_the_subcommands(capsys: pytest.CaptureFixture[str]) -> Non
 def test_a_tiny_real_run_measures_both_stacks(tmp_path: Path) -> None:
     done = subprocess.run(
         [
-            sys.executable, "-m", "scripts.verify", "stack", "--rounds", "1", "--seconds", "2",
+            sys.executable, "-m", "lab.stack", "--rounds", "1", "--seconds", "2",
             "--connections", "8", "--bulk-posts", "4", "--bulk-at-once", "2",
             "--out", str(tmp_path),
         ],

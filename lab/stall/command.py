@@ -1,4 +1,4 @@
-"""Show that a release never stalls the event loop: `python -m scripts.verify stall`.
+"""Show that a release never stalls the event loop: `python -m lab.stall`.
 
 Starts the service as the verifier does (`python -m app.launch`, loopback, free port), grows its
 heap with concurrent bulk posts, then probes /healthz every 10 ms on a keep-alive connection:
@@ -28,11 +28,11 @@ from functools import partial
 from pathlib import Path
 
 from app.profiles import ProfileError, load_profiles
+from lab.stall import figures as sf
+from lab.stall.run import StallSettings, run_profile
 from scripts.verify import flags
 from scripts.verify.core.errors import EXIT_FAIL, EXIT_NOT_MADE, EXIT_PASS, RunNotMade
 from scripts.verify.core.progress import Progress
-from scripts.verify.stall import figures as sf
-from scripts.verify.stall.run import StallSettings, run_profile
 
 
 def add_arguments(parser: flags.Parser) -> None:
@@ -96,7 +96,7 @@ def context_lines(
     argv: Sequence[str], args: argparse.Namespace, settings: StallSettings, started: datetime
 ) -> list[str]:
     return [
-        "command: `" + " ".join(["python -m scripts.verify", *argv]) + "`",
+        "command: `" + " ".join(["python -m lab.stall", *argv]) + "`",
         f"{settings.probes} /healthz probes per condition, one every "
         f"{settings.interval_s * 1000:g} ms, latency counted from each probe's due time",
         f"blocks A B B A (A: {sf.QUIET}, B: {sf.OFF_LOOP}, one starting at most every "

@@ -1,18 +1,17 @@
 """The service on this machine as the verifier starts it, with the HTTP stack named.
 
 LocalServer's environment (free port, temporary database, the profile, no settings inherited
-from the shell), started through serve.py instead of app.launch: app.launch always names h11
-on asyncio.
+from the shell) and its one start; the command is serve.py, the launcher with ``--http`` and
+``--loop`` changed.
 """
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
-from scripts.verify.core.local import REPO_ROOT, LocalServer
-from scripts.verify.stack.stacks import Stack
+from lab.stack.stacks import Stack
+from scripts.verify.core.local import LocalServer
 
 PROFILE = "glibc"  # glibc as shipped, the cleanup loop on: no allocator to tell the stacks apart
 LIMIT_MB = 500.0
@@ -35,14 +34,4 @@ class StackServer(LocalServer):
         self.stack = stack
 
     def command(self) -> list[str]:
-        serve = "scripts.verify.stack.serve"
-        return [sys.executable, "-m", serve, self.stack.http, self.stack.loop]
-
-    def start(self) -> StackServer:
-        env = {**self.environment(), "PYTHONPATH": str(REPO_ROOT)}
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                self.command(), cwd=self.workdir, env=env, stdout=log,
-                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-            )
-        return self
+        return [sys.executable, "-m", "lab.stack.serve", self.stack.http, self.stack.loop]

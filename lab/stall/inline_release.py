@@ -3,27 +3,24 @@ guide's cleanup did (gc.collect() and malloc_trim(0) called straight from async 
 
 Never deployed. The stall benchmark starts it on loopback, under the same allocator profile and
 settings as the service, to show the stall the service's worker-thread release avoids:
-`python -m scripts.verify.stall.inline_release` is the launcher (`app.launch`) with this module's
+`python -m lab.stall.inline_release` is the launcher (`app.launch`) with this module's
 factory in place of `app.main:create_app`, and nothing else changed.
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 
 from fastapi import Depends, FastAPI, Request
 
 from app import launch, main
-from app.config import load_settings
 from app.diagnostics import require_admin
 from app.frame import frame_of
 from app.memory.manager import MemoryManager
-from scripts.verify.core.local import REPO_ROOT, LocalServer
+from scripts.verify.core.local import LocalServer
 
 SERVICE_FACTORY = "app.main:create_app"
-HARNESS_FACTORY = "scripts.verify.stall.inline_release:create_app"
+HARNESS_FACTORY = "lab.stall.inline_release:create_app"
 INLINE_RELEASE_PATH = "/stall/release-inline"
 
 
@@ -45,34 +42,16 @@ def create_app() -> FastAPI:
 class InlineReleaseServer(LocalServer):
     """LocalServer, started through this module instead of `app.launch`."""
 
-    def start(self) -> InlineReleaseServer:
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", __name__],
-                cwd=self.workdir,
-                env={**self.environment(), "PYTHONPATH": str(REPO_ROOT)},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        return self
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", __name__]
 
 
-def run() -> None:
-    """app.launch's steps (profile, its environment, settings, exec), with the harness factory."""
-    profile = launch.choose_profile(os.environ)
-    env, _ = profile.environment(os.environ)
-    os.environ.update(env)
-    argv = [
-        HARNESS_FACTORY if arg == SERVICE_FACTORY else arg
-        for arg in launch.uvicorn_argv(load_settings())
-    ]
-    if HARNESS_FACTORY not in argv:
+def with_harness(argv: list[str]) -> list[str]:
+    """The launcher's command line with the harness factory in place of the service's."""
+    if SERVICE_FACTORY not in argv:
         raise SystemExit(f"the launcher no longer starts {SERVICE_FACTORY}: {argv}")
-    sys.stdout.flush()
-    os.execve(argv[0], argv, env)
+    return [HARNESS_FACTORY if arg == SERVICE_FACTORY else arg for arg in argv]
 
 
 if __name__ == "__main__":
-    run()
+    launch.launch(with_harness)

@@ -1,1 +1,0 @@
-"""uvicorn's HTTP stacks side by side on this service: `python -m scripts.verify stack`."""
