@@ -12,6 +12,7 @@ from .cleanup import CleanupConfig
 from .gate import AdmissionConfig, GuardedRoute
 from .manager import MemoryManager
 from .measure import MB
+from .outbound import StoredResponse
 from .readers import Readers
 from .release import ReleaseResult, force_release_memory
 from .status import MemoryStatus
@@ -27,6 +28,7 @@ __all__ = [
     "MemoryStatus",
     "Readers",
     "ReleaseResult",
+    "StoredResponse",
     "force_release_memory",
     "split_budget",
 ]
