@@ -41,7 +41,7 @@ from app.memory.budget import DEFAULT_HEADROOM_SHARE
 from app.profiles import ProfileError, load_profiles
 from scripts.verify import flags
 from scripts.verify.core.errors import EXIT_NOT_MADE, RunNotMade, exit_for
-from scripts.verify.overload.flood import percentile
+from scripts.verify.core.percentile import percentile_or_none as percentile
 from scripts.verify.overload.run import OverloadRun, OverloadSettings, large_body, run_overload
 from scripts.verify.overload.slowread import SlowReadRun, SlowReadSettings, run_slow_readers
 

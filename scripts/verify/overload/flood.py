@@ -183,10 +183,3 @@ async def probe_health(
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), max(every - (time.monotonic() - started), 0))
     return result
-
-
-def percentile(values: Sequence[float], share: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]

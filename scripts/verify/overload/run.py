@@ -22,11 +22,11 @@ from loadtest.payloads import make_record
 from scripts.verify.core.cgroup_limit import MemoryCgroup
 from scripts.verify.core.errors import RunNotMade
 from scripts.verify.core.local import LocalServer, http_get
+from scripts.verify.core.percentile import percentile_or_none as percentile
 from scripts.verify.overload.flood import (
     FloodResult,
     HealthResult,
     flood,
-    percentile,
     probe_health,
 )
 
