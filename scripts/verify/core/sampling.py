@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, fields
 
 import psutil
 
+from app.memory.smaps import read_rollup
+
 log = logging.getLogger("verify.sampling")
 
 METRICS = ("rss", "pss", "uss", "cgroup")
@@ -96,23 +98,23 @@ def tree_sample(root_pid: int, t: float, census: ExitCensus | None = None) -> Sa
     processes = tree_processes(root_pid)
     for process in processes:
         try:
-            full = process.memory_full_info()
-        except psutil.AccessDenied:
-            have_full = False
-            try:
-                rss += process.memory_info().rss
-                counted += 1
-            except psutil.Error:
-                continue
-            continue
+            process_rss = int(process.memory_info().rss)
         except (psutil.NoSuchProcess, psutil.ZombieProcess):
             if process.pid == root_pid:
                 raise
             continue
-        rss += full.rss
-        pss += getattr(full, "pss", 0)
-        uss += getattr(full, "uss", 0)
+        except psutil.Error:
+            continue
+        rss += process_rss
         counted += 1
+        # PSS and USS from /proc/<pid>/smaps_rollup, as the memory package reads its own (psutil
+        # deprecates memory_full_info() for 8.0); None where it cannot be read (another user's).
+        rollup = read_rollup(process.pid)
+        if rollup is None:
+            have_full = False
+            continue
+        pss += rollup.pss_bytes
+        uss += rollup.uss_bytes
     return Sample(
         t=t,
         rss_bytes=rss,
