@@ -94,7 +94,7 @@ class Settings(BaseSettings):
     min_body_rate_bytes: float = Field(240.0, ge=0, le=1_000_000_000)
     min_response_rate_bytes: float = Field(240.0, ge=0, le=1_000_000_000)
     min_rate_grace_seconds: float = Field(5.0, ge=1, le=3600)
-    send_buffer_kb: int = Field(32, ge=0, le=65536)  # SO_SNDBUF per connection; 0 = autotuning
+    send_buffer_kb: int = Field(16, ge=0, le=65536)  # SO_SNDBUF per connection; 0 = autotuning
     memory_outbound_mb: float | None = Field(None, gt=0)  # for the whole service: workers split it
 
     @field_validator("log_level", mode="before")

@@ -43,6 +43,10 @@ DEFAULT_MAX_CONNECTIONS = 1000
 
 
 TICK_SECONDS = 1.0  # how often the data rates are sampled
+# The transport's write buffer: uvicorn writes a reply's next slice once the buffer is under the
+# low mark, so a slow reader holds at most the high mark plus one slice (asyncio's default high
+# mark is 64 KiB).
+WRITE_BUFFER_HIGH = 32 * 1024
 NO_FLOOR = RateFloor(0.0, 5.0)
 
 
@@ -225,6 +229,7 @@ class GuardedH11Protocol(H11Protocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         limits = _current_limits()
         _bound_send_buffer(transport, limits.send_buffer_bytes)
+        transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
         self.metered = MeteredTransport(transport)
         super().connection_made(cast(asyncio.Transport, self.metered))
         STATS.connections.add(self)
