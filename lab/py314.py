@@ -214,10 +214,17 @@ def prepare_root(root: Path, refresh: bool, log: Path) -> None:
         ready.write_text(versions(root) + "\n")
         say(f"root made in {time.monotonic() - started:.0f} s")
     # Per run, not cached: the host's name servers and CA bundle may change between runs.
-    shutil.copyfile("/etc/resolv.conf", root / "etc/resolv.conf", follow_symlinks=True)
+    copy_in(Path("/etc/resolv.conf"), root / "etc/resolv.conf")
     bundle = ca_bundle()
     if bundle is not None:
-        shutil.copyfile(bundle, root / CA_IN_ROOT.lstrip("/"))
+        copy_in(bundle, root / CA_IN_ROOT.lstrip("/"))
+
+
+def copy_in(source: Path, target: Path) -> None:
+    """Copy a host file into the root. The target is unlinked first: a symlink there points into
+    the host's own tree (outside the chroot), and writing through it would change the host."""
+    target.unlink(missing_ok=True)
+    shutil.copyfile(source, target)
 
 
 def prepare_venv(root: Path, repo: Path, env: Mapping[str, str], log: Path) -> None:

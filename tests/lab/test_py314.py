@@ -67,6 +67,18 @@ def test_the_root_sees_a_clean_environment_with_ci_and_the_ca_bundle() -> None:
     assert "CI" not in py314.chroot_env({})
 
 
+def test_a_symlink_in_the_root_is_replaced_not_written_through(tmp_path: Path) -> None:
+    host_file = tmp_path / "host-resolv.conf"
+    host_file.write_text("host\n")
+    source = tmp_path / "source"
+    source.write_text("nameserver 192.0.2.1\n")
+    target = tmp_path / "root-resolv.conf"
+    target.symlink_to(host_file)
+    py314.copy_in(source, target)
+    assert not target.is_symlink() and target.read_text() == "nameserver 192.0.2.1\n"
+    assert host_file.read_text() == "host\n"
+
+
 def test_pytest_gets_extra_arguments_before_the_selection() -> None:
     argv = py314.pytest_argv(("tests/memory",), ["-x", "-k", "release"])
     assert argv[:3] == ["/opt/venv/bin/python", "-m", "pytest"]
