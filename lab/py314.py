@@ -143,8 +143,9 @@ def in_root(
 
 
 def pytest_argv(tests: Sequence[str] = TESTS, extra: Sequence[str] = ()) -> list[str]:
-    """pytest in the root's venv on the selection; `-p no:cacheprovider` leaves nothing of the
-    3.14 run in the host's checkout."""
+    """pytest in the root's venv on the selection; `-p no:cacheprovider` keeps the 3.14 run's
+    cache out of the host's checkout (only servers the tests start may leave cpython-314 .pyc
+    files, which git ignores)."""
     return [f"{VENV}/bin/python", "-m", "pytest", "-p", "no:cacheprovider", *extra, *tests]
 
 
