@@ -7,6 +7,8 @@ CI runs it from .ci/run. These tests check the parts that decide what that run d
 from __future__ import annotations
 
 import shlex
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -87,6 +89,7 @@ def test_pytest_gets_extra_arguments_before_the_selection() -> None:
 
 def test_unknown_options_go_to_pytest(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     seen: dict[str, object] = {}
+    monkeypatch.setattr(py314.os, "geteuid", lambda: 0)
 
     def fake_prepare_root(root: Path, refresh: bool, log: Path) -> None:
         seen["refresh"] = refresh
@@ -95,6 +98,39 @@ def test_unknown_options_go_to_pytest(monkeypatch: pytest.MonkeyPatch, tmp_path:
     monkeypatch.setattr(py314, "prepare_root", fake_prepare_root)
     assert py314.main(["--cache", str(tmp_path), "--refresh", "-x"]) == py314.SETUP_FAILED
     assert seen["refresh"] is True
+
+
+def test_without_root_it_stops_with_one_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(py314.os, "geteuid", lambda: 1000)
+    assert py314.main(["--cache", str(tmp_path)]) == py314.SETUP_FAILED
+    assert (
+        capsys.readouterr().out
+        == "py314: setup failed: needs root (debootstrap, mounts and chroot)\n"
+    )
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_root_is_made_again_when_missing_or_a_week_old(tmp_path: Path) -> None:
+    ready = tmp_path / py314.READY
+    assert py314.stale(ready, time.time())
+    ready.write_text("python3.14 3.14.10-1\n")
+    assert not py314.stale(ready, time.time())
+    assert py314.stale(ready, time.time() + py314.MAX_AGE_SECONDS + 60)
+
+
+def test_a_timeout_stops_pytest_and_what_it_started(tmp_path: Path) -> None:
+    child = tmp_path / "child.pid"
+    script = f"sleep 60 & echo $! > {child}; wait"
+    with pytest.raises(subprocess.TimeoutExpired):
+        py314.run_tests(["/bin/sh", "-c", script], timeout=1.0)
+    pid = int(child.read_text())
+    deadline = time.monotonic() + 5
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)  # the kernel reaps an orphan through init, not at once
+    stat = Path(f"/proc/{pid}/stat")
+    assert not stat.exists() or stat.read_text().rsplit(")", 1)[-1].split()[0] == "Z"
 
 
 @pytest.mark.parametrize("path", py314.TESTS)
