@@ -97,7 +97,7 @@ def test_record_submission_commits(tmp_path: Path) -> None:
 
 def test_two_workers_initializing_together(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Both reach the seed step having counted 0: the window two fresh workers race through.
-    seed = database._seed_rows
+    seed = database.seed_rows
     both_counted = threading.Barrier(2)
 
     def gated_seed() -> Iterator[database.Product]:
@@ -106,7 +106,7 @@ def test_two_workers_initializing_together(tmp_path: Path, monkeypatch: pytest.M
             both_counted.wait(timeout=2)
         yield from seed()
 
-    monkeypatch.setattr(database, "_seed_rows", gated_seed)
+    monkeypatch.setattr(database, "seed_rows", gated_seed)
     path = tmp_path / "db.sqlite"
     outcomes: list[object] = []
 
