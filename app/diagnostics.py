@@ -14,7 +14,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from app.frame import Frame, frame_of
+from app.frame import FrameDep
 from app.memory.status_route import check_bearer
 
 router = APIRouter(tags=["diagnostics"])
@@ -22,9 +22,6 @@ admin_router = APIRouter(tags=["admin"], include_in_schema=False)
 # Probes and operator calls are not traffic: a health check, a scrape or a verifier polling
 # /debug/memory every second must not keep the service from ever looking idle.
 QUIET_PATHS = frozenset({"/healthz", "/metrics", "/debug/memory", "/admin/memory/release"})
-
-FrameDep = Annotated[Frame, Depends(frame_of)]
-
 
 def require_admin(request: Request, frame: FrameDep) -> None:
     secret = frame.settings.admin_token

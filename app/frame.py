@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Annotated, Protocol
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from prometheus_client import CollectorRegistry
 from pydantic_settings import BaseSettings
 
@@ -83,8 +83,17 @@ class Workload(Protocol):
 
 
 def frame_of(request: Request) -> Frame:
-    """The frame of the app serving ``request``: the typed way in for a dependency."""
+    """The frame of the app serving ``request``, typed."""
     found = request.app.state.frame
     if not isinstance(found, Frame):
         raise RuntimeError("the app was not built by app.main.build_app")
     return found
+
+
+async def current_frame(request: Request) -> Frame:
+    """``frame_of`` as a dependency; `async` because FastAPI runs a plain `def` dependency in
+    the threadpool, a thread hop per request."""
+    return frame_of(request)
+
+
+FrameDep = Annotated[Frame, Depends(current_frame)]

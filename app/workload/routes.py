@@ -110,7 +110,9 @@ class Bulk:
     max_body_bytes: int  # MAX_BODY_MB
 
 
-def bulk_of(request: Request) -> Bulk:
+# The dependencies are `async def` on purpose: FastAPI runs a plain `def` dependency in the
+# threadpool, a thread hop per request before the body is even read.
+async def bulk_of(request: Request) -> Bulk:
     found = request.app.state.bulk
     if not isinstance(found, Bulk):
         raise RuntimeError("the bulk workload is not mounted on this app")
@@ -120,11 +122,11 @@ def bulk_of(request: Request) -> Bulk:
 BulkDep = Annotated[Bulk, Depends(bulk_of)]
 
 
-def bulk_service(bulk: BulkDep) -> BulkService:
+async def bulk_service(bulk: BulkDep) -> BulkService:
     return bulk.service
 
 
-def bulk_limiter(bulk: BulkDep) -> anyio.CapacityLimiter:
+async def bulk_limiter(bulk: BulkDep) -> anyio.CapacityLimiter:
     return bulk.limiter
 
 

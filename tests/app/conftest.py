@@ -16,17 +16,18 @@ from fastapi.testclient import TestClient
 
 from app.config import Settings, load_settings
 from app.frame import Frame
-from app.main import create_app
-from app.workload.settings import BulkSettings
+from app.main import create_app, workloads
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "memory" / "fixtures"  # the cgroup and /proc trees
 JEMALLOC = "libjemalloc.so.2"
 
+# The mounted workloads' settings fields (the reference workload's, unless it was removed).
+WORKLOAD_FIELDS = {name for w in workloads() for name in w.settings_type.model_fields}
 # Every variable the service reads, so a developer's shell or CI job cannot leak into a test.
 SERVICE_VARIABLES = [
     *(name.upper() for name in Settings.model_fields),
-    *(name.upper() for name in BulkSettings.model_fields),
+    *(name.upper() for name in WORKLOAD_FIELDS),
     "MEMORY_PROFILES_FILE",
     "RAILWAY_REPLICA_ID",
 ]
@@ -117,7 +118,7 @@ def make_settings(
             "memory_limit_mb": 8192,
         }
         values.update(overrides)
-        for name in [name for name in values if name in BulkSettings.model_fields]:
+        for name in [name for name in values if name in WORKLOAD_FIELDS]:
             monkeypatch.setenv(name.upper(), str(values.pop(name)))
         return load_settings(**values)
 

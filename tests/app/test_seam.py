@@ -102,6 +102,23 @@ def test_the_service_runs_without_the_workload(tmp_path: Path) -> None:
     assert "Traceback" not in log_path.read_text()
 
 
+def test_the_memory_packages_tests_pass_without_the_workload(tmp_path: Path) -> None:
+    """The frame's own package, tested in the copy: nothing in it leans on the workload."""
+    root = without_workload(tmp_path / "fork")
+    ignore = shutil.ignore_patterns("__pycache__", "test_liftout.py")  # that one reads README
+    shutil.copytree(REPO / "tests" / "memory", root / "tests" / "memory", ignore=ignore)
+    (root / "tests" / "__init__.py").write_text("")
+    environ = service_free_environ()
+    environ.pop("PYTHONPATH", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
+         "-m", "not slow", "tests/memory"],
+        cwd=root, env=environ, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert " passed" in done.stdout
+
+
 def test_the_documented_workload_mounts_as_written(
     make_settings: Callable[..., Settings], tmp_path: Path, token: str
 ) -> None:
