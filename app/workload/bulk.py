@@ -25,7 +25,8 @@ import logging
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
+from functools import partial
 from itertools import islice
 from typing import Any, TypeVar
 
@@ -58,6 +59,7 @@ _JSON_WORDING = {
 _EXTRA_KEY = "Extra inputs are not permitted"
 
 T = TypeVar("T")
+StoreCall = Callable[[], Any]  # a store call the submission hands its driver to run
 
 
 class TooManyRecords(ValueError):
@@ -104,16 +106,27 @@ class BulkService:
         return _run(self._steps(body, path))
 
     async def submit_async(self, body: bytes, path: str) -> BulkSummary:
-        """Process a submission on the event loop, giving the loop back between slices."""
+        """Process a submission on the event loop, giving the loop back between slices.
+
+        The store's calls run inline for a local file, and in a worker thread for a store across
+        a network (``Store.remote``): a round trip, or a wait for a database that went away,
+        must not hold the loop and every /healthz behind it."""
         steps = self._steps(body, path)
+        sent: Any = None
         try:
             while True:
                 try:
-                    next(steps)
+                    call = steps.send(sent)
                 except StopIteration as done:
                     summary: BulkSummary = done.value
                     return summary
-                await asyncio.sleep(0)
+                if call is None:
+                    sent = None
+                    await asyncio.sleep(0)
+                elif self.store.remote:
+                    sent = await asyncio.to_thread(call)
+                else:
+                    sent = call()
         finally:
             steps.close()  # cancelled (the client went away): its connection closes now
 
@@ -145,19 +158,24 @@ class BulkService:
         cleanup loop runs the hook then, so the rows go at the end of their TTL."""
         return self._newest_expiry
 
-    def _steps(self, body: bytes, path: str) -> Generator[None, None, BulkSummary]:
-        """The submission, pausing after each slice; nothing is stored unless all are valid."""
+    def _steps(self, body: bytes, path: str) -> Generator[StoreCall | None, Any, BulkSummary]:
+        """The submission, pausing after each slice (None) and handing out each store call for
+        the driver to run and send back its result; nothing is stored unless all are valid."""
         writer = _DocumentWriter()
-        catalogue = _Catalogue(self.store)
+        catalogue = _Catalogue()
         for records in self._validated(body):
-            writer.add(records, catalogue.covering(records))
-            yield
+            wanted = catalogue.missing(records)
+            if wanted:
+                catalogue.add(wanted, (yield partial(self.store.products_by_sku, wanted)))
+            writer.add(records, catalogue.products)
+            yield None
         submission_id = uuid.uuid4().hex
         created_at = time.time()
         summary, document = writer.finish(submission_id, created_at, path)
         ttl = self.cache.ttl
         # Committed before the reply: a failed write raises (503 for an outage), never a 201.
-        self.store.save(
+        yield partial(
+            self.store.save,
             Submission(
                 summary.id,
                 created_at,
@@ -222,13 +240,16 @@ class BulkService:
             return []
 
 
-def _run(steps: Generator[None, None, T]) -> T:
+def _run(steps: Generator[StoreCall | None, Any, T]) -> T:
+    """Drive ``steps`` in the calling thread, running each store call inline."""
+    sent: Any = None
     while True:
         try:
-            next(steps)
+            call = steps.send(sent)
         except StopIteration as done:
             value: T = done.value
             return value
+        sent = call() if call is not None else None
 
 
 def _error(kind: str, loc: tuple[int | str, ...], msg: str) -> dict[str, Any]:
@@ -296,17 +317,17 @@ def _cut_extra_keys(chunk: list[Any]) -> tuple[list[Any], int]:
 class _Catalogue:
     """Products fetched as the slices need them, each SKU asked for once per submission."""
 
-    def __init__(self, store: Store) -> None:
-        self.store = store
+    def __init__(self) -> None:
         self.products: dict[str, database.Product] = {}
         self.asked: set[str] = set()
 
-    def covering(self, records: list[Record]) -> dict[str, database.Product]:
-        wanted = {r.sku for r in records} - self.asked
-        if wanted:
-            self.products.update(self.store.products_by_sku(wanted))
-            self.asked |= wanted
-        return self.products
+    def missing(self, records: list[Record]) -> set[str]:
+        """The SKUs of ``records`` not asked for yet."""
+        return {r.sku for r in records} - self.asked
+
+    def add(self, asked: set[str], found: dict[str, database.Product]) -> None:
+        self.products.update(found)
+        self.asked |= asked
 
 
 def _enrich(record: Record, product: database.Product | None) -> dict[str, Any]:

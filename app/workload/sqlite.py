@@ -28,6 +28,10 @@ class SqliteStore:
         self.outage = Outage(f"sqlite {self.path}")
 
     @property
+    def remote(self) -> bool:
+        return False  # a local file: a call takes microseconds
+
+    @property
     def description(self) -> str:
         return f"sqlite {self.path}"
 

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from app.workload import database, store
+from app.workload.bulk import BulkService
+from app.workload.cache import BulkCache
 from app.workload.postgres import PostgresStore, describe_url
 from app.workload.sqlite import SqliteStore
 from app.workload.store import Outage, Store, StoreUnavailable, Submission, open_store
+from tests.app.workload.records import body, record
 
 KINDS = ["sqlite", "postgres"]
 
@@ -177,3 +182,28 @@ def test_postgres_down_is_unavailable_then_back(
     made.close()
     down = [r for r in caplog.records if "unreachable" in r.getMessage()]
     assert len(down) == 1 and down[0].exc_info is None
+
+
+def test_the_async_path_runs_only_a_remote_stores_calls_off_the_loop(ready: Store) -> None:
+    """A round trip to PostgreSQL (or a wait for it) must not hold the event loop; a local
+    SQLite call stays inline, where it always was."""
+    service = BulkService(ready, BulkCache(300, 16, 16 * 2**20), max_records=50)
+    threads: list[threading.Thread] = []
+    for name in ("products_by_sku", "save"):
+        real = getattr(ready, name)
+
+        def recorded(*args: object, _real: Any = real) -> Any:
+            threads.append(threading.current_thread())
+            return _real(*args)
+
+        setattr(ready, name, recorded)
+
+    async def submit() -> tuple[threading.Thread, str]:
+        summary = await service.submit_async(body(record(), record(sku="SKU-00002")), "async")
+        return threading.current_thread(), summary.id
+
+    loop_thread, result = asyncio.run(submit())
+    assert len(threads) == 2  # one catalogue lookup, one save
+    off_loop = [thread is not loop_thread for thread in threads]
+    assert off_loop == [ready.remote] * 2
+    assert service.result(result) is not None
