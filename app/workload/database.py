@@ -137,22 +137,6 @@ def product(conn: sqlite3.Connection, sku: str) -> Product | None:
     return Product(*row) if row else None
 
 
-def record_submission(
-    conn: sqlite3.Connection,
-    submission_id: str,
-    created_at: float,
-    path: str,
-    records: int,
-    total_amount: float,
-    unknown_skus: int,
-) -> None:
-    with conn:
-        conn.execute(
-            "INSERT INTO submissions VALUES (?, ?, ?, ?, ?, ?)",
-            (submission_id, created_at, path, records, total_amount, unknown_skus),
-        )
-
-
 def submission_count(conn: sqlite3.Connection) -> int:
     (count,) = conn.execute("SELECT COUNT(*) FROM submissions").fetchone()
     return int(count)
