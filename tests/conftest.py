@@ -12,8 +12,8 @@ from tests.postgres import Cluster, make_cluster
 
 @pytest.fixture(scope="session")
 def postgres_cluster() -> Iterator[Cluster]:
-    """One throwaway cluster for the session; skipped where PostgreSQL is not installed, except
-    in CI (CI=true), where that fails: .ci/run installs it."""
+    """One throwaway cluster for the whole test run; skipped where PostgreSQL is not installed,
+    except in CI (CI=true), where that fails: .ci/run installs it."""
     try:
         cluster = make_cluster()
     except (FileNotFoundError, RuntimeError) as exc:
@@ -26,6 +26,6 @@ def postgres_cluster() -> Iterator[Cluster]:
 
 @pytest.fixture
 def postgres_url(postgres_cluster: Cluster) -> str:
-    """A fresh, empty database on the session's cluster: its URL (no password: trust on
+    """A fresh, empty database on the test run's cluster: its URL (no password: trust on
     loopback)."""
     return postgres_cluster.create_database()
