@@ -15,6 +15,12 @@ Infrastructure as Code is marked experimental by Railway. It replaces Config as 
 (railway.toml), which Railway's docs say stops being read on 2026-12-01; this repository keeps
 its old Config as Code files out of the way, in railway/legacy/ (docs/railway.md).
 
+Results live in a Railway Postgres database (DATABASE below): the web service gets its
+DATABASE_URL as a reference, `${{Postgres.DATABASE_URL}}`, so every replica reads what any
+replica stored, and a redeploy keeps it. DATABASE = None leaves the service on its SQLite file:
+one replica, and a volume mounted for the file if results are to outlive a redeploy
+(docs/railway.md).
+
 The allocator profile is chosen by PROFILE below, and nowhere else; it must name a deployable
 profile in profiles/profiles.toml, and evaluating this file fails with one line if it does not.
 """
@@ -61,6 +67,11 @@ CLEANUP_ENV = {
     "MEMORY_IDLE_RELEASE_SECONDS": "5",
 }
 
+# The Railway Postgres database the results go to (its name is the reference's prefix), or None
+# for the service's SQLite file. The image is the one Railway's own Postgres template runs.
+DATABASE: str | None = "Postgres"
+POSTGRES_IMAGE = "ghcr.io/railwayapp-templates/postgres-ssl:18"
+
 # Variables set in the dashboard that this file must keep rather than delete on apply.
 PRESERVED = ("ADMIN_TOKEN", "MEMORY_LIMIT_MB")
 
@@ -106,12 +117,29 @@ def check_profile(profile: str, allowed: list[str]) -> None:
         )
 
 
+def database_graph(name: str) -> dict[str, Any]:
+    """A Railway Postgres database node, in the shape the SDKs' `postgres(name)` emit (railwayapp/
+    cli, src/iac/tests.rs); Railway provisions its volume and its variables itself."""
+    return {
+        "address": f"database.{name}",
+        "type": "database",
+        "kind": "database",
+        "engine": "postgres",
+        "name": name,
+        "image": POSTGRES_IMAGE,
+        "output": "DATABASE_URL",
+        "defaultMountPath": "/var/lib/postgresql/data",
+        "source": {"type": "image", "image": POSTGRES_IMAGE},
+    }
+
+
 def service_graph(
     profile: str = PROFILE,
     *,
     replicas: int = REPLICAS,
     memory_limit_mb: int | None = REPLICA_MEMORY_LIMIT_MB,
     github_repo: str | None = GITHUB_REPO,
+    database: str | None = DATABASE,
 ) -> dict[str, Any]:
     """The `web` service node, in the shape `railway_sdk.service()` / `railway/iac` emit."""
     deploy: dict[str, Any] = {
@@ -131,6 +159,13 @@ def service_graph(
         "SHUTDOWN_GRACE_SECONDS": str(SHUTDOWN_GRACE_SECONDS),
     }
     variables: dict[str, Any] = {k: {"type": "literal", "value": v} for k, v in env.items()}
+    if database is not None:
+        # Compiled by the CLI to ${{<database>.DATABASE_URL}}: the database's own variable.
+        variables["DATABASE_URL"] = {
+            "type": "reference",
+            "resource": f"database.{database}",
+            "output": "DATABASE_URL",
+        }
     variables.update({k: {"type": "preserve"} for k in PRESERVED})
     node: dict[str, Any] = {
         "address": f"service.{SERVICE}",
@@ -154,10 +189,11 @@ def service_graph(
 def main(ctx: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The project graph; the CLI's context (environment, command) changes nothing in it.
 
-    One service, configured alike in production, staging and PR environments: the figures the
-    memory manager is tuned for are the same everywhere, and the CLI refuses a resource that
-    only some environments have.
+    One service and its database, configured alike in production, staging and PR environments:
+    the figures the memory manager is tuned for are the same everywhere, and the CLI refuses a
+    resource that only some environments have.
     """
     del ctx  # accepted so current CLIs pass it; unused on purpose
     check_profile(PROFILE, deployable_profiles())
-    return {"name": PROJECT, "resources": [service_graph()]}
+    databases = [database_graph(DATABASE)] if DATABASE is not None else []
+    return {"name": PROJECT, "resources": [service_graph(), *databases]}

@@ -45,6 +45,8 @@ SETTINGS_CONFIG = SettingsConfigDict(
 )
 # Variables the service reads that are not fields of a settings class.
 OTHER_VARIABLES = frozenset({"MEMORY_PROFILES_FILE"})
+# Variables whose value a configuration error never repeats: they hold secrets.
+HIDDEN_VARIABLES = frozenset({"ADMIN_TOKEN", "DATABASE_URL"})
 S = TypeVar("S", bound=BaseSettings)
 
 
@@ -252,7 +254,7 @@ def _describe(error: Mapping[str, Any]) -> str:
         return f"configuration error: {message}"
     name = loc[0].upper()
     value = error.get("input")
-    shown = "<hidden>" if name == "ADMIN_TOKEN" else repr(value)
+    shown = "<hidden>" if name in HIDDEN_VARIABLES else repr(value)
     return f"configuration error: {name}={shown}: {message}"
 
 

@@ -31,7 +31,9 @@ from .release import Releaser, ReleaseResult
 
 log = logging.getLogger(__name__)
 
-CleanupHook = Callable[[], int]  # e.g. drop expired cache entries; returns how many
+# e.g. drop expired cache entries or delete expired rows; returns how many. Hooks run in a worker
+# thread, so one that waits on a database does not hold the event loop.
+CleanupHook = Callable[[], int]
 # When everything a hook's data holds has expired, on time.monotonic; None while it holds nothing.
 ExpirySource = Callable[[], float | None]
 PRESSURE_MIN_SECONDS = 2.0  # releases on pressure at most this often
@@ -220,13 +222,16 @@ class CleanupLoop:
             return f"grew {fmt_mb(max(grown, 0))} since the last release"
         return None
 
+    def _run_hooks(self) -> int:
+        return sum(hook() for hook in self.hooks)
+
     async def run_once(self, trigger: str) -> ReleaseResult | None:
         """One cleanup: hooks (expired cache entries), then a release if it is worth one."""
         self.runs += 1
         self._last_run = self._clock()
         self._requests_seen = self.activity.requests
         # Hooks run on every run: expired entries must go even when no release is worth it.
-        cleaned = sum(hook() for hook in self.hooks)
+        cleaned = await asyncio.to_thread(self._run_hooks) if self.hooks else 0
         rss = self._read_rss()
         skip = self._worth_releasing(rss, cleaned)
         if skip is not None:

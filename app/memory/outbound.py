@@ -17,6 +17,7 @@ the quiet paths (health checks, scrapes) are never held back.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Iterable
 
@@ -176,7 +177,8 @@ class StoredResponse(Response):
     Nothing holds the whole value for the reader: a slow client costs one slice, and a value
     dropped from its store while it is being sent is not kept alive for it. ``read`` returns
     None once the value is gone; the reply then ends short (the server closes the connection, so
-    the client sees a truncated body, never a wrong one).
+    the client sees a truncated body, never a wrong one). ``in_thread`` runs each read in a worker
+    thread: for a store across a network, whose round trip must not stall the event loop.
     """
 
     def __init__(
@@ -186,8 +188,10 @@ class StoredResponse(Response):
         media_type: str,
         slice_bytes: int = DEFAULT_SLICE_BYTES,
         headers: dict[str, str] | None = None,
+        in_thread: bool = False,
     ) -> None:
         self.read = read
+        self.in_thread = in_thread
         self.length = length
         self.slice_bytes = slice_bytes
         super().__init__(
@@ -201,7 +205,10 @@ class StoredResponse(Response):
         )
         offset = 0
         while offset < self.length and scope.get("method") != "HEAD":
-            piece = self.read(offset, self.slice_bytes)
+            if self.in_thread:
+                piece = await asyncio.to_thread(self.read, offset, self.slice_bytes)
+            else:
+                piece = self.read(offset, self.slice_bytes)
             if not piece:
                 log.info(
                     "[memory-outbound] %s: stored value gone after %d of %d bytes; reply cut",

@@ -1,4 +1,4 @@
-"""The bulk submission: validate, enrich from SQLite, aggregate, keep the result.
+"""The bulk submission: validate, enrich from the catalogue, aggregate, store the result.
 
 It builds what real services build (a model per record, a dict per enriched line, one large JSON
 document) because that is what fragments a heap; the service's memory story depends on it. The
@@ -10,6 +10,10 @@ touched, and the async path hands the event loop back between slices. In one go,
 scrape and light request waited behind it. The sync path runs the same slices back to back in a
 worker thread: pydantic-core holds the GIL for each call, so a shorter call is a shorter wait
 for the loop there too.
+
+The result is written to the store (app/workload/store.py) before the summary is returned, so a
+201 means it is in the database: any worker or replica reads it back, whatever happens to this
+one. The cache keeps a hot copy of recent results; dropping one from it loses nothing.
 """
 
 from __future__ import annotations
@@ -18,13 +22,12 @@ import asyncio
 import io
 import json
 import logging
-import sqlite3
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
+from functools import partial
 from itertools import islice
-from pathlib import Path
 from typing import Any, TypeVar
 
 import pydantic_core
@@ -34,6 +37,7 @@ from app.errors import SHOWN_ERRORS
 from app.workload import database
 from app.workload.cache import BulkCache
 from app.workload.models import BulkSummary, Record, bulk_envelope_model
+from app.workload.store import Store, StoreUnavailable, Submission
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +59,7 @@ _JSON_WORDING = {
 _EXTRA_KEY = "Extra inputs are not permitted"
 
 T = TypeVar("T")
+StoreCall = Callable[[], Any]  # a store call the submission hands its driver to run
 
 
 class TooManyRecords(ValueError):
@@ -77,15 +82,16 @@ class InvalidBulk(ValueError):
 class BulkService:
     def __init__(
         self,
-        db_path: str | Path,
+        store: Store,
         cache: BulkCache,
         max_records: int,
         slice_records: int = SLICE_RECORDS,
     ) -> None:
         if slice_records < 0:
             raise ValueError(f"slice_records={slice_records}: 0 (whole) or more")
-        self.db_path = db_path
-        self.cache = cache
+        self.store = store
+        self.cache = cache  # hot copies of recent results; the TTL is its ttl
+        self._newest_expiry: float | None = None  # of this worker's results, on time.monotonic
         self.max_records = max_records
         self.slice_records = slice_records
         self._envelope: type[BaseModel] = bulk_envelope_model(max_records)
@@ -100,50 +106,89 @@ class BulkService:
         return _run(self._steps(body, path))
 
     async def submit_async(self, body: bytes, path: str) -> BulkSummary:
-        """Process a submission on the event loop, giving the loop back between slices."""
+        """Process a submission on the event loop, giving the loop back between slices.
+
+        The store's calls run inline for a local file, and in a worker thread for a store across
+        a network (``Store.remote``): a round trip, or a wait for a database that went away,
+        must not hold the loop and every /healthz behind it."""
         steps = self._steps(body, path)
+        sent: Any = None
         try:
             while True:
                 try:
-                    next(steps)
+                    call = steps.send(sent)
                 except StopIteration as done:
                     summary: BulkSummary = done.value
                     return summary
-                await asyncio.sleep(0)
+                if call is None:
+                    sent = None
+                    await asyncio.sleep(0)
+                elif self.store.remote:
+                    sent = await asyncio.to_thread(call)
+                else:
+                    sent = call()
         finally:
             steps.close()  # cancelled (the client went away): its connection closes now
 
     def result(self, submission_id: str) -> bytes | None:
-        return self.cache.get(submission_id)
+        """A result's whole document, or None if unknown or expired. For tests and tools: the
+        GET route streams it a slice at a time instead (app/workload/routes.py)."""
+        hot = self.cache.get(submission_id)
+        if hot is not None:
+            return hot
+        found = self.store.find(submission_id, time.time())
+        if found is None or found.expired:
+            return None
+        return self.store.read(submission_id, 0, found.length)
 
-    def _steps(self, body: bytes, path: str) -> Generator[None, None, BulkSummary]:
-        """The submission, pausing after each slice; nothing is stored unless all are valid."""
+    def purge_expired(self) -> int:
+        """The cleanup hook: delete the expired results from the store (every worker does,
+        each run is idempotent) and drop expired hot copies; returns how many results went."""
+        self.cache.purge_expired()
+        try:
+            deleted = self.store.purge_expired(time.time())
+        except StoreUnavailable:
+            return 0  # the outage is logged once by the store; the next run deletes them
+        if deleted:
+            log.info("[bulk] %d expired result(s) deleted from %s", deleted, self.store.description)
+        return deleted
+
+    def all_expired_at(self) -> float | None:
+        """When every result this worker stored will have expired, on time.monotonic: the
+        cleanup loop runs the hook then, so the rows go at the end of their TTL."""
+        return self._newest_expiry
+
+    def _steps(self, body: bytes, path: str) -> Generator[StoreCall | None, Any, BulkSummary]:
+        """The submission, pausing after each slice (None) and handing out each store call for
+        the driver to run and send back its result; nothing is stored unless all are valid."""
         writer = _DocumentWriter()
-        with database.connect(self.db_path) as conn:
-            catalogue = _Catalogue(conn)
-            for records in self._validated(body):
-                writer.add(records, catalogue.covering(records))
-                yield
-            submission_id = uuid.uuid4().hex
-            created_at = time.time()
-            summary, document = writer.finish(submission_id, created_at, path)
-            if not self.cache.put(summary.id, document):
-                log.warning(
-                    "[bulk] result %s of %.1fMB is over CACHE_MAX_MB; not kept for GET",
-                    summary.id,
-                    len(document) / 2**20,
-                )
-            # The summary row is committed before the response: an acknowledged submission
-            # survives a restart even though its cached lines do not.
-            database.record_submission(
-                conn,
+        catalogue = _Catalogue()
+        for records in self._validated(body):
+            wanted = catalogue.missing(records)
+            if wanted:
+                catalogue.add(wanted, (yield partial(self.store.products_by_sku, wanted)))
+            writer.add(records, catalogue.products)
+            yield None
+        submission_id = uuid.uuid4().hex
+        created_at = time.time()
+        summary, document = writer.finish(submission_id, created_at, path)
+        ttl = self.cache.ttl
+        # Committed before the reply: a failed write raises (503 for an outage), never a 201.
+        yield partial(
+            self.store.save,
+            Submission(
                 summary.id,
                 created_at,
                 path,
                 summary.records,
                 summary.total_amount,
                 summary.unknown_skus,
-            )
+            ),
+            document,
+            created_at + ttl,
+        )
+        self._newest_expiry = time.monotonic() + ttl
+        self.cache.put(summary.id, document)  # a hot copy, if it fits CACHE_MAX_MB
         return summary
 
     def _validated(self, body: bytes) -> Iterator[list[Record]]:
@@ -195,13 +240,16 @@ class BulkService:
             return []
 
 
-def _run(steps: Generator[None, None, T]) -> T:
+def _run(steps: Generator[StoreCall | None, Any, T]) -> T:
+    """Drive ``steps`` in the calling thread, running each store call inline."""
+    sent: Any = None
     while True:
         try:
-            next(steps)
+            call = steps.send(sent)
         except StopIteration as done:
             value: T = done.value
             return value
+        sent = call() if call is not None else None
 
 
 def _error(kind: str, loc: tuple[int | str, ...], msg: str) -> dict[str, Any]:
@@ -269,17 +317,17 @@ def _cut_extra_keys(chunk: list[Any]) -> tuple[list[Any], int]:
 class _Catalogue:
     """Products fetched as the slices need them, each SKU asked for once per submission."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
+    def __init__(self) -> None:
         self.products: dict[str, database.Product] = {}
         self.asked: set[str] = set()
 
-    def covering(self, records: list[Record]) -> dict[str, database.Product]:
-        wanted = {r.sku for r in records} - self.asked
-        if wanted:
-            self.products.update(database.products_by_sku(self.conn, wanted))
-            self.asked |= wanted
-        return self.products
+    def missing(self, records: list[Record]) -> set[str]:
+        """The SKUs of ``records`` not asked for yet."""
+        return {r.sku for r in records} - self.asked
+
+    def add(self, asked: set[str], found: dict[str, database.Product]) -> None:
+        self.products.update(found)
+        self.asked |= asked
 
 
 def _enrich(record: Record, product: database.Product | None) -> dict[str, Any]:

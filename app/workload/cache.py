@@ -1,11 +1,11 @@
-"""The bulk results cache: TTL plus bounds on entries and bytes, values kept as bytes.
+"""Hot copies of recent bulk results: TTL plus bounds on entries and bytes, values kept as bytes.
+
+The results themselves are in the database (app/workload/store.py); a copy here spares recent
+reads the trip, and dropping one, for a bound or its TTL, loses nothing.
 
 Values are stored serialized on purpose: a long-lived result kept as thousands of small Python
 objects pins pymalloc arenas that no release can return, while one bytes object is a single
 allocation the allocator can free whole.
-
-The cache also remembers, for the last few drops, why a key went (expired or evicted), so a
-404 can say which: a key it never held in this process is one a restart or another worker had.
 """
 
 from __future__ import annotations
@@ -15,12 +15,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
-
-Gone = Literal["expired", "evicted"]
-# Reasons kept per entry the cache can hold: a client that remembers its last few results finds
-# each one's reason while the cache has turned over a few times since (ids are ~100 B each).
-REMEMBERED_PER_ENTRY = 4
 
 
 @dataclass(frozen=True)
@@ -45,7 +39,6 @@ class BulkCache:
         self._clock = clock
         self._lock = threading.Lock()  # the sync endpoints' threads and the loop share it
         self._items: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
-        self._gone: OrderedDict[str, Gone] = OrderedDict()
         self._bytes = 0
         self.evictions = 0
         self.expirations = 0
@@ -56,12 +49,11 @@ class BulkCache:
             return False
         with self._lock:
             self._drop(key)
-            self._gone.pop(key, None)
             self._items[key] = (self._clock() + self.ttl, value)
             self._bytes += len(value)
             while len(self._items) > self.max_entries or self._bytes > self.max_bytes:
                 oldest = next(iter(self._items))
-                self._drop(oldest, "evicted")
+                self._drop(oldest)
                 self.evictions += 1
         return True
 
@@ -72,7 +64,7 @@ class BulkCache:
                 return None
             expires, value = item
             if expires <= self._clock():
-                self._drop(key, "expired")
+                self._drop(key)
                 self.expirations += 1
                 return None
             return value
@@ -83,7 +75,7 @@ class BulkCache:
         with self._lock:
             expired = [key for key, (expires, _) in self._items.items() if expires <= now]
             for key in expired:
-                self._drop(key, "expired")
+                self._drop(key)
             self.expirations += len(expired)
         return len(expired)
 
@@ -100,16 +92,7 @@ class BulkCache:
         with self._lock:
             return CacheStats(len(self._items), self._bytes, self.evictions, self.expirations)
 
-    def gone(self, key: str) -> Gone | None:
-        """Why ``key`` is no longer held, if it was dropped recently; None if never held here."""
-        with self._lock:
-            return self._gone.get(key)
-
-    def _drop(self, key: str, reason: Gone | None = None) -> None:
+    def _drop(self, key: str) -> None:
         item = self._items.pop(key, None)
         if item is not None:
             self._bytes -= len(item[1])
-            if reason is not None:
-                self._gone[key] = reason
-                while len(self._gone) > REMEMBERED_PER_ENTRY * self.max_entries:
-                    self._gone.popitem(last=False)

@@ -1,5 +1,5 @@
-"""The workload's SQLite database: a product catalogue to enrich records from, and a row per
-accepted submission.
+"""The workload's SQLite database: a product catalogue to enrich records from, a row per
+accepted submission and its stored result (app/workload/sqlite.py is the store on top).
 
 WAL with synchronous=NORMAL: a commit survives the process being killed (the OS holds the log),
 and readers never wait for the writer. Connections are short-lived, one per unit of work, so the
@@ -36,6 +36,12 @@ CREATE TABLE IF NOT EXISTS submissions (
     total_amount REAL NOT NULL,
     unknown_skus INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS results (
+    id TEXT PRIMARY KEY,
+    expires_at REAL NOT NULL,
+    document BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS results_expires_at ON results (expires_at);
 """
 
 
@@ -80,7 +86,7 @@ def _use_wal(conn: sqlite3.Connection) -> None:
             time.sleep(0.05)
 
 
-def _seed_rows() -> Iterator[Product]:
+def seed_rows() -> Iterator[Product]:
     rng = random.Random(20240601)  # the same catalogue on every machine
     for index in range(PRODUCT_COUNT):
         category = CATEGORIES[index % len(CATEGORIES)]
@@ -106,7 +112,7 @@ def initialize(path: str | Path) -> int:
         try:
             (count,) = conn.execute("SELECT COUNT(*) FROM products").fetchone()
             if count == 0:
-                conn.executemany("INSERT INTO products VALUES (?, ?, ?, ?, ?)", _seed_rows())
+                conn.executemany("INSERT INTO products VALUES (?, ?, ?, ?, ?)", seed_rows())
                 count = PRODUCT_COUNT
             conn.execute("COMMIT")
         except BaseException:
@@ -129,22 +135,6 @@ def products_by_sku(conn: sqlite3.Connection, skus: Iterable[str]) -> dict[str, 
 def product(conn: sqlite3.Connection, sku: str) -> Product | None:
     row = conn.execute("SELECT * FROM products WHERE sku = ?", (sku,)).fetchone()
     return Product(*row) if row else None
-
-
-def record_submission(
-    conn: sqlite3.Connection,
-    submission_id: str,
-    created_at: float,
-    path: str,
-    records: int,
-    total_amount: float,
-    unknown_skus: int,
-) -> None:
-    with conn:
-        conn.execute(
-            "INSERT INTO submissions VALUES (?, ?, ?, ?, ?, ?)",
-            (submission_id, created_at, path, records, total_amount, unknown_skus),
-        )
 
 
 def submission_count(conn: sqlite3.Connection) -> int:

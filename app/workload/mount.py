@@ -1,10 +1,11 @@
 """The reference workload as one object app/main.py mounts: ``BulkWorkload().mount(frame)``.
 
-Everything the bulk routes need comes in here and nowhere else: their settings, the SQLite
-catalogue (created at startup), the results cache with its cleanup hook, metrics and
-/debug/memory section, the limiter on concurrent submissions, and what a submission costs for
-admission control. Delete app/workload and its line in app/main.py and the service runs on
-without it.
+Everything the bulk routes need comes in here and nowhere else: their settings, the store
+(SQLite, or PostgreSQL with DATABASE_URL; its schema and catalogue made at startup), the hot
+copies of recent results, the cleanup hook that deletes expired results, metrics and the
+/debug/memory section, the limiter on concurrent submissions, what a submission costs for
+admission control, and the 503 for a database that is down. Delete app/workload and its line
+in app/main.py and the service runs on without it.
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ from prometheus_client.registry import Collector
 
 from app.config import MB, load
 from app.frame import Frame
-from app.workload import database
 from app.workload.bulk import BulkService
 from app.workload.cache import BulkCache
-from app.workload.routes import GUARDED_ROUTES, Bulk, router
+from app.workload.routes import GUARDED_ROUTES, Bulk, router, store_unavailable
 from app.workload.settings import BulkSettings
+from app.workload.store import Store, StoreUnavailable, open_store
 
 log = logging.getLogger(__name__)
 
@@ -38,15 +39,16 @@ class CacheCollector(Collector):
         yield GaugeMetricFamily("bulk_cache_bytes", "Bytes held by the bulk cache.", stats.bytes)
 
 
-def cache_status(cache: BulkCache) -> Mapping[str, object]:
-    """The cache's section of /debug/memory."""
+def cache_status(cache: BulkCache, store: Store) -> Mapping[str, object]:
+    """The cache's section of /debug/memory: the hot copies held here, and the store behind."""
     stats = cache.stats()
     return {
         "entries": stats.entries,
         "bytes": stats.bytes,
         "ttl_seconds": cache.ttl,
-        "evictions": stats.evictions,  # dropped by the entry or byte bound before their TTL
+        "evictions": stats.evictions,  # hot copies dropped for the bounds: still in the store
         "expirations": stats.expirations,
+        "store": store.description,
     }
 
 
@@ -63,28 +65,37 @@ class BulkWorkload:
         workers = frame.settings.web_concurrency
         cache_bytes = int(settings.worker_cache_max_mb(workers) * MB)
         cache = BulkCache(settings.cache_ttl_seconds, settings.cache_max_entries, cache_bytes)
-        frame.memory.add_cleanup_hook(cache.purge_expired, expires_at=cache.all_expired_at)
+        url = settings.database_url.get_secret_value() if settings.database_url else None
+        # Made here, before the start RSS is measured: the driver it loads is part of it.
+        store = open_store(url, settings.database_path)
+        service = BulkService(store, cache, settings.max_bulk_records)
+        frame.memory.add_cleanup_hook(service.purge_expired, expires_at=service.all_expired_at)
         frame.registry.register(CacheCollector(cache))
-        frame.add_status("cache", lambda: cache_status(cache))
+        frame.add_status("cache", lambda: cache_status(cache, store))
         frame.hold(cache_bytes, "CACHE_MAX_MB")
         frame.guard(
             GUARDED_ROUTES, max_body_bytes=settings.max_body_bytes, limit_name="MAX_BODY_MB"
         )
         concurrency = settings.worker_bulk_concurrency(workers)
         frame.app.state.bulk = Bulk(
-            BulkService(settings.database_path, cache, settings.max_bulk_records),
-            anyio.CapacityLimiter(concurrency),
-            settings.max_body_bytes,
+            service, anyio.CapacityLimiter(concurrency), settings.max_body_bytes
         )
         frame.app.include_router(router)
+        frame.app.add_exception_handler(StoreUnavailable, store_unavailable)
 
         async def open_database() -> None:
-            products = await asyncio.to_thread(database.initialize, settings.database_path)
+            try:
+                products = await asyncio.to_thread(store.initialize)
+            except StoreUnavailable:
+                # Logged by the store; it sets itself up on the first call that reaches it.
+                products = 0
             log.info(
-                "[bulk] database %s ready (%d products); this worker's share of %d: "
-                "cache %.1fMB, %d bulk submission(s) at once",
-                settings.database_path,
+                "[bulk] store %s %s (%d products); results kept %gs; this worker's share of "
+                "%d: hot copies %.1fMB, %d bulk submission(s) at once",
+                store.description,
+                "ready" if products else "unreachable for now",
                 products,
+                settings.cache_ttl_seconds,
                 workers,
                 cache_bytes / MB,
                 concurrency,

@@ -14,21 +14,25 @@ costs, and it reserves that before a byte of the body is read.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Annotated
 
 import anyio
 import anyio.to_thread
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi import Path as PathParam
+from fastapi.responses import JSONResponse
 from starlette.convertors import StringConvertor, register_url_convertor
 from starlette.requests import ClientDisconnect
 
 from app.errors import PartialValidationError
 from app.memory.gate import GuardedRoute
-from app.workload import database
+from app.memory.outbound import StoredResponse
 from app.workload.bulk import BulkService, InvalidBulk, TooManyRecords
 from app.workload.models import SKU_PATTERN, BulkSummary, Product, Record, inline_schema
+from app.workload.store import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +70,13 @@ BULK_ERRORS: dict[int | str, dict[str, object]] = {
     413: {"description": "Body over MAX_BODY_MB or more than MAX_BULK_RECORDS records"},
     415: {"description": "Not UTF-8 application/json, or a Content-Encoding"},
     422: {"description": "Malformed JSON or invalid records (the first few, and the count)"},
-    503: {"description": "No room in the memory budget now; retry after Retry-After seconds"},
+    503: {
+        "description": "No room in the memory budget now, or the database is unreachable; "
+        "retry after Retry-After seconds"
+    },
+}
+UNAVAILABLE: dict[int | str, dict[str, object]] = {
+    503: {"description": "The database is unreachable; retry after Retry-After seconds"}
 }
 
 SubmissionId = Annotated[str, PathParam(pattern=r"^[0-9a-f]{32}$")]
@@ -209,31 +219,62 @@ async def bulk_async(body: Body, service: Service, limiter: Limiter) -> BulkSumm
             raise _refusal(exc) from None
 
 
-# Each names its reason in words a client can match: "expired", "evicted", or neither.
+# Each names its reason in words a client can match: "expired", or not.
 GONE_DETAIL = {
     "expired": "result expired: results are kept for CACHE_TTL_SECONDS",
-    "evicted": "result evicted to keep the cache within CACHE_MAX_MB and CACHE_MAX_ENTRIES",
-    None: "no such result in this worker (unknown, or held by a worker since replaced)",
+    None: "no such result in this service's database",
 }
 
 
 @router.get(
     "/bulk/{submission_id:submission_id}",
-    responses={404: {"description": "Expired, evicted, or unknown to this worker"}},
+    responses={404: {"description": "Expired, or unknown"}, **UNAVAILABLE},
 )
 def bulk_result(submission_id: SubmissionId, service: Service) -> Response:
-    """A stored result with its enriched lines, while it is in the cache."""
-    document = service.result(submission_id)
-    if document is None:
-        raise HTTPException(404, GONE_DETAIL[service.cache.gone(submission_id)])
-    return Response(document, media_type="application/json")
+    """A stored result with its enriched lines, until CACHE_TTL_SECONDS after it was stored."""
+    hot = service.cache.get(submission_id)
+    if hot is not None:
+        length = len(hot)
+    else:
+        found = service.store.find(submission_id, time.time())
+        if found is None or found.expired:
+            raise HTTPException(404, GONE_DETAIL["expired" if found else None])
+        length = found.length
+    del hot  # each slice looks the result up again: a slow reader pins no whole copy
+    read = partial(_read_slice, service, submission_id)
+    return StoredResponse(read, length, "application/json", in_thread=service.store.remote)
 
 
-@router.get("/products/{sku:sku}", responses={404: {"description": "Unknown product"}})
+def _read_slice(service: BulkService, submission_id: str, offset: int, size: int) -> bytes | None:
+    """A slice of the hot copy while there is one, else read anew from the store; None ends
+    the reply short if the database went away in the middle (the store logs its outage once)."""
+    hot = service.cache.get(submission_id)
+    if hot is not None:
+        return hot[offset : offset + size]
+    try:
+        return service.store.read(submission_id, offset, size)
+    except StoreUnavailable:
+        return None
+
+
+@router.get(
+    "/products/{sku:sku}",
+    responses={404: {"description": "Unknown product"}, **UNAVAILABLE},
+)
 def get_product(sku: Sku, service: Service) -> Product:
     """One product of the catalogue."""
-    with database.connect(service.db_path) as conn:
-        found = database.product(conn, sku)
+    found = service.store.product(sku)
     if found is None:
         raise HTTPException(404, f"no product {sku}")
     return Product(**found._asdict())
+
+
+async def store_unavailable(request: Request, exc: Exception) -> Response:
+    """503 with Retry-After for any route that needed the database while it is down; the store
+    logged the outage once, so nothing more is logged per request."""
+    retry_after = exc.retry_after if isinstance(exc, StoreUnavailable) else 5
+    return JSONResponse(
+        {"detail": f"{exc}: retry after {retry_after}s"},
+        status_code=503,
+        headers={"Retry-After": str(retry_after)},
+    )

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from app import config
-from app.config import ConfigError, load_settings, near_misses
+from app.config import ConfigError, load, load_settings, near_misses
 from app.main import load_configuration
 from app.memory.cgroup import CgroupMemory
 from app.profiles import load_profiles
@@ -121,7 +121,41 @@ def test_bad_value_stops_with_one_line_naming_variable_and_value(
 # Settings without a bad value above: any string is a value for these two (a host that cannot be
 # bound or a path that cannot be created fails when used), and two have tests of their own below.
 FREE_FORM = {"HOST", "DATABASE_PATH"}
-TESTED_BELOW = {"ADMIN_TOKEN", "MEMORY_PROFILE"}
+TESTED_BELOW = {"ADMIN_TOKEN", "MEMORY_PROFILE", "DATABASE_URL"}
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("mysql://u:secret@db:3306/app", "postgresql://"),
+        ("postgresql://u:secret@:5432/app", "no host"),
+        ("postgresql://u:secret@db:port/app", "not a URL"),
+        ("postgresql://u:secret@db:5432", "no database"),
+        ("postgresql://u:secret@db:5432/app?sslmod=require", "libpq refuses it"),
+        ("railway", "postgresql://"),
+    ],
+)
+def test_a_malformed_database_url_stops_with_one_line_that_hides_it(
+    monkeypatch: pytest.MonkeyPatch, url: str, why: str
+) -> None:
+    line = refusal(monkeypatch, DATABASE_URL=url)
+    assert line.startswith("configuration error: DATABASE_URL=<hidden>: ")
+    assert why in line and "secret" not in line
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://postgres:p%40ss@postgres.railway.internal:5432/railway",
+        "postgres://u@localhost/app?sslmode=require",
+    ],
+)
+def test_a_postgresql_url_is_taken(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    monkeypatch.setenv("DATABASE_URL", url)
+    settings = load(BulkSettings)
+    assert settings.database_url is not None
+    assert settings.database_url.get_secret_value() == url
+    assert "p%40ss" not in repr(settings)
 
 
 def test_every_setting_is_tried_with_a_bad_value() -> None:

@@ -58,7 +58,7 @@ def test_settings_come_from_the_environment(
     monkeypatch.setenv("DATABASE_PATH", str(tmp_path / "env.sqlite"))
     monkeypatch.setenv("MAX_BODY_MB", "2")
     app = create_app()
-    assert app.state.bulk.service.db_path == str(tmp_path / "env.sqlite")
+    assert app.state.bulk.service.store.path == str(tmp_path / "env.sqlite")
     assert app.state.bulk.max_body_bytes == 2 * 1024 * 1024
 
 
@@ -90,9 +90,11 @@ def test_cleanup_off_runs_no_loop_and_no_guard(
     assert memory.activity.requests == 1  # traffic is still counted
 
 
-def test_cleanup_hook_purges_the_bulk_cache(make_settings: Callable[..., Settings]) -> None:
+def test_cleanup_hook_purges_the_expired_results(make_settings: Callable[..., Settings]) -> None:
     app = create_app(make_settings())
-    assert app.state.bulk.service.cache.purge_expired in frame(app).memory.loop.hooks
+    service = app.state.bulk.service
+    assert service.purge_expired in frame(app).memory.loop.hooks
+    assert service.all_expired_at in frame(app).memory.loop.expiry_sources
 
 
 def test_settings_reach_the_manager_and_the_cache(make_settings: Callable[..., Settings]) -> None:

@@ -30,6 +30,7 @@ import pytest
 
 from app.config import ConfigError, Settings, load_settings
 from app.profiles import ProfileSet, load_profiles
+from app.workload.settings import BulkSettings
 
 REPO = Path(__file__).resolve().parents[2]
 RAILWAY_PY = REPO / ".railway" / "railway.py"
@@ -137,6 +138,11 @@ DEPLOY_KEYS = {
 }
 RESTART_POLICIES = {"ON_FAILURE", "ALWAYS", "NEVER"}
 SECRETS = {"ADMIN_TOKEN"}
+SETTINGS = {*Settings.model_fields, *BulkSettings.model_fields}  # the frame's and the workload's
+# A Railway Postgres node as the SDKs' postgres(name) emit it (railwayapp/cli src/iac/tests.rs).
+DATABASE_KEYS = {
+    "address", "type", "kind", "engine", "name", "image", "output", "defaultMountPath", "source"
+}
 
 
 def evaluate(
@@ -256,17 +262,34 @@ def graph_problems(project: Any, profiles: ProfileSet, toml: dict[str, Any]) -> 
         found.append(f"deploy.healthcheckTimeout must be 1..300 s, got {timeout!r}")
     if deploy.get("restartPolicyType") not in RESTART_POLICIES:
         found.append(f"deploy.restartPolicyType {deploy.get('restartPolicyType')!r} not allowed")
-    found += variable_problems(web.get("variables"), deploy, profiles)
+    databases = {r.get("address"): r for r in project["resources"] if r.get("type") == "database"}
+    for database in databases.values():
+        found += [f"database: unexpected key {k}" for k in sorted(set(database) - DATABASE_KEYS)]
+        if database.get("engine") != "postgres" or database.get("output") != "DATABASE_URL":
+            found.append(f"database {database.get('name')!r} must be a Railway Postgres")
+    found += variable_problems(web.get("variables"), deploy, profiles, databases)
     return found
 
 
-def variable_problems(variables: Any, deploy: dict[str, Any], profiles: ProfileSet) -> list[str]:
+def variable_problems(
+    variables: Any,
+    deploy: dict[str, Any],
+    profiles: ProfileSet,
+    databases: dict[str, Any] | None = None,
+) -> list[str]:
     if not isinstance(variables, dict):
         return [f"variables must be a dict in SDK form, got {variables!r}"]
     found: list[str] = []
     literals: dict[str, str] = {}
     for name, value in variables.items():
         if value == {"type": "preserve"}:
+            continue
+        if isinstance(value, dict) and value.get("type") == "reference":
+            target = (databases or {}).get(value.get("resource"))
+            if target is None or value.get("output") != target.get("output"):
+                found.append(f"variables.{name}: a reference to no database in the graph")
+            if name != "DATABASE_URL":
+                found.append(f"variables.{name}: only DATABASE_URL comes from the database")
             continue
         if not (
             isinstance(value, dict)
@@ -281,7 +304,7 @@ def variable_problems(variables: Any, deploy: dict[str, Any], profiles: ProfileS
             found.append(f"variables.{name}: a secret must be preserved, not written in the file")
         else:
             literals[name] = value["value"]
-        if name.lower() not in Settings.model_fields:
+        if name.lower() not in SETTINGS:
             found.append(f"variables.{name}: not a setting of the service (app/config.py)")
     profile = profiles.profiles.get(literals.get("MEMORY_PROFILE", ""))
     if profile is None or not profile.deploy:
@@ -342,6 +365,32 @@ def test_build_is_the_dockerfile_in_the_form_the_cli_diffs(payload: dict[str, An
 def test_file_owns_the_whole_project(payload: dict[str, Any]) -> None:
     """No named partial: Railway's docs keep those for split repositories."""
     assert payload["partial"] is None
+
+
+def compiled_variable(value: dict[str, Any], project: dict[str, Any]) -> str:
+    """What the CLI's compiler (src/iac/compiler.rs, variable_to_config) makes of a variable."""
+    if value.get("type") == "reference":
+        names = {r["address"]: r["name"] for r in project["resources"]}
+        name = names.get(value["resource"], value["resource"])
+        return "${{" + f"{name}.{value['output']}" + "}}"
+    return str(value.get("value"))
+
+
+def test_results_go_to_a_railway_postgres_by_reference(
+    payload: dict[str, Any], railway_module: ModuleType
+) -> None:
+    project = payload["project"]
+    web, database = project["resources"]
+    assert database["type"] == "database" and database["engine"] == "postgres"
+    assert database["name"] == railway_module.DATABASE == "Postgres"
+    assert database["source"] == {"type": "image", "image": database["image"]}
+    reference = web["variables"]["DATABASE_URL"]
+    assert compiled_variable(reference, project) == "${{Postgres.DATABASE_URL}}"
+
+
+def test_without_a_database_the_service_keeps_its_sqlite_file(railway_module: ModuleType) -> None:
+    web = railway_module.service_graph(database=None)
+    assert "DATABASE_URL" not in web["variables"]
 
 
 def test_profile_is_the_one_named_at_the_top(
@@ -470,6 +519,14 @@ BAD_GRAPHS = {
         "healthcheck_timeout",
     ),
     "other-start": (lambda p: edited(p, "deploy.startCommand", "uvicorn app.main:app"), "launcher"),
+    "reference-to-nothing": (
+        lambda p: edited(
+            p,
+            "variables.DATABASE_URL",
+            {"type": "reference", "resource": "database.Nope", "output": "DATABASE_URL"},
+        ),
+        "no database",
+    ),
 }
 
 
@@ -501,6 +558,8 @@ def sdk_service(sdk: ModuleType, module: ModuleType, **overrides: Any) -> dict[s
             **{name: sdk.preserve() for name in module.PRESERVED},
         },
     }
+    if module.DATABASE is not None:  # as Railway's docs write it: db.env.DATABASE_URL
+        options["env"]["DATABASE_URL"] = sdk.postgres(module.DATABASE).env.DATABASE_URL
     if overrides.get("github_repo"):
         options["source"] = sdk.github(overrides["github_repo"], branch=module.GITHUB_BRANCH)
     if overrides.get("memory_limit_mb"):
@@ -525,5 +584,6 @@ def test_matches_what_railway_sdk_emits(
         sdk, railway_module, **overrides
     )
     if not overrides:
-        expected = sdk.project(railway_module.PROJECT, resources=[sdk_service(sdk, railway_module)])
+        resources = [sdk_service(sdk, railway_module), sdk.postgres(railway_module.DATABASE)]
+        expected = sdk.project(railway_module.PROJECT, resources=resources)
         assert railway_module.main() == expected.to_graph()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -302,6 +303,18 @@ def test_hooks_run_before_the_release(caplog: pytest.LogCaptureFixture) -> None:
     assert done is not None
     assert events == ["hook", "release"]
     assert "Completed - Cache entries cleaned: 5, Memory freed:" in caplog.text
+
+
+def test_hooks_run_off_the_event_loop() -> None:
+    """A hook may wait on a database: the loop's thread goes on serving meanwhile."""
+    threads: list[threading.Thread] = []
+    loop = make_loop(config(), hooks=[lambda: threads.append(threading.current_thread()) or 0])
+
+    async def run() -> bool:
+        await loop.run_once("interval")
+        return threads[0] is not threading.current_thread()
+
+    assert asyncio.run(run())
 
 
 def test_hooks_run_even_when_the_release_is_skipped() -> None:

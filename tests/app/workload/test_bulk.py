@@ -27,6 +27,7 @@ from app.workload.bulk import (
 )
 from app.workload.cache import BulkCache
 from app.workload.models import bulk_request_model
+from app.workload.sqlite import SqliteStore
 from loadtest import payloads
 from tests.app.workload.records import body, record
 
@@ -38,7 +39,7 @@ REPO = Path(__file__).resolve().parents[3]
 def service(tmp_path: Path) -> BulkService:
     path = tmp_path / "db.sqlite"
     database.initialize(path)
-    return BulkService(path, BulkCache(300, 16, 16 * MB), max_records=5)
+    return BulkService(SqliteStore(path), BulkCache(300, 16, 16 * MB), max_records=5)
 
 
 def error_types(info: pytest.ExceptionInfo[InvalidBulk]) -> set[str]:
@@ -134,7 +135,7 @@ def test_submit_enriches_aggregates_and_stores(service: BulkService) -> None:
         record(sku="SKU-09999", quantity=7, unit_price=3.0),  # not in the catalogue
         record(sku="SKU-09998", quantity=1, unit_price=1.0),
     ]
-    with sqlite3.connect(service.db_path) as conn:
+    with sqlite3.connect(service.store.path) as conn:
         catalogue = {
             row[0]: row for row in conn.execute("SELECT sku, category, tax_rate FROM products")
         }
@@ -166,7 +167,7 @@ def test_submit_enriches_aggregates_and_stores(service: BulkService) -> None:
 
 def test_submit_writes_one_summary_row(service: BulkService) -> None:
     summary = service.submit(body(record(), record(sku="SKU-07777")), "async")
-    with sqlite3.connect(service.db_path) as conn:
+    with sqlite3.connect(service.store.path) as conn:
         rows = conn.execute(
             "SELECT id, path, records, total_amount, unknown_skus FROM submissions"
         ).fetchall()
@@ -178,7 +179,7 @@ def test_invalid_submit_stores_nothing(service: BulkService) -> None:
         service.submit(body(record(quantity="3")), "sync")
     with pytest.raises(TooManyRecords):
         service.submit(body(*[record()] * 6), "sync")
-    with sqlite3.connect(service.db_path) as conn:
+    with sqlite3.connect(service.store.path) as conn:
         assert database.submission_count(conn) == 0
     assert service.cache.stats().entries == 0
 
@@ -209,7 +210,7 @@ DOCUMENTS_BEFORE_SLICING = {
 
 
 def sliced(service: BulkService, slice_records: int, max_records: int = 50) -> BulkService:
-    return BulkService(service.db_path, service.cache, max_records, slice_records)
+    return BulkService(service.store, service.cache, max_records, slice_records)
 
 
 @pytest.mark.parametrize("slice_records", [WHOLE, 1, 3, SLICE_RECORDS])
@@ -223,8 +224,9 @@ def test_the_stored_document_is_byte_for_byte_the_same_in_any_slices(
     sync = worker.submit(payloads.body(records), "sync")
     sync_document = worker.result(sync.id) or b""
     assert hashlib.sha256(sync_document).hexdigest() == DOCUMENTS_BEFORE_SLICING[records]
-    with sqlite3.connect(service.db_path) as conn:
+    with sqlite3.connect(service.store.path) as conn:
         conn.execute("DELETE FROM submissions")  # the fixed id again
+        conn.execute("DELETE FROM results")
     on_loop = asyncio.run(worker.submit_async(payloads.body(records), "sync"))
     assert (on_loop, worker.result(on_loop.id)) == (sync, sync_document)
 
@@ -329,10 +331,11 @@ import psutil
 from app.workload import database
 from app.workload.bulk import BulkService, InvalidBulk
 from app.workload.cache import BulkCache
+from app.workload.sqlite import SqliteStore
 from loadtest import payloads
 path = tempfile.mkdtemp() + "/db.sqlite"
 database.initialize(path)
-service = BulkService(path, BulkCache(300, 16, 64 * 2**20), 20_000)
+service = BulkService(SqliteStore(path), BulkCache(300, 16, 64 * 2**20), 20_000)
 good = payloads.body(20_000)
 # As many records, as many bytes, as many errors as a record can carry without being cut.
 keys = b",".join(b'"k%d":0' % i for i in range(15))
@@ -375,6 +378,6 @@ def test_a_cancelled_async_submission_stores_nothing(service: BulkService) -> No
             await task
 
     asyncio.run(cancel_midway())
-    with sqlite3.connect(service.db_path) as conn:
+    with sqlite3.connect(service.store.path) as conn:
         assert database.submission_count(conn) == 0
     assert service.cache.stats().entries == 0

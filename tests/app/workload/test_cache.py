@@ -127,25 +127,3 @@ def test_threads_keep_the_books_straight() -> None:
     assert stats.bytes <= 20_000
     # The byte count must equal what is really stored.
     assert stats.bytes == sum(len(value) for _, value in cache._items.values())
-
-
-def test_a_dropped_key_says_why_it_went_for_a_bounded_while() -> None:
-    clock = FakeClock()
-    cache = BulkCache(60, max_entries=2, max_bytes=1000, clock=clock)
-    cache.put("old", b"1")
-    clock.now += 30
-    cache.put("a", b"2")
-    cache.put("b", b"3")  # evicts "old"
-    clock.now += 60
-    cache.purge_expired()  # "a" and "b" expire
-    assert [cache.gone(k) for k in ("old", "a", "b", "never")] == [
-        "evicted",
-        "expired",
-        "expired",
-        None,
-    ]
-    for n in range(4 * 2):  # REMEMBERED_PER_ENTRY x max_entries drops later
-        cache.put(f"k{n}", b"x")
-    assert cache.gone("old") is None and cache.gone("k0") == "evicted"
-    cache.put("old", b"again")  # held again: no longer gone
-    assert cache.gone("old") is None and cache.get("old") == b"again"

@@ -23,6 +23,7 @@ from app.workload import database
 from app.workload.bulk import BulkService, InvalidBulk
 from app.workload.cache import BulkCache
 from app.workload.routes import COST_FACTOR
+from app.workload.sqlite import SqliteStore
 from loadtest import payloads
 
 MB = 1024 * 1024
@@ -39,7 +40,7 @@ def long_notes(records: int) -> bytes:
 def service(tmp_path_factory: pytest.TempPathFactory) -> BulkService:
     path = Path(tmp_path_factory.mktemp("cost")) / "db.sqlite"
     database.initialize(path)
-    return BulkService(path, BulkCache(300, 256, 256 * MB), 20_000)
+    return BulkService(SqliteStore(path), BulkCache(300, 256, 256 * MB), 20_000)
 
 
 def submit(service: BulkService, body: bytes) -> None:

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from app.workload import database
+from app.workload.sqlite import SqliteStore
+from app.workload.store import Submission
 
 
 def catalogue_digest(path: Path) -> str:
@@ -50,10 +52,9 @@ def test_seeded_products_are_sensible(tmp_path: Path) -> None:
 def test_existing_rows_survive_initialize(tmp_path: Path) -> None:
     path = tmp_path / "db.sqlite"
     database.initialize(path)
-    with database.connect(path) as conn:
-        database.record_submission(conn, "a" * 32, 1.0, "sync", 3, 9.5, 1)
-        with conn:
-            conn.execute("UPDATE products SET name = 'renamed' WHERE sku = 'SKU-00001'")
+    SqliteStore(path).save(Submission("a" * 32, 1.0, "sync", 3, 9.5, 1), b"{}", 2.0)
+    with database.connect(path) as conn, conn:
+        conn.execute("UPDATE products SET name = 'renamed' WHERE sku = 'SKU-00001'")
     database.initialize(path)
     with database.connect(path) as conn:
         assert database.submission_count(conn) == 1
@@ -85,19 +86,20 @@ def test_lookups(tmp_path: Path) -> None:
     assert all(sku == product.sku for sku, product in found.items())
 
 
-def test_record_submission_commits(tmp_path: Path) -> None:
+def test_a_saved_submission_and_its_result_are_committed(tmp_path: Path) -> None:
     path = tmp_path / "db.sqlite"
     database.initialize(path)
-    with database.connect(path) as conn:
-        database.record_submission(conn, "f" * 32, 123.5, "async", 10, 99.99, 2)
+    SqliteStore(path).save(Submission("f" * 32, 123.5, "async", 10, 99.99, 2), b"[1]", 423.5)
     with sqlite3.connect(path) as other:  # visible to another connection: committed
         row = other.execute("SELECT * FROM submissions").fetchone()
+        result = other.execute("SELECT * FROM results").fetchone()
     assert row == ("f" * 32, 123.5, "async", 10, 99.99, 2)
+    assert result == ("f" * 32, 423.5, b"[1]")
 
 
 def test_two_workers_initializing_together(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Both reach the seed step having counted 0: the window two fresh workers race through.
-    seed = database._seed_rows
+    seed = database.seed_rows
     both_counted = threading.Barrier(2)
 
     def gated_seed() -> Iterator[database.Product]:
@@ -106,7 +108,7 @@ def test_two_workers_initializing_together(tmp_path: Path, monkeypatch: pytest.M
             both_counted.wait(timeout=2)
         yield from seed()
 
-    monkeypatch.setattr(database, "_seed_rows", gated_seed)
+    monkeypatch.setattr(database, "seed_rows", gated_seed)
     path = tmp_path / "db.sqlite"
     outcomes: list[object] = []
 

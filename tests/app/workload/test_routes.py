@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -16,6 +17,7 @@ from starlette.types import Message
 
 from app.config import Settings
 from app.main import create_app
+from app.workload import store as store_module
 from app.workload.bulk import BulkService
 from tests.app.workload.records import record
 
@@ -30,7 +32,7 @@ def client(serve: Callable[..., TestClient]) -> TestClient:
 
 def submissions(client: TestClient) -> int:
     service: BulkService = client.app.state.bulk.service  # type: ignore[attr-defined]
-    with sqlite3.connect(service.db_path) as conn:
+    with sqlite3.connect(service.store.path) as conn:
         (count,) = conn.execute("SELECT COUNT(*) FROM submissions").fetchone()
     return int(count)
 
@@ -65,14 +67,113 @@ def test_unknown_result_is_404(client: TestClient) -> None:
     assert "expired" not in detail and "evicted" not in detail
 
 
-def test_a_result_gone_from_the_cache_says_why(serve: Callable[..., TestClient]) -> None:
+def test_a_result_dropped_from_the_hot_copies_is_read_from_the_store(
+    serve: Callable[..., TestClient],
+) -> None:
     client = serve(cache_max_entries=1)
     first, second = (
         client.post("/bulk/async", json={"records": [record()]}).json()["id"] for _ in range(2)
     )
-    assert client.get(f"/bulk/{second}").status_code == 200
-    response = client.get(f"/bulk/{first}")
-    assert response.status_code == 404 and "evicted" in response.json()["detail"]
+    service: BulkService = client.app.state.bulk.service  # type: ignore[attr-defined]
+    assert service.cache.get(first) is None and service.cache.get(second) is not None
+    for result in (first, second):
+        response = client.get(f"/bulk/{result}")
+        assert response.status_code == 200 and response.json()["id"] == result
+
+
+def expire_all(client: TestClient) -> None:
+    with sqlite3.connect(client.app.state.bulk.service.store.path) as conn:  # type: ignore[attr-defined]
+        conn.execute("UPDATE results SET expires_at = 0")
+
+
+def test_an_expired_result_says_so_before_and_after_the_cleanup_hook(
+    serve: Callable[..., TestClient],
+) -> None:
+    client = serve(cache_max_mb=0.0001)  # no hot copies: every read goes to the store
+    result = client.post("/bulk/sync", json={"records": [record()]}).json()["id"]
+    assert client.get(f"/bulk/{result}").status_code == 200
+    expire_all(client)
+    before = client.get(f"/bulk/{result}")
+    assert before.status_code == 404 and "expired" in before.json()["detail"]
+    service: BulkService = client.app.state.bulk.service  # type: ignore[attr-defined]
+    assert service.purge_expired() == 1  # the cleanup hook: the row is deleted
+    assert service.purge_expired() == 0
+    after = client.get(f"/bulk/{result}")
+    assert after.status_code == 404 and "expired" in after.json()["detail"]
+    assert submissions(client) == 1  # the summary row stays: it is what says "expired"
+
+
+def test_a_large_result_goes_out_a_slice_at_a_time_read_from_the_store(
+    make_settings: Callable[..., Settings],
+) -> None:
+    app = create_app(make_settings(cache_max_mb=0.0001, max_body_mb=1, max_bulk_records=2000))
+    with TestClient(app) as client:
+        records = [record(note="n" * 200) for _ in range(1000)]
+        result = client.post("/bulk/sync", json={"records": records}).json()["id"]
+        whole = client.get(f"/bulk/{result}").content
+    assert len(whole) > 4 * 64 * 1024
+    store = app.state.bulk.service.store
+    reads: list[tuple[int, int]] = []
+    read = store.read
+
+    def counted(result_id: str, offset: int, size: int) -> bytes | None:
+        reads.append((offset, size))
+        return read(result_id, offset, size)
+
+    store.read = counted
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+        "scheme": "http", "path": f"/bulk/{result}", "raw_path": f"/bulk/{result}".encode(),
+        "root_path": "", "query_string": b"", "headers": [], "client": ("127.0.0.1", 1),
+        "server": ("testserver", 80), "state": {},
+    }
+    asyncio.run(app(scope, receive, send))
+    bodies = [m["body"] for m in sent if m["type"] == "http.response.body"]
+    assert b"".join(bodies) == whole
+    assert len(bodies) == len(reads) > 4
+    assert max(size for _, size in reads) <= 64 * 1024  # no read is of the whole document
+    assert [offset for offset, _ in reads] == list(range(0, len(whole), 64 * 1024))
+
+
+def test_a_database_that_cannot_be_opened_gives_503_with_retry_after_and_one_line(
+    serve: Callable[..., TestClient],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    client = serve(cache_max_mb=0.0001)  # no hot copies: the read-back needs the database
+    service: BulkService = client.app.state.bulk.service  # type: ignore[attr-defined]
+    result = client.post("/bulk/sync", json={"records": [record()]}).json()["id"]
+    path = Path(service.store.path)  # type: ignore[attr-defined]
+    aside = tmp_path / "aside.db"
+    path.rename(aside)
+    path.mkdir()  # a directory where the file was: SQLite cannot open it
+    monkeypatch.setattr(store_module, "RETRY_AFTER_SECONDS", 0)  # every request tries again
+    caplog.clear()
+    answers = [
+        client.post("/bulk/sync", json={"records": [record()]}),
+        client.post("/bulk/async", json={"records": [record()]}),
+        client.get("/products/SKU-00001"),
+        client.get(f"/bulk/{'0' * 32}"),
+    ]
+    assert [a.status_code for a in answers] == [503] * 4
+    assert all(a.headers["retry-after"].isdigit() for a in answers)
+    assert client.get("/healthz").status_code == 200  # liveness, not the database
+    lines = [r for r in caplog.records if "unreachable" in r.getMessage()]
+    assert len(lines) == 1 and not any(r.exc_info for r in caplog.records)
+    path.rmdir()
+    aside.rename(path)
+    back = client.get(f"/bulk/{result}")
+    assert back.status_code == 200 and back.json()["id"] == result
+    assert any("reachable again" in r.getMessage() for r in caplog.records)
 
 
 @pytest.mark.parametrize("path", PATHS)
