@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.postgres import Cluster, make_cluster
+from scripts.verify.core.postgres import Cluster, make_cluster
 
 
 @pytest.fixture(scope="session")

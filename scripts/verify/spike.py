@@ -17,10 +17,11 @@ Writes <out>/<run>/timeline.{json,csv}, memory.png, Locust's CSV and the server 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from scripts.verify.core import compare, plot, report
 from scripts.verify.core.errors import EXIT_NOT_MADE, RunNotMade, exit_for
 from scripts.verify.core.loadrun import LOCUSTFILE, LoadStats, is_ours
 from scripts.verify.core.modes import OwnService, run_local, run_own, run_remote
+from scripts.verify.core.postgres import make_cluster
 from scripts.verify.core.presets import PRESETS
 from scripts.verify.core.run import RunResult, RunSettings, judge_timeline
 from scripts.verify.core.served import HEALTH_PATH, STATUS_PATH
@@ -132,6 +134,11 @@ def add_run(parser: flags.Parser) -> None:
 def add_compare(parser: flags.Parser) -> None:
     add_common(parser)
     flags.add_verdict(parser, "pss", METRIC_HELP, Criteria().max_failure_share, recorded=False)
+    parser.add_argument(
+        "--rows",
+        help="only these rows, comma-separated, in this order (default: every profile, then "
+        "baseline-recycle, granian-max-rss and jemalloc-nopymalloc+postgres)",
+    )
 
 
 def check_common(parser: flags.Parser, args: argparse.Namespace, remote: bool = False) -> None:
@@ -306,17 +313,19 @@ def compare_all(args: argparse.Namespace, started: datetime) -> int:
     out = out_of(args, started)
 
     def one(run: compare.Run) -> RunResult:
-        result = run_local(
-            run.profile,
-            settings_for(args, run.label, out / run.label),
-            args.limit_mode,
-            run.web_concurrency or args.web_concurrency,
-            overrides={**run.overrides, **flags.overrides_of(args)},
-        )
+        with database_for(run) as database:
+            result = run_local(
+                run.profile,
+                settings_for(args, run.label, out / run.label),
+                args.limit_mode,
+                run.web_concurrency or args.web_concurrency,
+                overrides={**run.overrides, **database, **flags.overrides_of(args)},
+            )
         write_run(result, out / run.label, not args.no_plot)
         return result
 
-    outcomes = compare.run_all(compare.plan(load_profiles()), one)
+    only = [label.strip() for label in args.rows.split(",")] if args.rows else None
+    outcomes = compare.run_all(compare.plan(load_profiles(), only=only), one)
     finish(
         compare.all_rows(outcomes),
         out,
@@ -325,6 +334,23 @@ def compare_all(args: argparse.Namespace, started: datetime) -> int:
         compare.BASELINE,
     )
     return compare.exit_code(outcomes)
+
+
+@contextlib.contextmanager
+def database_for(run: compare.Run) -> Iterator[dict[str, str]]:
+    """DATABASE_URL of a throwaway PostgreSQL cluster for a row that asks for one, for the length
+    of that row; nothing for the others (the service's own SQLite file)."""
+    if run.database is None:
+        yield {}
+        return
+    try:
+        cluster = make_cluster()
+    except (OSError, RuntimeError) as exc:
+        raise RunNotMade(f"{run.label}: no PostgreSQL cluster: {exc}") from None
+    try:
+        yield {"DATABASE_URL": cluster.create_database()}
+    finally:
+        cluster.destroy()
 
 
 def compare_command(args: argparse.Namespace) -> int:

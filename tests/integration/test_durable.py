@@ -21,9 +21,9 @@ import httpx
 import psutil
 import pytest
 
+from scripts.verify.core.postgres import Cluster
 from tests.app.workload.records import record
 from tests.integration.conftest import REPO, Server
-from tests.postgres import Cluster
 
 BODY = {"records": [record(sku=f"SKU-{i:05d}") for i in range(20)]}
 STORES = ["sqlite", "postgres"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from app.profiles import Profile, ProfileSet
 from scripts.verify.core import compare
 from scripts.verify.core.errors import RunNotMade
@@ -106,3 +108,21 @@ def test_every_variant_is_a_configuration_the_launcher_accepts() -> None:
         known = {k: v for k, v in settings.items() if not k.startswith("granian_")}
         loaded = load_settings(web_concurrency=variant.web_concurrency or 1, **known)
         assert loaded.web_concurrency == (variant.web_concurrency or 1)
+
+
+def test_rows_can_be_picked_by_label_in_the_order_given() -> None:
+    runs = compare.plan(PROFILES, only=["granian-max-rss", "glibc"])
+    assert [r.label for r in runs] == ["granian-max-rss", "glibc"]
+    with pytest.raises(RunNotMade, match="no such row: nope"):
+        compare.plan(PROFILES, only=["glibc", "nope"])
+
+
+def test_the_postgres_row_is_the_default_profile_with_a_database() -> None:
+    default = ProfileSet(
+        default="jemalloc-nopymalloc",
+        profiles={"jemalloc-nopymalloc": Profile("jemalloc-nopymalloc", "", "jemalloc")},
+    )
+    (plain, postgres) = compare.plan(default)
+    assert (plain.database, postgres.database) == (None, "postgres")
+    assert postgres.profile == plain.profile == "jemalloc-nopymalloc"
+    assert postgres.deploy

@@ -62,7 +62,8 @@ def test_slow_readers_are_judged_on_what_a_user_sees() -> None:
     def made(oom: int, healthy: int, whole: bool) -> SlowReadRun:
         health = HealthResult(latencies=[0.01] * healthy, failures=100 - healthy)
         return SlowReadRun("p", SlowReadSettings(readers=300), ReaderCounts(), 240, health,
-                           9 * 2**20, 80 * 2**20, 120 * 2**20, 120 * 2**20, oom, oom == 0,
+                           9 * 2**20, 80 * 2**20, 120 * 2**20, 120 * 2**20, 300 * 32768,
+                           oom, oom == 0,
                            whole, Path("log"))
 
     assert judge_slow(made(0, 100, True)) == []
@@ -70,7 +71,7 @@ def test_slow_readers_are_judged_on_what_a_user_sees() -> None:
     assert "98%" in judge_slow(made(0, 98, True))[0]
     assert "whole" in judge_slow(made(0, 100, False))[0]
     cells = slow_row(made(0, 100, True))
-    assert cells[4:6] == ["40", "137"]  # growth MB, and per reader KB: 40 MB / 300
+    assert cells[4:7] == ["40", "137", "32"]  # growth MB, per reader KB (40 MB / 300), kernel
 
 
 @pytest.mark.parametrize(

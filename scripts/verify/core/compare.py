@@ -28,6 +28,7 @@ class Run:
     web_concurrency: int | None = None  # None: what the command line asked for
     overrides: Mapping[str, str] = field(default_factory=dict)
     deploy: bool = True
+    database: str | None = None  # "postgres": a throwaway cluster, its URL as DATABASE_URL
 
 
 # Worker recycling instead of releasing: glibc as shipped without the cleanup loop, two workers
@@ -45,7 +46,7 @@ VARIANTS: tuple[Run, ...] = (
     # The one Python server that recycles on memory: Granian (dev lock) on the same app, glibc as
     # shipped, cleanup off, one worker respawned once its RSS is over 120 MiB at a 5 s sample
     # (Granian's default is 30 s, longer than the short preset's idle window). The new worker
-    # starts before the old one stops, and the old one's cache is dropped with it.
+    # starts before the old one stops; its hot copies go with it, the results stay in the database.
     Run(
         "granian-max-rss",
         "baseline",
@@ -57,6 +58,9 @@ VARIANTS: tuple[Run, ...] = (
         },
         deploy=False,
     ),
+    # The default profile with its results in PostgreSQL instead of the SQLite file, as Railway's
+    # Postgres service gives it: the driver's cost in memory and throughput, in the same run.
+    Run("jemalloc-nopymalloc+postgres", "jemalloc-nopymalloc", database="postgres"),
 )
 
 
@@ -74,15 +78,26 @@ class Outcome:
 
 
 def plan(
-    profiles: ProfileSet, names: Sequence[str] | None = None, variants: Sequence[Run] = VARIANTS
+    profiles: ProfileSet,
+    names: Sequence[str] | None = None,
+    variants: Sequence[Run] = VARIANTS,
+    only: Sequence[str] | None = None,
 ) -> list[Run]:
-    """Baseline first (so ratios exist early), the other profiles, then the variants."""
+    """Baseline first (so ratios exist early), the other profiles, then the variants; with
+    ``only``, just the rows of those labels, in that order."""
     ordered = list(names or profiles.names)
     if BASELINE in ordered:
         ordered.remove(BASELINE)
         ordered.insert(0, BASELINE)
     runs = [Run(name, name, deploy=profiles.get(name).deploy) for name in ordered]
-    return runs + [v for v in variants if v.profile in profiles.names]
+    runs += [v for v in variants if v.profile in profiles.names]
+    if only is None:
+        return runs
+    by_label = {run.label: run for run in runs}
+    unknown = [label for label in only if label not in by_label]
+    if unknown:
+        raise RunNotMade(f"no such row: {', '.join(unknown)}; rows: {', '.join(by_label)}")
+    return [by_label[label] for label in only]
 
 
 def run_all(runs: Sequence[Run], run_one: Callable[[Run], RunResult]) -> list[Outcome]:

@@ -53,7 +53,7 @@ COLUMNS = (
 )
 SLOW_COLUMNS = (
     "profile", "slow readers", "reply MB", "cut by the floor", "growth MB", "per reader KB",
-    "peak MB", "OOM kills", "alive", "/healthz ok", "read whole after",
+    "kernel KB per reader", "peak MB", "OOM kills", "alive", "/healthz ok", "read whole after",
 )
 
 
@@ -153,7 +153,10 @@ def slow_row(run: SlowReadRun) -> list[str]:
     return [
         run.profile, str(run.settings.readers), f"{run.reply_bytes / 2**20:.1f}",
         "-" if run.cut_slow is None else str(run.cut_slow), f"{run.growth_bytes / 2**20:.0f}",
-        f"{run.per_reader_bytes / 1024:.0f}", f"{run.peak_usage_bytes / 2**20:.0f}",
+        f"{run.per_reader_bytes / 1024:.0f}",
+        "-" if run.kernel_queued_bytes is None
+        else f"{run.kernel_queued_bytes / run.settings.readers / 1024:.0f}",
+        f"{run.peak_usage_bytes / 2**20:.0f}",
         str(run.oom_kills), "yes" if run.alive else "no", f"{run.health_share:.0%}",
         "yes" if run.whole_read_after else "no",
     ]

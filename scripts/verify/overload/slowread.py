@@ -17,10 +17,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import multiprocessing
 import queue
 import re
 import socket
+import subprocess
 import tempfile
 import threading
 import time
@@ -73,6 +75,7 @@ class SlowReadRun:
     start_usage_bytes: int
     peak_usage_bytes: int
     peak_working_set_bytes: int
+    kernel_queued_bytes: int | None  # the most reply bytes the kernel's send queues held at once
     oom_kills: int
     alive: bool
     whole_read_after: bool
@@ -106,6 +109,9 @@ class SlowReadRun:
             "peak_working_set_mb": round(self.peak_working_set_bytes / MB, 1),
             "growth_mb": round(self.growth_bytes / MB, 1),
             "per_reader_kb": round(self.per_reader_bytes / 1024, 1),
+            "kernel_per_reader_kb": None
+            if self.kernel_queued_bytes is None
+            else round(self.kernel_queued_bytes / self.settings.readers / 1024, 1),
             "oom_kills": self.oom_kills,
             "alive": self.alive,
             "health_share": round(self.health_share, 4),
@@ -201,21 +207,27 @@ class HealthProbe:
 
 
 class _Peaks(threading.Thread):
-    """The cgroup's usage and working set every 50 ms."""
+    """The cgroup's usage and working set every 50 ms; the kernel's send queues every second."""
 
-    def __init__(self, cgroup: MemoryCgroup) -> None:
+    def __init__(self, cgroup: MemoryCgroup, port: int) -> None:
         super().__init__(name="slowread-sampler", daemon=True)
         self.cgroup = cgroup
+        self.port = port
         self.stop = threading.Event()
         self.usage = 0
         self.working_set = 0
+        self.kernel: int | None = None
 
     def run(self) -> None:
+        ticks = 0
         while not self.stop.wait(0.05):
             reading = self.cgroup.read()
             if reading is not None:
                 self.usage = max(self.usage, reading.usage_bytes or 0)
                 self.working_set = max(self.working_set, reading.working_set_bytes or 0)
+            ticks += 1
+            if ticks % 20 == 0 and (queued := kernel_queued(self.port)) is not None:
+                self.kernel = max(self.kernel or 0, queued)
 
 
 def store_results(base_url: str, body: bytes, count: int) -> list[str]:
@@ -256,6 +268,22 @@ def read_whole(base_url: str, ids: Sequence[str], tries: int = 8) -> tuple[bool,
     return True, largest
 
 
+def kernel_queued(port: int) -> int | None:
+    """Send-Q summed over the server's established connections on ``port`` (`ss`, iproute2): the
+    reply bytes the kernel holds for clients. cgroup v2 charges them to the container (``sock``
+    in memory.stat); v1, as on this machine, does not, so the cgroup's growth leaves them out.
+    None where `ss` cannot be run."""
+    try:
+        listed = subprocess.run(
+            ["ss", "-Htn", "state", "established", f"( sport = :{port} )"],
+            capture_output=True, text=True, timeout=30, check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    # With a state filter, ss leaves the state column out: Recv-Q Send-Q Local Peer.
+    return sum(int(line.split()[1]) for line in listed.splitlines() if line.strip())
+
+
 def closed_slow(base_url: str) -> int | None:
     """edge_connections_closed_total{reason="slow_read"} from /metrics; None where there is none
     (a service without the edge's limits)."""
@@ -277,6 +305,7 @@ def run_slow_readers(
     profile: str, settings: SlowReadSettings, body: bytes, out: Path | None = None
 ) -> SlowReadRun:
     """One run; RunNotMade when the service cannot be started or no cgroup can be made."""
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # it logs every request at INFO
     workdir = Path(tempfile.mkdtemp(prefix=f"slowread-{profile}-"))
     log_dir = out or workdir
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -292,7 +321,7 @@ def run_slow_readers(
         web_concurrency=settings.web_concurrency,
         overrides={"ACCESS_LOG": "0", **settings.overrides},
     )
-    peaks = _Peaks(cgroup)
+    peaks = _Peaks(cgroup, server.port)
     try:
         server.start()
         server.wait_healthy(60)
@@ -328,6 +357,7 @@ def run_slow_readers(
             start_usage,
             peaks.usage,
             peaks.working_set,
+            peaks.kernel,
             cgroup.events().oom_kills,
             alive,
             whole,

@@ -1,4 +1,5 @@
-"""A throwaway PostgreSQL cluster for the tests, made with Debian's own initdb and pg_ctl.
+"""A throwaway PostgreSQL cluster, made with Debian's own initdb and pg_ctl: for the verifier's
+runs of a setup with a database (`compare`'s `+postgres` row) and for the tests.
 
 The server refuses to run as root, and CI runs as root: the cluster then belongs to an
 unprivileged user (``nobody``) in a directory of its own. It listens on 127.0.0.1 on a free
@@ -84,7 +85,7 @@ class Cluster:
 
     def create_database(self) -> str:
         """A fresh empty database; its URL."""
-        import psycopg
+        import psycopg  # the service's driver, only where a cluster is made
 
         name = f"t_{secrets.token_hex(6)}"
         with psycopg.connect(self.url(), autocommit=True) as conn:
