@@ -90,10 +90,6 @@ class PostgresStore:
         )
 
     @property
-    def remote(self) -> bool:
-        return True
-
-    @property
     def description(self) -> str:
         return self._description
 

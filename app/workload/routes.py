@@ -242,7 +242,8 @@ def bulk_result(submission_id: SubmissionId, service: Service) -> Response:
         length = found.length
     del hot  # each slice looks the result up again: a slow reader pins no whole copy
     read = partial(_read_slice, service, submission_id)
-    return StoredResponse(read, length, "application/json", in_thread=service.store.remote)
+    # Each slice is read in a worker thread: a store call never holds the event loop.
+    return StoredResponse(read, length, "application/json", in_thread=True)
 
 
 def _read_slice(service: BulkService, submission_id: str, offset: int, size: int) -> bytes | None:

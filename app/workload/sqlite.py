@@ -28,10 +28,6 @@ class SqliteStore:
         self.outage = Outage(f"sqlite {self.path}")
 
     @property
-    def remote(self) -> bool:
-        return False  # a local file: a call takes microseconds
-
-    @property
     def description(self) -> str:
         return f"sqlite {self.path}"
 

@@ -69,10 +69,6 @@ class Store(Protocol):
         password)."""
         ...
 
-    @property
-    def remote(self) -> bool:
-        """True when a call crosses a network: the async path runs such calls in a thread."""
-        ...
 
     def initialize(self) -> int:
         """Create the schema and seed the catalogue once, however many workers or replicas
