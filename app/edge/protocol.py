@@ -146,15 +146,24 @@ def _current_limits() -> EdgeLimits:
     return _limits
 
 
-def _busy_reply() -> bytes:
-    body = b'{"detail":"too many open connections","reason":"connections"}'
+def _closing_reply(status: bytes, body: bytes, extra: bytes = b"") -> bytes:
+    """A whole JSON reply written to the transport by the edge itself, then the connection
+    closes: for a connection no request cycle answers (refused at the cap, or cut mid-body)."""
     return (
-        b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
-        b"retry-after: 1\r\nconnection: close\r\ncontent-length: "
-        + str(len(body)).encode()
-        + b"\r\n\r\n"
+        b"HTTP/1.1 " + status + b"\r\ncontent-type: application/json\r\n" + extra
+        + b"connection: close\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n"
         + body
     )
+
+
+BUSY_REPLY = _closing_reply(
+    b"503 Service Unavailable",
+    b'{"detail":"too many open connections","reason":"connections"}',
+    b"retry-after: 1\r\n",
+)
+SLOW_BODY_REPLY = _closing_reply(
+    b"408 Request Timeout", b'{"detail":"request body sent slower than the minimum data rate"}'
+)
 
 
 class MeteredTransport:
@@ -236,7 +245,7 @@ class GuardedH11Protocol(H11Protocol):
         STATS.open = len(self.connections)
         if len(self.connections) > limits.max_connections and not self._make_room():
             STATS.refused += 1
-            transport.write(_busy_reply())
+            transport.write(BUSY_REPLY)
             transport.close()
             return
         self._await_headers(limits)
@@ -340,7 +349,7 @@ class GuardedH11Protocol(H11Protocol):
         cycle.response_started = True  # the app's own reply, if any, is not written
         cycle.disconnected = True
         cycle.message_event.set()
-        self.transport.write(_slow_body_reply())
+        self.transport.write(SLOW_BODY_REPLY)
         self.transport.close()
 
     def _make_room(self) -> bool:
@@ -373,12 +382,3 @@ def _bound_send_buffer(transport: asyncio.BaseTransport, nbytes: int) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, nbytes)
 
 
-def _slow_body_reply() -> bytes:
-    body = b'{"detail":"request body sent slower than the minimum data rate"}'
-    return (
-        b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
-        b"connection: close\r\ncontent-length: "
-        + str(len(body)).encode()
-        + b"\r\n\r\n"
-        + body
-    )

@@ -13,6 +13,7 @@ import re
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -102,22 +103,62 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
-class _Sampler(threading.Thread):
-    """The cgroup's working set and usage every 50 ms."""
+class CgroupPeaks(threading.Thread):
+    """The cgroup's working set and usage every 50 ms; with ``every_second``, also whatever that
+    reads once a second (the slow-reader run: the kernel's send queues), its largest kept."""
 
-    def __init__(self, cgroup: MemoryCgroup) -> None:
+    def __init__(
+        self, cgroup: MemoryCgroup, every_second: Callable[[], int | None] | None = None
+    ) -> None:
         super().__init__(name="overload-sampler", daemon=True)
         self.cgroup = cgroup
+        self.every_second = every_second
         self.stop = threading.Event()
         self.peak_working_set = 0
         self.peak_usage = 0
+        self.peak_other: int | None = None
 
     def run(self) -> None:
+        ticks = 0
         while not self.stop.wait(0.05):
             reading = self.cgroup.read()
             if reading is not None:
                 self.peak_working_set = max(self.peak_working_set, reading.working_set_bytes or 0)
                 self.peak_usage = max(self.peak_usage, reading.usage_bytes or 0)
+            ticks += 1
+            if self.every_second is not None and ticks % 20 == 0:
+                value = self.every_second()
+                if value is not None:
+                    self.peak_other = max(self.peak_other or 0, value)
+
+
+def limited_server(
+    profile: str,
+    name: str,
+    limit_mb: float,
+    web_concurrency: int,
+    overrides: dict[str, str],
+    out: Path | None,
+    cache_ttl_seconds: float = 300,
+) -> tuple[LocalServer, MemoryCgroup]:
+    """The service as the verifier starts it, not yet started, in a fresh memory cgroup of
+    ``limit_mb``; its log in ``out`` (else a temporary folder) as server-<profile>-<name>.log."""
+    workdir = Path(tempfile.mkdtemp(prefix=f"overload-{profile}-"))
+    log_dir = out or workdir
+    log_dir.mkdir(parents=True, exist_ok=True)
+    cgroup = MemoryCgroup(limit_mb).create()
+    server = LocalServer(
+        profile,
+        workdir,
+        log_dir / f"server-{profile}-{name}.log",
+        cleanup_interval_seconds=60,
+        cache_ttl_seconds=cache_ttl_seconds,
+        limit_mb=limit_mb,
+        cgroup=cgroup,
+        web_concurrency=web_concurrency,
+        overrides={"ACCESS_LOG": "0", **overrides},
+    )
+    return server, cgroup
 
 
 def reserved_bytes(server: LocalServer) -> float | None:
@@ -156,22 +197,11 @@ async def _load(
 def run_overload(profile: str, settings: OverloadSettings, out: Path | None = None) -> OverloadRun:
     """One run; RunNotMade when the service cannot be started or no cgroup can be made."""
     body = large_body()
-    workdir = Path(tempfile.mkdtemp(prefix=f"overload-{profile}-"))
-    log_dir = out or workdir
-    log_dir.mkdir(parents=True, exist_ok=True)
-    cgroup = MemoryCgroup(settings.limit_mb).create()
-    server = LocalServer(
-        profile,
-        workdir,
-        log_dir / f"server-{profile}-{settings.clients}.log",
-        cleanup_interval_seconds=60,
-        cache_ttl_seconds=300,
-        limit_mb=settings.limit_mb,
-        cgroup=cgroup,
-        web_concurrency=settings.web_concurrency,
-        overrides={"ACCESS_LOG": "0", **settings.overrides},
+    server, cgroup = limited_server(
+        profile, str(settings.clients), settings.limit_mb, settings.web_concurrency,
+        settings.overrides, out,
     )
-    sampler = _Sampler(cgroup)
+    sampler = CgroupPeaks(cgroup)
     try:
         server.start()
         server.wait_healthy(60)

@@ -23,11 +23,11 @@ import queue
 import re
 import socket
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -35,8 +35,8 @@ import httpx
 from app.memory.measure import MB
 from scripts.verify.core.cgroup_limit import MemoryCgroup
 from scripts.verify.core.errors import RunNotMade
-from scripts.verify.core.local import LocalServer
 from scripts.verify.overload.flood import HealthResult, probe_health
+from scripts.verify.overload.run import CgroupPeaks, limited_server
 
 HOST = "127.0.0.1"
 RECEIVE_BUFFER = 4096  # SO_RCVBUF asked for; the kernel keeps a small floor of its own
@@ -206,30 +206,6 @@ class HealthProbe:
         return found
 
 
-class _Peaks(threading.Thread):
-    """The cgroup's usage and working set every 50 ms; the kernel's send queues every second."""
-
-    def __init__(self, cgroup: MemoryCgroup, port: int) -> None:
-        super().__init__(name="slowread-sampler", daemon=True)
-        self.cgroup = cgroup
-        self.port = port
-        self.stop = threading.Event()
-        self.usage = 0
-        self.working_set = 0
-        self.kernel: int | None = None
-
-    def run(self) -> None:
-        ticks = 0
-        while not self.stop.wait(0.05):
-            reading = self.cgroup.read()
-            if reading is not None:
-                self.usage = max(self.usage, reading.usage_bytes or 0)
-                self.working_set = max(self.working_set, reading.working_set_bytes or 0)
-            ticks += 1
-            if ticks % 20 == 0 and (queued := kernel_queued(self.port)) is not None:
-                self.kernel = max(self.kernel or 0, queued)
-
-
 def store_results(base_url: str, body: bytes, count: int) -> list[str]:
     """Post ``count`` bodies and return the stored results' ids; RunNotMade if one is refused."""
     ids = []
@@ -306,22 +282,11 @@ def run_slow_readers(
 ) -> SlowReadRun:
     """One run; RunNotMade when the service cannot be started or no cgroup can be made."""
     logging.getLogger("httpx").setLevel(logging.WARNING)  # it logs every request at INFO
-    workdir = Path(tempfile.mkdtemp(prefix=f"slowread-{profile}-"))
-    log_dir = out or workdir
-    log_dir.mkdir(parents=True, exist_ok=True)
-    cgroup = MemoryCgroup(settings.limit_mb).create()
-    server = LocalServer(
-        profile,
-        workdir,
-        log_dir / f"server-{profile}-slowread-{settings.readers}.log",
-        cleanup_interval_seconds=60,
-        cache_ttl_seconds=600,
-        limit_mb=settings.limit_mb,
-        cgroup=cgroup,
-        web_concurrency=settings.web_concurrency,
-        overrides={"ACCESS_LOG": "0", **settings.overrides},
+    server, cgroup = limited_server(
+        profile, f"slowread-{settings.readers}", settings.limit_mb, settings.web_concurrency,
+        settings.overrides, out, cache_ttl_seconds=600,
     )
-    peaks = _Peaks(cgroup, server.port)
+    peaks = CgroupPeaks(cgroup, partial(kernel_queued, server.port))
     try:
         server.start()
         server.wait_healthy(60)
@@ -355,9 +320,9 @@ def run_slow_readers(
             health,
             reply_bytes,
             start_usage,
-            peaks.usage,
-            peaks.working_set,
-            peaks.kernel,
+            peaks.peak_usage,
+            peaks.peak_working_set,
+            peaks.peak_other,
             cgroup.events().oom_kills,
             alive,
             whole,
