@@ -95,7 +95,7 @@ class Service:
         done = self.engine.run("logs", self.name, check=False, timeout=60)
         return done.stdout + done.stderr
 
-    def debug_memory(self) -> dict[str, Any]:
+    def memory_status(self) -> dict[str, Any]:
         headers = {"Authorization": f"Bearer {self.admin_token}"}
         response = httpx.get(self.url("/debug/memory"), headers=headers, timeout=30)
         response.raise_for_status()
