@@ -199,12 +199,25 @@ class StoredResponse(Response):
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        gone = asyncio.Event()
+        watcher = asyncio.create_task(_watch_disconnect(receive, gone))
+        try:
+            await self._send_slices(scope, send, gone)
+        finally:
+            watcher.cancel()
+
+    async def _send_slices(self, scope: Scope, send: Send, gone: asyncio.Event) -> None:
+        """The slices, until the value ends, is gone, or the client is: a server takes the sends
+        of a client that left and drops them, so without the last check every slice would still
+        be read for nobody, each holding its reservation and a thread."""
         await send(
             {"type": "http.response.start", "status": self.status_code,
              "headers": self.raw_headers}
         )
         offset = 0
         while offset < self.length and scope.get("method") != "HEAD":
+            if gone.is_set():
+                return
             if self.in_thread:
                 piece = await asyncio.to_thread(self.read, offset, self.slice_bytes)
             else:
@@ -221,3 +234,12 @@ class StoredResponse(Response):
             )
         if offset == 0 or scope.get("method") == "HEAD":
             await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _watch_disconnect(receive: Receive, gone: asyncio.Event) -> None:
+    """Set ``gone`` when the server says the client disconnected."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            gone.set()
+            return

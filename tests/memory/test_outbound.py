@@ -187,3 +187,37 @@ def test_head_of_a_stored_value_reads_nothing() -> None:
     sent = Recorder()
     asyncio.run(StoredResponse(read, 5000, "application/json")(scope(method="HEAD"), no_body, sent))
     assert sent.body == b""
+
+
+def test_a_stored_value_stops_being_read_once_the_client_is_gone() -> None:
+    """A server drops the sends of a client that left; without watching for the disconnect,
+    every slice would still be read for nobody."""
+    reads: list[int] = []
+
+    def read(offset: int, size: int) -> bytes:
+        reads.append(offset)
+        return b"v" * size
+
+    async def run() -> None:
+        left = asyncio.Event()
+        first = True
+
+        async def receive() -> Message:
+            nonlocal first
+            if first:
+                first = False
+                return {"type": "http.request", "body": b"", "more_body": False}
+            await left.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: Message) -> None:
+            if message["type"] == "http.response.body" and len(reads) == 2:
+                left.set()  # the client goes after the second slice
+            await asyncio.sleep(0.001)  # a server's write: the watcher gets its turn
+
+        await StoredResponse(read, 1000 * 100, "application/json", slice_bytes=100)(
+            scope(), receive, send
+        )
+
+    asyncio.run(run())
+    assert 2 <= len(reads) <= 4  # not the 1,000 slices of the whole value

@@ -70,9 +70,11 @@ def test_short_run_of_the_default_profile_passes(tmp_path: Path) -> None:
     assert exited_during(read_json(tmp_path / DEFAULT / "timeline.json").samples) == 0
 
 
-def test_workers_restarted_during_a_run_are_counted_with_the_results_they_took(
+def test_workers_restarted_during_a_run_are_counted_and_take_no_result_with_them(
     tmp_path: Path,
 ) -> None:
+    """Restarts are counted; since results are kept in the database, a recycled worker loses
+    none of them (before, this run lost 40% of its read-backs)."""
     # Two workers, each restarted every 40-60 requests: several restarts in the short spike.
     done = verify(
         tmp_path,
@@ -84,7 +86,7 @@ def test_workers_restarted_during_a_run_are_counted_with_the_results_they_took(
     restarts = exited_during(timeline.samples)
     assert restarts is not None and restarts >= 2
     stats = read_stats(tmp_path / "baseline" / "locust_stats.csv")
-    assert stats.readbacks_lost > 0
+    assert stats.readbacks > 0 and stats.readbacks_lost == 0
     table = [t for t in (tmp_path / "summary.md").read_text().splitlines() if t.startswith("|")]
     header, _, line = table
     names = [c.strip() for c in header.strip("|").split("|")]
