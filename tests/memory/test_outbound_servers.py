@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -98,8 +99,9 @@ def serve(project: Path, name: str, sliced: bool) -> Iterator[tuple[subprocess.P
         "PYTHONPATH": str(project),
         "SLICE": "1" if sliced else "0",
     }
+    # A session of its own: Granian's worker outlives a killed parent otherwise.
     process = subprocess.Popen(argv, cwd=project, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+                               stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -112,11 +114,11 @@ def serve(project: Path, name: str, sliced: bool) -> Iterator[tuple[subprocess.P
             raise AssertionError(f"{name} never answered /healthz")
         yield process, port
     finally:
-        process.terminate()
+        os.killpg(process.pid, signal.SIGTERM)
         try:
             process.wait(10)
         except subprocess.TimeoutExpired:
-            process.kill()
+            os.killpg(process.pid, signal.SIGKILL)
             process.wait()
 
 
