@@ -69,12 +69,7 @@ class SqliteStore:
                 "LEFT JOIN results r ON r.id = s.id WHERE s.id = ?",
                 (result_id,),
             ).fetchone()
-        if row is None:
-            return None
-        expires_at, length = row
-        if expires_at is None or expires_at <= now:
-            return Stored(0, expired=True)  # deleted by the cleanup hook, or due to be
-        return Stored(int(length), expired=False)
+        return Stored.of_row(row, now)
 
     def read(self, result_id: str, offset: int, size: int) -> bytes | None:
         with self._connect() as conn:

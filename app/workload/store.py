@@ -59,6 +59,17 @@ class Stored:
     length: int  # bytes of its document; 0 once expired
     expired: bool  # past its expiry, or already deleted by the cleanup hook
 
+    @classmethod
+    def of_row(cls, row: tuple[float | None, int | None] | None, now: float) -> Stored | None:
+        """From (expires_at, document length) of the submission joined to its result: None for
+        an id never stored; expired when its result is past due or already deleted."""
+        if row is None:
+            return None
+        expires_at, length = row
+        if expires_at is None or expires_at <= now or length is None:
+            return cls(0, expired=True)
+        return cls(int(length), expired=False)
+
 
 class Store(Protocol):
     """The workload's database: the catalogue, and each submission's row and result."""
