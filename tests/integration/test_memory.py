@@ -84,11 +84,15 @@ def test_glibc_release_returns_part_of_the_spike(server_factory) -> None:
     growth = peak - start
     assert growth > 50 * 2**20, f"the spike should grow RSS clearly (start {start}, peak {peak})"
     assert result["method"] == "malloc_trim" and result["ok"] is True
-    # What the release itself gives back of the spike that glibc was holding. Measured here:
-    # 0.23-0.36 (the rest sits in pymalloc arenas pinned by a few live objects, which no trim
-    # reaches). 0.15 leaves room for noise and still fails when the trim does nothing: gc alone
-    # collects a few dozen objects here and returns well under 0.05.
-    returned = (held - after) / growth
+    # What the release gives back of what glibc still held when it ran. glibc hands back large
+    # blocks by itself as they are freed (mmap'd ones, the top of the heap), so `held` is below
+    # the peak by a share that varies with the run; the trim's work is measured against `held`.
+    # Measured here: 0.24-0.61 (the rest sits in pymalloc arenas pinned by a few live objects,
+    # which no trim reaches). 0.15 leaves room for noise and still fails when the trim does
+    # nothing: gc alone collects a few dozen objects here and returns well under 0.05.
+    kept = held - start
+    assert kept > 20 * 2**20, f"glibc should still hold part of the spike ({start=} {held=})"
+    returned = (held - after) / kept
     assert returned >= 0.15, f"returned {returned:.2f} ({start=} {peak=} {held=} {after=})"
 
 
