@@ -11,15 +11,17 @@ every second, waits an idle window of at least two cleanup intervals, and judges
   exit 2  the run could not be made (server never healthy, Locust missing, ...); the reason says why
 
 Writes <out>/<run>/timeline.{json,csv}, memory.png, Locust's CSV and the server log, and
-<out>/summary.md with the table printed at the end.
+<out>/summary.md with the table printed at the end, and the same as data in <out>/summary.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import os
+import platform
 import sys
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -202,7 +204,8 @@ def context_lines(args: argparse.Namespace, mode: str, started: datetime) -> lis
         f"metric: {args.metric}; limit {args.limit_mb:g} MB; spike to give back "
         f">= {args.min_returned:.0%}; failures <= {args.max_failures:.1%}",
         f"scenario: {scenario_of(getattr(args, 'locustfile', LOCUSTFILE))}",
-        f"started {started.isoformat(timespec='seconds')} on {os.cpu_count()} CPUs",
+        f"started {started.isoformat(timespec='seconds')} on {os.cpu_count()} CPUs, "
+        f"Python {platform.python_version()}",
     ]
 
 
@@ -228,6 +231,8 @@ def finish(
 ) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.md").write_text(report.summary_markdown(title, rows, context, baseline))
+    summary = report.summary_json(title, rows, context, baseline)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     sys.stdout.write(report.render_text(rows, baseline) + "\n")
     sys.stdout.write(f"results in {out}\n")
 

@@ -6,8 +6,9 @@ what a plain service keeps" can be read straight off the table.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 from app.memory.measure import MB
 from scripts.verify.core.health import HealthFigures
@@ -41,6 +42,23 @@ class Row:
     @classmethod
     def not_made(cls, label: str, why: str) -> Row:
         return cls(label, *([None] * 11), status="NOT MADE", reasons=(why,))
+
+    def as_dict(self) -> dict[str, Any]:
+        """The row as the run's summary.json holds it, and the published results file."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Row:
+        """A row read back from summary.json; unknown keys are an error, not silently dropped."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown row field(s): {', '.join(unknown)}")
+        values = dict(data)
+        values["reasons"] = tuple(values.get("reasons", ()))
+        health = values.get("healthz")
+        values["healthz"] = HealthFigures(**health) if health else None
+        return cls(**values)
 
 
 def rows_for(result: RunResult) -> list[Row]:
@@ -155,6 +173,22 @@ def render_markdown(rows: Sequence[Row], baseline: str | None = None) -> str:
     ]
     lines.extend("| " + " | ".join(line) + " |" for line in cells)
     return "\n".join(lines)
+
+
+def summary_json(
+    title: str, rows: Sequence[Row], context: Sequence[str], baseline: str | None = None
+) -> dict[str, Any]:
+    """What summary.md shows, as data: the source `python -m scripts.verify publish` reads."""
+    return {
+        "title": title,
+        "context": list(context),
+        "baseline": baseline,
+        "rows": [row.as_dict() for row in rows],
+    }
+
+
+def rows_of(summary: Mapping[str, Any]) -> list[Row]:
+    return [Row.from_dict(row) for row in summary["rows"]]
 
 
 def summary_markdown(
