@@ -12,13 +12,15 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from scripts.verify import flags, spike
+from scripts.verify import flags, publish, spike
 from scripts.verify.overload import command as overload
 from scripts.verify.soak import command as soak
 
 # The user's tools. The instruments that decided this service's own design (lab.stall,
 # lab.stack) run the same way through `standalone`, apart from these.
-COMMANDS: tuple[flags.Command, ...] = (spike.RUN, spike.COMPARE, soak.COMMAND, overload.COMMAND)
+COMMANDS: tuple[flags.Command, ...] = (
+    spike.RUN, spike.COMPARE, soak.COMMAND, overload.COMMAND, publish.COMMAND
+)
 
 EPILOG = "Exit codes: 0 pass, 1 fail (with the numbers), 2 run not made (with the reason)."
 

@@ -198,7 +198,10 @@ def write_run(result: RunResult, run_dir: Path, want_plot: bool) -> list[Path]:
 def context_lines(args: argparse.Namespace, mode: str, started: datetime) -> list[str]:
     preset = PRESETS[args.preset]
     plan = preset.plan
+    argv = getattr(args, "argv", None)  # set by the command line, not by a test's Namespace
+    command = ["command: `" + " ".join(["python -m scripts.verify", *argv]) + "`"] if argv else []
     return [
+        *command,
         f"mode: {mode}; preset {preset.name}: {plan.users} users, ramp {plan.ramp_seconds:g} s, "
         f"hold {plan.hold_seconds:g} s, idle window {plan.idle_seconds:g} s",
         f"metric: {args.metric}; limit {args.limit_mb:g} MB; spike to give back "

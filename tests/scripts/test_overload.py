@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from scripts.verify import cli
-from scripts.verify.overload.command import judge, judge_slow, render, row, slow_row
+from scripts.verify.overload.command import flood_cells, judge, judge_slow, render, slow_cells
 from scripts.verify.overload.flood import FloodResult, HealthResult
 from scripts.verify.overload.run import OverloadRun, OverloadSettings
 from scripts.verify.overload.slowread import ReaderCounts, SlowReadRun, SlowReadSettings
@@ -52,7 +52,7 @@ def test_each_target_can_fail(runs: list[OverloadRun], needle: str) -> None:
 
 
 def test_the_table_has_a_cell_per_column() -> None:
-    table = render([row(made_run(2, 4.0, 220), 1)])
+    table = render([flood_cells({**made_run(2, 4.0, 220).as_dict(), "level": 1})])
     header, rule, line = table.splitlines()
     assert header.count("|") == rule.count("|") == line.count("|")
     assert "| 1x | 2 | 40 | 40 | 0 | 0 | 4.00 |" in line
@@ -70,7 +70,7 @@ def test_slow_readers_are_judged_on_what_a_user_sees() -> None:
     assert "OOM" in judge_slow(made(1, 100, False))[0]
     assert "98%" in judge_slow(made(0, 98, True))[0]
     assert "whole" in judge_slow(made(0, 100, False))[0]
-    cells = slow_row(made(0, 100, True))
+    cells = slow_cells(made(0, 100, True).as_dict())
     assert cells[4:7] == ["40", "137", "32"]  # growth MB, per reader KB (40 MB / 300), kernel
 
 

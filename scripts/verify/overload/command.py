@@ -33,15 +33,15 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from app.memory.budget import DEFAULT_HEADROOM_SHARE
 from app.profiles import ProfileError, load_profiles
 from scripts.verify import flags
 from scripts.verify.core.errors import EXIT_NOT_MADE, RunNotMade, exit_for
-from scripts.verify.core.percentile import percentile_or_none as percentile
 from scripts.verify.overload.run import OverloadRun, OverloadSettings, large_body, run_overload
 from scripts.verify.overload.slowread import SlowReadRun, SlowReadSettings, run_slow_readers
 
@@ -149,29 +149,46 @@ def judge_slow(run: SlowReadRun) -> list[str]:
     return reasons
 
 
-def slow_row(run: SlowReadRun) -> list[str]:
+def slow_cells(figures: Mapping[str, Any]) -> list[str]:
+    """One slow-reader run's row, from its figures as overload.json (and the published results
+    file) hold them, so the table printed and the table published are the same."""
+    kernel = figures["kernel_per_reader_kb"]
     return [
-        run.profile, str(run.settings.readers), f"{run.reply_bytes / 2**20:.1f}",
-        "-" if run.cut_slow is None else str(run.cut_slow), f"{run.growth_bytes / 2**20:.0f}",
-        f"{run.per_reader_bytes / 1024:.0f}",
-        "-" if run.kernel_queued_bytes is None
-        else f"{run.kernel_queued_bytes / run.settings.readers / 1024:.0f}",
-        f"{run.peak_usage_bytes / 2**20:.0f}",
-        str(run.oom_kills), "yes" if run.alive else "no", f"{run.health_share:.0%}",
-        "yes" if run.whole_read_after else "no",
+        str(figures["profile"]),
+        str(figures["readers"]),
+        f"{figures['reply_mb']:.1f}",
+        "-" if figures["cut_slow"] is None else str(figures["cut_slow"]),
+        f"{figures['growth_mb']:.0f}",
+        f"{figures['per_reader_kb']:.0f}",
+        "-" if kernel is None else f"{kernel:.0f}",
+        f"{figures['peak_usage_mb']:.0f}",
+        str(figures["oom_kills"]),
+        "yes" if figures["alive"] else "no",
+        f"{figures['health_share']:.0%}",
+        "yes" if figures["whole_read_after"] else "no",
     ]
 
 
-def row(run: OverloadRun, level: int) -> list[str]:
-    statuses = run.flood.statuses
+def flood_cells(figures: Mapping[str, Any]) -> list[str]:
+    """One flood level's row, from its figures as overload.json (and the published results
+    file) hold them."""
+    statuses = {int(status): n for status, n in figures["statuses"].items()}
     other = sum(n for status, n in statuses.items() if status not in (201, 503))
-    latencies = run.flood.accepted_latencies
     return [
-        run.profile, f"{level}x", str(run.settings.clients), str(statuses.get(201, 0)),
-        str(statuses.get(503, 0)), str(other), str(sum(run.flood.errors.values())),
-        f"{run.flood.goodput:.2f}", _seconds(percentile(latencies, 0.5)),
-        _seconds(percentile(latencies, 0.99)), f"{run.peak_working_set_bytes / 2**20:.0f}",
-        str(run.oom_kills), "yes" if run.alive else "no", f"{run.health.worst:.2f}",
+        str(figures["profile"]),
+        f"{figures['level']}x",
+        str(figures["clients"]),
+        str(statuses.get(201, 0)),
+        str(statuses.get(503, 0)),
+        str(other),
+        str(sum(figures["connection_errors"].values())),
+        f"{figures['goodput_per_s']:.2f}",
+        _seconds(figures["accepted_p50_s"]),
+        _seconds(figures["accepted_p99_s"]),
+        f"{figures['peak_working_set_mb']:.0f}",
+        str(figures["oom_kills"]),
+        "yes" if figures["alive"] else "no",
+        f"{figures['health_worst_s']:.2f}",
     ]
 
 
@@ -215,8 +232,8 @@ def run(args: argparse.Namespace) -> int:
                 sys.stderr.write(f"overload: run not made: {exc}\n")
                 return EXIT_NOT_MADE
             runs.append(result)
-            rows.append(row(result, level))
             figures.append({**result.as_dict(), "level": level, "kind": "flood"})
+            rows.append(flood_cells(figures[-1]))
         if name != BASELINE and runs:
             reasons += judge(runs, args.limit_mb, args.min_goodput_share)
     slow_rows: list[list[str]] = []
@@ -232,8 +249,8 @@ def run(args: argparse.Namespace) -> int:
             except RunNotMade as exc:
                 sys.stderr.write(f"overload: run not made: {exc}\n")
                 return EXIT_NOT_MADE
-            slow_rows.append(slow_row(slow))
             figures.append({**slow.as_dict(), "kind": "slow_readers"})
+            slow_rows.append(slow_cells(figures[-1]))
             if name != BASELINE:
                 reasons += judge_slow(slow)
     context = [

@@ -85,7 +85,7 @@ class OverloadRun:
             "statuses": {str(k): v for k, v in sorted(self.flood.statuses.items())},
             "connection_errors": dict(self.flood.errors),
             "error_share": round(self.flood.error_share, 4),
-            "goodput_per_s": round(self.flood.goodput, 3),
+            "goodput_per_s": round(self.flood.goodput, 4),
             "accepted_p50_s": _round(percentile(latencies, 0.5)),
             "accepted_p99_s": _round(percentile(latencies, 0.99)),
             "health_probes": len(self.health.latencies) + self.health.failures,

@@ -107,11 +107,11 @@ class SlowReadRun:
             "start_usage_mb": round(self.start_usage_bytes / MB, 1),
             "peak_usage_mb": round(self.peak_usage_bytes / MB, 1),
             "peak_working_set_mb": round(self.peak_working_set_bytes / MB, 1),
-            "growth_mb": round(self.growth_bytes / MB, 1),
-            "per_reader_kb": round(self.per_reader_bytes / 1024, 1),
+            "growth_mb": round(self.growth_bytes / MB, 2),
+            "per_reader_kb": round(self.per_reader_bytes / 1024, 2),
             "kernel_per_reader_kb": None
             if self.kernel_queued_bytes is None
-            else round(self.kernel_queued_bytes / self.settings.readers / 1024, 1),
+            else round(self.kernel_queued_bytes / self.settings.readers / 1024, 2),
             "oom_kills": self.oom_kills,
             "alive": self.alive,
             "health_share": round(self.health_share, 4),

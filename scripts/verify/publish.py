@@ -1,0 +1,180 @@
+"""Publish a run into docs/figures.json, the one source of every figure the project quotes.
+
+`python -m scripts.verify publish results/<run> --as bench` copies what a run wrote (compare's
+summary.json, the overload mode's overload.json) into docs/figures.json under that name, with
+the command that made it, and rewrites every table marked for that name in the README and
+docs/ from it:
+
+    <!-- figures:bench -->
+    ...written here, never by hand...
+    <!-- /figures:bench -->
+
+tests/test_figures.py checks that each marked table is what the file gives and that each
+figure quoted in the checked prose is one the file holds. A figure measured by hand has no
+place in those files: run the tool, publish, then quote it.
+
+  exit 0  published
+  exit 2  not published (no such run, a run of another kind, a table marker left open)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from scripts.verify import flags
+from scripts.verify.core import report
+from scripts.verify.core.errors import EXIT_NOT_MADE
+from scripts.verify.overload.command import COLUMNS, SLOW_COLUMNS, flood_cells, render, slow_cells
+
+ROOT = Path(__file__).resolve().parents[2]
+FIGURES = ROOT / "docs" / "figures.json"
+# Where marked tables may be: the README and the lab reports under docs/.
+DOCUMENTS: tuple[Path, ...] = (ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")))
+
+# What each kind of run is published as, and the file a run of that kind leaves.
+KINDS: Mapping[str, str] = {
+    "bench": "summary.json",
+    "flood": "overload.json",
+    "slow-readers": "overload.json",
+}
+# The overload mode's runs each kind keeps, by their "kind" in overload.json.
+OVERLOAD_RUNS: Mapping[str, str] = {"flood": "flood", "slow-readers": "slow_readers"}
+
+
+class NotPublished(Exception):
+    """A run that cannot be published, with the reason in one line."""
+
+
+def load(path: Path = FIGURES) -> dict[str, Any]:
+    return dict(json.loads(path.read_text())) if path.exists() else {}
+
+
+def entry_of(run_dir: Path, kind: str, command: str | None = None) -> dict[str, Any]:
+    """What the results file keeps of one run: the command that made it, its context (settings,
+    date, machine) and its data."""
+    source = run_dir / KINDS[kind]
+    if not source.is_file():
+        raise NotPublished(f"{source} does not exist: is {run_dir} a run of kind {kind!r}?")
+    data = json.loads(source.read_text())
+    context = list(data["context"])
+    said = [line for line in context if line.startswith("command: ")]
+    if command is None and not said:
+        raise NotPublished(f"{source} does not name its command: give it with --command")
+    command = command or said[0].removeprefix("command: ").strip("`")
+    context = [line for line in context if not line.startswith("command: ")]
+    entry: dict[str, Any] = {"source": run_dir.name, "command": command, "context": context}
+    if kind == "bench":
+        entry |= {"title": data["title"], "baseline": data["baseline"], "rows": data["rows"]}
+        report.rows_of(entry)  # an unreadable row is refused here, not when a test renders it
+    else:
+        entry["runs"] = [run for run in data["runs"] if run.get("kind") == OVERLOAD_RUNS[kind]]
+        if not entry["runs"]:
+            raise NotPublished(f"{source} holds no {kind} run")
+        table(kind, entry)  # likewise
+    return entry
+
+
+def table(kind: str, entry: Mapping[str, Any]) -> str:
+    """The Markdown table of a published entry, exactly as the run printed it."""
+    if kind == "bench":
+        return report.render_markdown(report.rows_of(entry), entry.get("baseline"))
+    if kind == "flood":
+        return render([flood_cells(run) for run in entry["runs"]], COLUMNS)
+    return render([slow_cells(run) for run in entry["runs"]], SLOW_COLUMNS)
+
+
+def cells(kind: str, entry: Mapping[str, Any]) -> list[str]:
+    """Every cell of the entry's table, a figure and its bracketed ratio apart."""
+    lines = table(kind, entry).splitlines()[2:]
+    found = []
+    for line in lines:
+        for cell in line.strip("|").split("|"):
+            found += re.findall(r"[^\s()]+", cell)
+    return found
+
+
+def figures(data: Mapping[str, Any]) -> set[str]:
+    """Every figure the results file holds, as its tables print it."""
+    return {cell for kind, entry in data.items() if kind in KINDS for cell in cells(kind, entry)}
+
+
+def marked(kind: str) -> re.Pattern[str]:
+    return re.compile(
+        rf"(<!-- figures:{re.escape(kind)} -->\n).*?(<!-- /figures:{re.escape(kind)} -->)", re.S
+    )
+
+
+def rewrite(text: str, kind: str, entry: Mapping[str, Any]) -> str:
+    """``text`` with every table marked for ``kind`` written from ``entry``."""
+    opened = text.count(f"<!-- figures:{kind} -->")
+    if opened != text.count(f"<!-- /figures:{kind} -->"):
+        raise NotPublished(f"a <!-- figures:{kind} --> marker is not closed")
+    return marked(kind).sub(lambda m: m.group(1) + table(kind, entry) + "\n" + m.group(2), text)
+
+
+def write_tables(data: Mapping[str, Any], documents: Iterable[Path] = DOCUMENTS) -> list[Path]:
+    """Rewrite each document's marked tables; returns the documents that changed."""
+    changed = []
+    for path in documents:
+        before = path.read_text()
+        after = before
+        for kind, entry in data.items():
+            if kind in KINDS:
+                after = rewrite(after, kind, entry)
+        if after != before:
+            path.write_text(after)
+            changed.append(path)
+    return changed
+
+
+def publish(
+    run_dir: Path,
+    kind: str,
+    command: str | None = None,
+    path: Path = FIGURES,
+    documents: Iterable[Path] = DOCUMENTS,
+) -> list[Path]:
+    """Keep the run in the results file under ``kind``; rewrite the tables marked for it."""
+    data = load(path)
+    data[kind] = entry_of(run_dir, kind, command)
+    path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    return [path, *write_tables(data, documents)]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", type=Path, help="a run's results directory (results/<timestamp>)")
+    parser.add_argument(
+        "--as", dest="kind", choices=sorted(KINDS), required=True,
+        help="bench: a `compare` run; flood, slow-readers: an `overload` run's floods or slow "
+        "readers",
+    )  # fmt: skip
+    parser.add_argument(
+        "--command", dest="made_by",
+        help="the command that made the run, when its context does not name it",
+    )
+
+
+def check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if not args.run.is_dir():
+        parser.error(f"{args.run} is not a directory")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        written = publish(args.run, args.kind, args.made_by)
+    except (NotPublished, KeyError, ValueError) as exc:
+        sys.stderr.write(f"publish: not published: {exc}\n")
+        return EXIT_NOT_MADE
+    for path in written:
+        sys.stdout.write(f"wrote {path.relative_to(ROOT)}\n")
+    return 0
+
+
+SUMMARY = "publish a run into docs/figures.json and rewrite the tables written from it"
+COMMAND = flags.Command("publish", SUMMARY, __doc__ or "", add_arguments, check, run)
