@@ -73,17 +73,27 @@ def worker_budget(settings: Settings, start_rss: int, held: Sequence[Held] = ())
 
 
 def check_guard_fits(guard: Guard, inflight_bytes: int, held: Sequence[str] = ()) -> None:
-    """The largest body a guarded route takes must be admissible, or such requests would be
-    refused forever."""
-    factor = max((route.cost_factor for route in guard.routes), default=0.0)
-    largest = int(guard.max_body_bytes * factor)
-    if largest > inflight_bytes:
-        raise ConfigError(
-            [
-                f"configuration error: {guard.limit_name}={guard.max_body_bytes / MB:g} needs "
-                f"{fmt_mb(largest)} in flight ({factor:g}x its size), more than this "
-                f"worker's in-flight budget of {fmt_mb(inflight_bytes)}: lower "
-                f"{', '.join([guard.limit_name, *held])} or WEB_CONCURRENCY, or raise "
-                "MEMORY_LIMIT_MB"
-            ]
+    """The costliest request a guarded route takes (its largest body, or the reply it declares)
+    must be admissible, or such requests would be refused forever."""
+    worst = max(guard.routes, key=lambda route: route.cost(guard.max_body_bytes), default=None)
+    if worst is None:
+        return
+    largest = worst.cost(guard.max_body_bytes)
+    if largest <= inflight_bytes:
+        return
+    if worst.reply_bytes:
+        what = f"{worst.method} {worst.path} declares a reply that needs {fmt_mb(largest)}"
+        lower = [*held, "its reply_bytes"]
+    else:
+        what = (
+            f"{guard.limit_name}={guard.max_body_bytes / MB:g} needs {fmt_mb(largest)} "
+            f"({worst.cost_factor:g}x its size)"
         )
+        lower = [guard.limit_name, *held]
+    raise ConfigError(
+        [
+            f"configuration error: {what} in flight, more than this worker's in-flight budget "
+            f"of {fmt_mb(inflight_bytes)}: lower {', '.join(lower)} or WEB_CONCURRENCY, or raise "
+            "MEMORY_LIMIT_MB"
+        ]
+    )
