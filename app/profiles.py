@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 PROFILES_FILE = Path(__file__).resolve().parent.parent / "profiles" / "profiles.toml"
-ALLOCATORS = ("glibc", "jemalloc")
+# The allocators a profile may name: what allocator.detect_allocator() recognises and can release.
+ALLOCATORS = ("glibc", "jemalloc", "mimalloc")
 
 
 class ProfileError(ValueError):
@@ -87,8 +88,8 @@ def _parse_profile(name: str, raw: object) -> Profile:
     deploy = raw.get("deploy", True)
     if not isinstance(deploy, bool):
         raise ProfileError(f"profile {name!r}: deploy must be true or false (unquoted)")
-    if allocator == "jemalloc" and not preload:
-        raise ProfileError(f"profile {name!r}: a jemalloc profile needs preload")
+    if allocator != "glibc" and not preload:
+        raise ProfileError(f"profile {name!r}: a {allocator} profile needs preload")
     return Profile(
         name=name,
         summary=str(raw.get("summary", "")),

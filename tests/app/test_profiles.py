@@ -112,13 +112,18 @@ def test_profiles_file_from_the_environment(
     [
         pytest.param(
             GOOD_HEAD + '[profiles.tc]\nallocator = "tcmalloc"\n',
-            "profile 'tc': allocator must be one of glibc, jemalloc",
+            "profile 'tc': allocator must be one of glibc, jemalloc, mimalloc",
             id="unknown-allocator",
         ),
         pytest.param(
             GOOD_HEAD + '[profiles.je]\nallocator = "jemalloc"\n',
             "profile 'je': a jemalloc profile needs preload",
             id="jemalloc-without-preload",
+        ),
+        pytest.param(
+            GOOD_HEAD + '[profiles.mi]\nallocator = "mimalloc"\n',
+            "profile 'mi': a mimalloc profile needs preload",
+            id="mimalloc-without-preload",
         ),
         pytest.param(
             GOOD_HEAD
