@@ -100,8 +100,14 @@ def cells(kind: str, entry: Mapping[str, Any]) -> list[str]:
 
 
 def figures(data: Mapping[str, Any]) -> set[str]:
-    """Every figure the results file holds, as its tables print it."""
-    return {cell for kind, entry in data.items() if kind in KINDS for cell in cells(kind, entry)}
+    """Every figure the results file holds: as its tables print it, and the numbers its runs'
+    settings name (a body's size, a run's length)."""
+    found = set()
+    for kind, entry in data.items():
+        if kind in KINDS:
+            found |= set(cells(kind, entry))
+            found |= {n for line in entry["context"] for n in re.findall(r"\d+(?:\.\d+)?", line)}
+    return found
 
 
 def marked(kind: str) -> re.Pattern[str]:

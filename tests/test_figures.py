@@ -1,0 +1,96 @@
+"""Every published figure comes from docs/figures.json, the file `python -m scripts.verify
+publish` writes from a run: the marked tables are what it gives, and each figure quoted in the
+checked prose is one it holds.
+
+A figure here is a number with the unit a measurement carries (MB, KB, ms, req/s, %, a ratio
+"1.31x"). Numbers that are settings or targets, not measurements, are listed in SETTINGS with
+what they are; a measured number that is missing from the results file fails, whatever it is.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from scripts.verify.core.verdict import IDLE_TARGET_RATIO
+from scripts.verify.publish import DOCUMENTS, KINDS, figures, load, marked, rewrite
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = load()
+# The files whose every figure is checked: the README, the bench's report, the results' page,
+# the profiles' comments.
+CHECKED = ("README.md", "docs/measured.md", "docs/results.md", "profiles/profiles.toml")
+FIGURE = re.compile(
+    r"(?<![\w.])(?:(\d[\d,]*(?:\.\d+)?)[-–])?(\d[\d,]*(?:\.\d+)?)"
+    r"(?:(x)\b|(%)|\s?(MB|KB|ms|req/s|/s)\b)"
+)
+# Settings and targets written with a measurement's unit, and what each one is.
+SETTINGS: dict[str, str] = {
+    "1.5x": "the idle target: at most 1.5x the fresh start (verdict.IDLE_TARGET_RATIO)",
+    "0.6x": "the peak target: at most 0.6x plain glibc's",
+    "0.95x": "the throughput target: at least 0.95x baseline's",
+    "1.1x": "the latency target: p99 at most 1.1x baseline's",
+    "100 ms": "the /healthz p99 target during the spike",
+    "250 ms": "the /healthz max target during the spike",
+    "500 MB": "the memory limit the starter is built for (Railway's Free plan)",
+    "50 ms": "the interval of the verifier's /healthz probe",
+}
+
+
+def quoted(path: str) -> list[tuple[int, str]]:
+    """(line number, figure) for each figure in ``path`` outside its marked tables."""
+    text = (REPO / path).read_text()
+    for kind in KINDS:
+        text = marked(kind).sub(lambda m: "\n" * m.group(0).count("\n"), text)
+    found = []
+    for number, line in enumerate(text.splitlines(), 1):
+        for match in FIGURE.finditer(line):
+            low, value, ratio, share, unit = match.groups()
+            suffix = ratio or share or f" {unit}"
+            found += [(number, v + suffix) for v in (low, value) if v]  # a range: both ends
+    return found
+
+
+def held(figure: str, cells: set[str]) -> bool:
+    number = figure.split()[0].removesuffix("x").replace(",", "")
+    return number in cells or figure in cells or f"{number}x" in cells
+
+
+def test_the_results_file_holds_a_bench_and_the_slow_readers() -> None:
+    assert set(DATA) >= set(KINDS), f"docs/figures.json lacks {set(KINDS) - set(DATA)}"
+    for kind in KINDS:
+        assert DATA[kind]["command"].startswith("python -m scripts.verify "), kind
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_each_kind_has_a_table_and_every_marked_table_is_what_the_file_gives(kind: str) -> None:
+    documents = [path for path in DOCUMENTS if f"<!-- figures:{kind} -->" in path.read_text()]
+    assert documents, f"no document shows the {kind} table"
+    for path in documents:
+        text = path.read_text()
+        assert rewrite(text, kind, DATA[kind]) == text, (
+            f"{path.name}: the {kind} table is not the published one: "
+            "python -m scripts.verify publish writes it"
+        )
+
+
+@pytest.mark.parametrize("path", CHECKED)
+def test_every_figure_quoted_is_one_the_results_file_holds(path: str) -> None:
+    cells = {cell.removesuffix("x") for cell in figures(DATA)} | set(figures(DATA))
+    missing = [
+        f"{path}:{line}: {figure}"
+        for line, figure in quoted(path)
+        if figure not in SETTINGS and not held(figure, cells)
+    ]
+    assert not missing, "figures no published run holds:\n" + "\n".join(missing)
+
+
+def test_the_idle_target_listed_is_the_verdicts() -> None:
+    assert f"{IDLE_TARGET_RATIO:g}x" in SETTINGS
+
+
+def test_every_setting_listed_is_still_quoted() -> None:
+    everywhere = {figure for path in CHECKED for _, figure in quoted(path)}
+    assert not set(SETTINGS) - everywhere, "SETTINGS lists what no checked file quotes"
