@@ -39,7 +39,8 @@ load: $(VENV)/.dev
 verify: $(VENV)/.dev
 	$(BIN)/python -m scripts.verify run --preset short $(VERIFY_ARGS)
 
-## bench: every allocator profile under the standard spike, one table (~25 min)
+## bench: every allocator profile and the peers under the standard spike, one table (~40 min);
+##   publish it: .venv/bin/python -m scripts.verify publish results/<timestamp> --as bench
 bench: $(VENV)/.dev
 	$(BIN)/python -m scripts.verify compare --preset standard $(VERIFY_ARGS)
 
