@@ -19,9 +19,20 @@ from scripts.verify.publish import DOCUMENTS, KINDS, figures, load, marked, rewr
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = load()
-# The files whose every figure is checked: the README, the bench's report, the results' page,
-# the profiles' comments.
-CHECKED = ("README.md", "docs/measured.md", "docs/results.md", "profiles/profiles.toml")
+# Pages that still quote figures from runs no publishable tool wrote (test runs, soaks, runs by
+# hand), with where those figures come from. Every other page under docs/ is checked, as are the
+# README and the profiles' comments; a page leaves this list once its figures are published.
+NOT_YET: dict[str, str] = {
+    "docs/container.md": "the container tests' runs and a standard run in the image",
+    "docs/lift-out.md": "tests/memory/test_outbound_servers.py, per server",
+    "docs/memory-manager.md": "a log excerpt of an earlier bench",
+    "docs/overload.md": "the body-cost instrument and the tests' records (its tables are checked)",
+    "docs/reliability.md": "each test's last run",
+    "docs/soak.md": "the soaks (`python -m scripts.verify soak`), which publish nothing yet",
+    "docs/verify.md": "the verdict's thresholds explained with short runs",
+}
+PAGES = sorted(str(path.relative_to(REPO)) for path in (REPO / "docs").glob("*.md"))
+CHECKED = ("README.md", "profiles/profiles.toml", *(p for p in PAGES if p not in NOT_YET))
 FIGURE = re.compile(
     r"(?<![\w.])(?:(\d[\d,]*(?:\.\d+)?)[-–])?(\d[\d,]*(?:\.\d+)?)"
     r"(?:(x)\b|(%)|\s?(MB|KB|ms|req/s|/s)\b)"
@@ -85,6 +96,16 @@ def test_every_figure_quoted_is_one_the_results_file_holds(path: str) -> None:
         if figure not in SETTINGS and not held(figure, cells)
     ]
     assert not missing, "figures no published run holds:\n" + "\n".join(missing)
+
+
+@pytest.mark.parametrize("path", sorted(NOT_YET))
+def test_a_page_not_yet_checked_still_needs_to_be(path: str) -> None:
+    """A page whose figures have all been published leaves NOT_YET, so it stays checked."""
+    assert path in PAGES, f"{path} is gone: take it off NOT_YET"
+    cells = {cell.removesuffix("x") for cell in figures(DATA)} | set(figures(DATA))
+    assert any(
+        figure not in SETTINGS and not held(figure, cells) for _, figure in quoted(path)
+    ), f"every figure in {path} is published: take it off NOT_YET"
 
 
 def test_the_idle_target_listed_is_the_verdicts() -> None:
