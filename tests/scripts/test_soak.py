@@ -254,19 +254,35 @@ def test_recorded_soak_of_the_image_passes_with_its_workers_summed() -> None:
     assert outcome.end.running is True and outcome.end.oom_killed is False
 
 
-def test_recorded_soak_with_memory_added_to_its_last_cycle_fails_on_drift() -> None:
-    timeline = read_json(RECORDED)
+def with_last_cycle_grown(timeline: Timeline, working_set: int, pss: int) -> Timeline:
     last = cy.split(timeline.phases)[-1]
-    extra = 60 * MB
     timeline.samples = [
-        replace(s, cgroup_working_set_bytes=(s.cgroup_working_set_bytes or 0) + extra)
+        replace(
+            s,
+            cgroup_working_set_bytes=(s.cgroup_working_set_bytes or 0) + working_set,
+            pss_bytes=(s.pss_bytes or 0) + pss,
+        )
         if s.t >= last[0].start
         else s
         for s in timeline.samples
     ]
-    outcome = outcome_of(timeline)
+    return timeline
+
+
+def test_recorded_soak_with_memory_added_to_its_processes_last_cycle_fails_on_drift() -> None:
+    outcome = outcome_of(with_last_cycle_grown(read_json(RECORDED), 60 * MB, 60 * MB))
     assert not outcome.passed
-    assert any("crept" in r for r in outcome.verdict.reasons)
+    assert any("crept: idle pss" in r for r in outcome.verdict.reasons)
+
+
+def test_page_cache_alone_is_no_creep_but_still_counts_against_the_limit() -> None:
+    """The working set grows by the page cache of the files the service writes; the processes'
+    memory does not. No creep; the same growth past the limit still fails."""
+    assert outcome_of(with_last_cycle_grown(read_json(RECORDED), 60 * MB, 0)).passed
+    outcome = outcome_of(with_last_cycle_grown(read_json(RECORDED), 480 * MB, 0))
+    assert not outcome.passed
+    assert any("is not under the 500 MB limit" in r for r in outcome.verdict.reasons)
+    assert not any("crept" in r for r in outcome.verdict.reasons)
 
 
 def test_recorded_soak_whose_workers_were_oom_killed_fails_though_docker_saw_nothing() -> None:

@@ -9,13 +9,14 @@ followed by an idle window, samples memory every second, and judges:
   exit 1  one of those failed; the numbers say which
   exit 2  the soak could not be made (no Docker engine, server never healthy, ...); the reason
 
-Writes <out>/timeline.{json,csv}, cycles.csv, memory.png (cycles shaded), summary.md, the
-server log, and each cycle's Locust CSV in <out>/cycle-<n>/.
+Writes <out>/timeline.{json,csv}, cycles.csv, memory.png (cycles shaded), summary.md (and the
+same as data in soak.json), the server log, and each cycle's Locust CSV in <out>/cycle-<n>/.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -99,7 +100,10 @@ def context_lines(
     args: argparse.Namespace, soak: SoakPreset, profile: str, started: datetime
 ) -> list[str]:
     preset, plan = soak.cycle, soak.cycle.plan
+    argv = getattr(args, "argv", None)  # set by the command line, not by a test's Namespace
+    command = ["command: `" + " ".join(["python -m scripts.verify", *argv]) + "`"] if argv else []
     return [
+        *command,
         f"profile {profile}, {args.web_concurrency} worker(s), limit mode {args.limit_mode}, "
         f"limit {args.limit_mb:g} MB",
         f"preset {soak.name}: {soak.cycles} cycles of {preset.baseline_seconds:g} s at rest, "
@@ -122,6 +126,8 @@ def write_outputs(
     write_csv(out / "timeline.csv", timeline)
     soak_report.write_csv(out / "cycles.csv", outcome.cycles)
     (out / "summary.md").write_text(soak_report.render_markdown(outcome, context))
+    summary = soak_report.as_json(outcome, context)
+    (out / "soak.json").write_text(json.dumps(summary, indent=1) + "\n")
     if want_plot and plot.plotting_available():
         soak_report.write_plot(outcome, timeline, out / "memory.png")
     elif want_plot:

@@ -66,7 +66,7 @@ def cells(cycles: Sequence[Cycle]) -> tuple[list[str], list[list[str]]]:
 def _lines(outcome: SoakOutcome) -> list[str]:
     lines = []
     if outcome.drift is not None:
-        lines.append(f"drift ({outcome.metric}): {outcome.drift.describe()}")
+        lines.append(f"drift: {outcome.drift.describe()}")
     lines.append(f"end: {outcome.end.describe()}")
     status = "PASS" if outcome.verdict.passed else "FAIL"
     lines.append(f"verdict: {status}")
@@ -85,6 +85,28 @@ def render_text(outcome: SoakOutcome) -> str:
     return "\n".join([f"{outcome.label} ({outcome.metric})", *table, *_lines(outcome)])
 
 
+def as_json(outcome: SoakOutcome, context: Sequence[str]) -> dict[str, Any]:
+    """soak.json: the table as printed, with its context and verdict: what `publish --as soak`
+    keeps."""
+    header, rows = cells(outcome.cycles)
+    return {
+        "label": outcome.label,
+        "context": list(context),
+        "header": header,
+        "rows": rows,
+        "lines": [line.strip() for line in _lines(outcome)],
+    }
+
+
+def render_cells(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---:" for _ in header) + "|",
+        *("| " + " | ".join(row) + " |" for row in rows),
+    ]
+    return "\n".join(lines)
+
+
 def render_markdown(outcome: SoakOutcome, context: Sequence[str]) -> str:
     header, rows = cells(outcome.cycles)
     lines = [
@@ -92,9 +114,7 @@ def render_markdown(outcome: SoakOutcome, context: Sequence[str]) -> str:
         "",
         *(f"- {item}" for item in context),
         "",
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join("---:" for _ in header) + "|",
-        *("| " + " | ".join(row) + " |" for row in rows),
+        render_cells(header, rows),
         "",
         *(f"- {line.strip()}" for line in _lines(outcome)),
     ]

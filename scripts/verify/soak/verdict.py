@@ -55,6 +55,7 @@ class Drift:
     allowed_bytes: float
     first_cycle: int = 1
     last_cycle: int = 1
+    metric: str = ""  # what the idle figures are: "pss", or the judged metric
 
     @property
     def drift_bytes(self) -> int:
@@ -70,7 +71,8 @@ class Drift:
 
     def describe(self) -> str:
         return (
-            f"idle {self.first_idle_bytes / MB:.1f} MB (cycle {self.first_cycle}) -> "
+            f"idle {self.metric + ' ' if self.metric else ''}"
+            f"{self.first_idle_bytes / MB:.1f} MB (cycle {self.first_cycle}) -> "
             f"{self.last_idle_bytes / MB:.1f} MB (cycle {self.last_cycle}): "
             f"{self.drift_bytes / MB:+.1f} MB ({self.share:+.1%}), "
             f"allowed +{self.allowed_bytes / MB:.1f} MB"
@@ -86,18 +88,29 @@ class Drift:
 
 
 def drift_of(cycles: Sequence[Cycle], rule: DriftRule) -> Drift | None:
-    """First to last cycle with an idle figure; None with fewer than two such cycles."""
+    """First to last cycle with an idle figure; None with fewer than two such cycles.
+
+    Judged on the processes' memory (summed PSS) where it was sampled, not on the container's
+    working set: the working set also holds the page cache of the files the service writes (its
+    SQLite database, a result of up to 10 MB each), which grows with the live rows over the first
+    cycles, is reclaimed before an OOM kill, and is not something a release can give back. The
+    limit is still judged on the working set, each cycle. Without per-process figures (an engine
+    in a VM) the judged metric is used."""
     judged = [c for c in cycles if c.figures is not None]
     if len(judged) < 2:
         return None
     first, last = judged[0], judged[-1]
-    assert first.figures is not None and last.figures is not None
+    first_f, last_f = (
+        (first.pss, last.pss) if first.pss and last.pss else (first.figures, last.figures)
+    )
+    assert first_f is not None and last_f is not None
     return Drift(
-        first_idle_bytes=first.figures.idle_bytes,
-        last_idle_bytes=last.figures.idle_bytes,
-        allowed_bytes=rule.allowed_bytes(first.figures.idle_bytes),
+        first_idle_bytes=first_f.idle_bytes,
+        last_idle_bytes=last_f.idle_bytes,
+        allowed_bytes=rule.allowed_bytes(first_f.idle_bytes),
         first_cycle=first.index,
         last_cycle=last.index,
+        metric=first_f.metric,
     )
 
 
