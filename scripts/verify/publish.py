@@ -1,9 +1,9 @@
 """Publish a run into docs/figures.json, the one source of every figure the project quotes.
 
 `python -m scripts.verify publish results/<run> --as bench` copies what a run wrote (compare's
-summary.json, the overload mode's overload.json) into docs/figures.json under that name, with
-the command that made it, and rewrites every table marked for that name in the README and
-docs/ from it:
+summary.json, the overload mode's overload.json, the soak's soak.json) into docs/figures.json
+under that name, with the command that made it, and rewrites every table marked for that name
+in the README and docs/ from it:
 
     <!-- figures:bench -->
     ...written here, never by hand...
@@ -31,6 +31,7 @@ from scripts.verify import flags
 from scripts.verify.core import report
 from scripts.verify.core.errors import EXIT_NOT_MADE
 from scripts.verify.overload.command import COLUMNS, SLOW_COLUMNS, flood_cells, render, slow_cells
+from scripts.verify.soak import report as soak_report
 
 ROOT = Path(__file__).resolve().parents[2]
 FIGURES = ROOT / "docs" / "figures.json"
@@ -42,6 +43,7 @@ KINDS: Mapping[str, str] = {
     "bench": "summary.json",
     "flood": "overload.json",
     "slow-readers": "overload.json",
+    "soak": "soak.json",
 }
 # The overload mode's runs each kind keeps, by their "kind" in overload.json.
 OVERLOAD_RUNS: Mapping[str, str] = {"flood": "flood", "slow-readers": "slow_readers"}
@@ -72,6 +74,8 @@ def entry_of(run_dir: Path, kind: str, command: str | None = None) -> dict[str, 
     if kind == "bench":
         entry |= {"title": data["title"], "baseline": data["baseline"], "rows": data["rows"]}
         report.rows_of(entry)  # an unreadable row is refused here, not when a test renders it
+    elif kind == "soak":
+        entry |= {k: data[k] for k in ("label", "header", "rows", "lines")}
     else:
         entry["runs"] = [run for run in data["runs"] if run.get("kind") == OVERLOAD_RUNS[kind]]
         if not entry["runs"]:
@@ -84,6 +88,8 @@ def table(kind: str, entry: Mapping[str, Any]) -> str:
     """The Markdown table of a published entry, exactly as the run printed it."""
     if kind == "bench":
         return report.render_markdown(report.rows_of(entry), entry.get("baseline"))
+    if kind == "soak":
+        return soak_report.render_cells(entry["header"], entry["rows"])
     if kind == "flood":
         return render([flood_cells(run) for run in entry["runs"]], COLUMNS)
     return render([slow_cells(run) for run in entry["runs"]], SLOW_COLUMNS)
@@ -101,12 +107,13 @@ def cells(kind: str, entry: Mapping[str, Any]) -> list[str]:
 
 def figures(data: Mapping[str, Any]) -> set[str]:
     """Every figure the results file holds: as its tables print it, and the numbers its runs'
-    settings name (a body's size, a run's length)."""
+    settings and verdicts name (a body's size, a run's length, a soak's drift)."""
     found = set()
     for kind, entry in data.items():
         if kind in KINDS:
             found |= set(cells(kind, entry))
-            found |= {n for line in entry["context"] for n in re.findall(r"\d+(?:\.\d+)?", line)}
+            said = [*entry["context"], *entry.get("lines", [])]  # a soak's drift and verdict
+            found |= {n for line in said for n in re.findall(r"\d+(?:\.\d+)?", line)}
     return found
 
 
@@ -158,7 +165,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--as", dest="kind", choices=sorted(KINDS), required=True,
         help="bench: a `compare` run; flood, slow-readers: an `overload` run's floods or slow "
-        "readers",
+        "readers; soak: a `soak` run",
     )  # fmt: skip
     parser.add_argument(
         "--command", dest="made_by",

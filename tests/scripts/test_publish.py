@@ -74,3 +74,21 @@ def test_publishing_writes_the_results_file_and_leaves_other_entries(tmp_path: P
     assert data["slow-readers"] == {"kept": True}
     assert data["bench"]["source"] == "20261202-130000"
     assert len(data["bench"]["rows"]) == 2
+
+
+def test_a_soak_is_kept_as_its_table_printed(tmp_path: Path) -> None:
+    run_dir = tmp_path / "soak-20261202-140000"
+    run_dir.mkdir()
+    soak = {
+        "label": "jemalloc-nopymalloc w1",
+        "context": ["command: `python -m scripts.verify soak`", "profile jemalloc-nopymalloc"],
+        "header": ["cycle", "start MB", "idle MB"],
+        "rows": [["1", "41.0", "120.7"], ["2", "120.6", "123.8"]],
+        "lines": ["verdict: PASS"],
+    }
+    (run_dir / "soak.json").write_text(json.dumps(soak))
+    entry = entry_of(run_dir, "soak")
+    assert entry["command"] == "python -m scripts.verify soak"
+    rows = table("soak", entry).splitlines()[2:]
+    assert rows == ["| 1 | 41.0 | 120.7 |", "| 2 | 120.6 | 123.8 |"]
+    assert {"41.0", "123.8"} <= set(cells("soak", entry))
