@@ -131,9 +131,10 @@ def rewrite(text: str, kind: str, entry: Mapping[str, Any]) -> str:
     return marked(kind).sub(lambda m: m.group(1) + table(kind, entry) + "\n" + m.group(2), text)
 
 
-def write_tables(data: Mapping[str, Any], documents: Iterable[Path] = DOCUMENTS) -> list[Path]:
-    """Rewrite each document's marked tables; returns the documents that changed."""
-    changed = []
+def rewritten(data: Mapping[str, Any], documents: Iterable[Path]) -> dict[Path, str]:
+    """Each document whose marked tables change, with its new text; nothing is written, so a
+    marker left open refuses the whole publication before any file changes."""
+    changed = {}
     for path in documents:
         before = path.read_text()
         after = before
@@ -141,9 +142,16 @@ def write_tables(data: Mapping[str, Any], documents: Iterable[Path] = DOCUMENTS)
             if kind in KINDS:
                 after = rewrite(after, kind, entry)
         if after != before:
-            path.write_text(after)
-            changed.append(path)
+            changed[path] = after
     return changed
+
+
+def write_tables(data: Mapping[str, Any], documents: Iterable[Path] = DOCUMENTS) -> list[Path]:
+    """Rewrite each document's marked tables; returns the documents that changed."""
+    changed = rewritten(data, documents)
+    for path, text in changed.items():
+        path.write_text(text)
+    return list(changed)
 
 
 def publish(
@@ -153,11 +161,15 @@ def publish(
     path: Path = FIGURES,
     documents: Iterable[Path] = DOCUMENTS,
 ) -> list[Path]:
-    """Keep the run in the results file under ``kind``; rewrite the tables marked for it."""
+    """Keep the run in the results file under ``kind``; rewrite the tables marked for it. The
+    pages are checked first: a run or a page that cannot be published changes no file."""
     data = load(path)
     data[kind] = entry_of(run_dir, kind, command)
+    pages = rewritten(data, documents)
     path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-    return [path, *write_tables(data, documents)]
+    for page, text in pages.items():
+        page.write_text(text)
+    return [path, *pages]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

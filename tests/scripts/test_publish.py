@@ -92,3 +92,17 @@ def test_a_soak_is_kept_as_its_table_printed(tmp_path: Path) -> None:
     rows = table("soak", entry).splitlines()[2:]
     assert rows == ["| 1 | 41.0 | 120.7 |", "| 2 | 120.6 | 123.8 |"]
     assert {"41.0", "123.8"} <= set(cells("soak", entry))
+
+
+def test_a_page_with_an_open_marker_stops_the_publication_before_any_file_changes(
+    tmp_path: Path,
+) -> None:
+    figures = tmp_path / "figures.json"
+    figures.write_text("{}")
+    page = tmp_path / "page.md"
+    page.write_text("<!-- figures:bench -->\n| old |\n")
+    run_dir = a_bench(tmp_path, ["command: `python -m scripts.verify compare`"])
+    with pytest.raises(NotPublished, match="not closed"):
+        publish(run_dir, "bench", path=figures, documents=[page])
+    assert figures.read_text() == "{}"
+    assert page.read_text() == "<!-- figures:bench -->\n| old |\n"
