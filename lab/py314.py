@@ -78,7 +78,7 @@ def say(line: str) -> None:
     sys.stdout.flush()
 
 
-def _lock_digest(lock: Path) -> str:
+def lock_digest(lock: Path) -> str:
     return hashlib.sha256(lock.read_bytes()).hexdigest()
 
 
@@ -242,7 +242,7 @@ def copy_in(source: Path, target: Path) -> None:
 def prepare_venv(root: Path, repo: Path, env: Mapping[str, str], log: Path) -> None:
     """The venv from requirements-dev.lock, with hashes, remade only when the lock changes."""
     stamp = root / VENV.lstrip("/") / ".lock-sha256"
-    digest = _lock_digest(repo / "requirements-dev.lock")
+    digest = lock_digest(repo / "requirements-dev.lock")
     if stamp.exists() and stamp.read_text().strip() == digest:
         return
     started = time.monotonic()
