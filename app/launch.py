@@ -114,7 +114,7 @@ def uvicorn_argv(settings: Settings) -> list[str]:
     argv = [
         sys.executable,
         "-m",
-        "uvicorn",
+        "app.serve",  # uvicorn's command line; a worker that cannot start exits 3 (app/serve.py)
         "app.main:create_app",
         "--factory",
         "--host",

@@ -21,8 +21,9 @@ from tests.app.conftest import REPO, linker_cache, service_free_environ
 
 
 def parse_uvicorn(argv: list[str]) -> dict[str, object]:
-    """uvicorn's own command line parser over the arguments after `python -m uvicorn`."""
-    assert argv[:3] == [sys.executable, "-m", "uvicorn"]
+    """uvicorn's own command line parser over the arguments after `python -m app.serve` (uvicorn's
+    command line, app/serve.py)."""
+    assert argv[:3] == [sys.executable, "-m", "app.serve"]
     with uvicorn_cli.make_context("uvicorn", argv[3:]) as ctx:
         return dict(ctx.params)
 

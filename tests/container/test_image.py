@@ -253,15 +253,16 @@ def test_healthcheck_command_passes(service: Service) -> None:
 
 
 def test_server_is_pid1_and_not_root(service: Service) -> None:
-    """uvicorn itself is PID 1 (the launcher exec'd it, so SIGTERM reaches it) and runs with no
-    root ids; the SQLite database was created in the writable /data."""
+    """uvicorn itself is PID 1 (the launcher exec'd it through app.serve, its command line, so
+    SIGTERM reaches it) and runs with no root ids; the SQLite database was created in the
+    writable /data."""
     status = service.exec("cat", "/proc/1/status")
     ids = {line.split(":")[0]: line.split()[1:] for line in status.splitlines()
            if line.startswith(("Uid:", "Gid:"))}
     assert ids["Uid"] and all(int(i) != 0 for i in ids["Uid"]), ids
     assert all(int(i) != 0 for i in ids["Gid"]), ids
     cmdline = service.exec("cat", "/proc/1/cmdline").split("\0")
-    assert "uvicorn" in cmdline, cmdline
+    assert "app.serve" in cmdline, cmdline
     assert "service.db" in service.exec("ls", "/data").split()
 
 
