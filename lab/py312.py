@@ -23,13 +23,12 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from lab.py314 import SETUP_FAILED, TESTS, lock_digest, run_tests
+from lab.py314 import SETUP_FAILED, TESTS, lock_digest, run_and_report
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CACHE = REPO_ROOT / ".cache" / "py312"
 MINOR = "3.12"
 PIP_SECONDS = 900
-TESTS_SECONDS = 900
 
 
 def say(line: str) -> None:
@@ -97,17 +96,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     version = subprocess.run([str(interpreter), "-V"], capture_output=True, text=True,
                              check=False).stdout.strip()
     say(f"{version} ({interpreter}); pytest on {' '.join(TESTS)}")
-    started = time.monotonic()
     os.chdir(REPO_ROOT)  # the selection's paths are the checkout's
     command = [str(venv / "bin" / "python"), "-m", "pytest", "-p", "no:cacheprovider",
                *pytest_args, *TESTS]
-    try:
-        status = run_tests(command, timeout=TESTS_SECONDS)
-    except subprocess.TimeoutExpired:
-        say(f"tests did not finish within {TESTS_SECONDS} s; stopped")
-        return 1
-    say(f"pytest exited {status} after {time.monotonic() - started:.0f} s")
-    return status
+    return run_and_report(command, say)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from lab.docker_engine import apt_mirrors, ca_bundle
@@ -283,6 +283,20 @@ def run_tests(argv: Sequence[str], timeout: float = TESTS_SECONDS) -> int:
             proc.wait()
 
 
+def run_and_report(
+    argv: Sequence[str], report: Callable[[str], None], timeout: float = TESTS_SECONDS
+) -> int:
+    """pytest's exit status, with one line for how it ended; 1 when it did not end in time."""
+    started = time.monotonic()
+    try:
+        status = run_tests(argv, timeout)
+    except subprocess.TimeoutExpired:
+        report(f"tests did not finish within {timeout:g} s; stopped")
+        return 1
+    report(f"pytest exited {status} after {time.monotonic() - started:.0f} s")
+    return status
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     summary = (__doc__ or "").split("\n\n", 1)[0].replace("\n", " ")
     parser = argparse.ArgumentParser(prog="python -m lab.py314", description=summary)
@@ -304,14 +318,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         say(f"setup failed: {exc}")
         return SETUP_FAILED
     say(f"{(root / READY).read_text().strip()}; pytest on {' '.join(TESTS)}")
-    started = time.monotonic()
-    try:
-        status = run_tests(in_root(root, REPO_ROOT, pytest_argv(TESTS, pytest_args), env))
-    except subprocess.TimeoutExpired:
-        say(f"tests did not finish within {TESTS_SECONDS} s; stopped")
-        return 1
-    say(f"pytest exited {status} after {time.monotonic() - started:.0f} s")
-    return status
+    return run_and_report(in_root(root, REPO_ROOT, pytest_argv(TESTS, pytest_args), env), say)
 
 
 if __name__ == "__main__":
