@@ -16,6 +16,8 @@ from collections.abc import Callable
 from .measure import fmt_mb
 
 log = logging.getLogger(__name__)
+# Where shedding stops, as a share of the mark where it starts (the hysteresis).
+LOW_WATER_SHARE = 0.95
 
 
 class Pressure:
@@ -30,9 +32,9 @@ class Pressure:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.high_water_bytes = high_water_bytes
-        self.low_water_bytes = (
-            low_water_bytes if low_water_bytes is not None else int(high_water_bytes * 0.95)
-        )
+        if low_water_bytes is None:
+            low_water_bytes = int(high_water_bytes * LOW_WATER_SHARE)
+        self.low_water_bytes = low_water_bytes
         self.source = source  # what usage is: "cgroup working set" or "RSS"
         self._read = read_usage
         self._on_start = on_start
