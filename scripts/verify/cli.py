@@ -49,6 +49,7 @@ def start(args: argparse.Namespace, argv: list[str]) -> int:
     logging.basicConfig(
         level=logging.INFO, format=f"%(levelname)s [{args.command.name}] %(message)s"
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # it logs every request at INFO
     args.argv = argv
     args.command.check(args.parser, args)
     return int(args.command.run(args))

@@ -21,6 +21,7 @@ import pytest
 
 from scripts.verify.core.cgroup_limit import MemoryCgroup
 from scripts.verify.core.errors import RunNotMade
+from scripts.verify.overload.cost import BodyShape, body_of, run_cost
 from scripts.verify.overload.flood import post, probe_health
 from scripts.verify.overload.run import OverloadSettings, run_overload
 from tests.integration.conftest import Server
@@ -171,3 +172,16 @@ def test_clients_gone_mid_body_leave_nothing_reserved_and_no_traceback(
     assert log.count(gone) == 20
     assert reserved(server) == 0
     assert "Traceback" not in log and "Exception in ASGI application" not in log
+
+
+def test_one_submission_s_cost_is_measured_on_the_server_that_took_it() -> None:
+    """The body-cost run on a real server: the peak it reads is the worker's, reset just before
+    the request, so it holds at least the body once; a refusal is no measurement."""
+    cgroup_or_skip().remove()  # skip, or fail in CI, where no memory controller can be had
+    shape = BodyShape(5_000, 300)
+    run = run_cost("jemalloc-nopymalloc", shape, 500, {}, None)
+    assert run.status == 201
+    assert run.growth_bytes >= len(body_of(shape)), run.as_dict()
+    assert run.growth_bytes < 500 * MB
+    with pytest.raises(RunNotMade, match="413"):
+        run_cost("jemalloc-nopymalloc", shape, 500, {"MAX_BODY_MB": "1"}, None)

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from scripts.verify import cli
-from scripts.verify.overload.command import flood_cells, judge, judge_slow, render, slow_cells
+from scripts.verify.overload.command import (
+    COST_COLUMNS,
+    cost_cells,
+    flood_cells,
+    judge,
+    judge_slow,
+    render,
+    slow_cells,
+)
+from scripts.verify.overload.cost import BodyShape, CostRun, body_of
 from scripts.verify.overload.flood import FloodResult, HealthResult
 from scripts.verify.overload.run import OverloadRun, OverloadSettings
 from scripts.verify.overload.slowread import ReaderCounts, SlowReadRun, SlowReadSettings
@@ -86,6 +96,9 @@ def test_slow_readers_are_judged_on_what_a_user_sees() -> None:
         ["overload", "--min-goodput-share", "2"],
         ["overload", "--limit-mode", "none"],
         ["overload", "--set", "lower=1"],
+        ["overload", "--body-cost", "many"],
+        ["overload", "--body-cost", "0"],
+        ["overload", "--body-cost", "20000:-1"],
     ],
 )
 def test_bad_flags_are_refused_by_the_parser(
@@ -101,3 +114,23 @@ def test_listed_among_the_subcommands(capsys: pytest.CaptureFixture[str]) -> Non
     with pytest.raises(SystemExit):
         cli.main(["--help"])
     assert "overload" in capsys.readouterr().out
+
+
+def test_a_body_shape_is_records_and_an_optional_note() -> None:
+    assert BodyShape.parse("20000") == BodyShape(20_000, 0)
+    assert BodyShape.parse(" 3000:300 ") == BodyShape(3_000, 300)
+    long, short = body_of(BodyShape(50, 300)), body_of(BodyShape(50))
+    records = json.loads(long)["records"]
+    assert len(records) == 50 and {r["note"] for r in records} == {"x" * 300}
+    assert len(json.loads(short)["records"]) == 50 and len(short) < len(long) / 2
+    assert body_of(BodyShape(50)) == short  # deterministic: the same body on every run
+
+
+def test_a_submission_s_cost_is_its_peak_growth_per_body_byte() -> None:
+    run = CostRun("p", BodyShape(20_000), 2 * 2**20, 201, 60 * 2**20, 88 * 2**20)
+    figures = run.as_dict()
+    assert figures["growth_mb"] == 28.0
+    assert figures["per_body_byte"] == 14.0
+    assert cost_cells(figures) == ["p", "20,000", "105", "2.00", "28.0", "14.0x"]
+    assert len(cost_cells(figures)) == len(COST_COLUMNS)
+    assert CostRun("p", BodyShape(1), 10, 201, 50, 40).growth_bytes == 0  # never negative

@@ -24,6 +24,9 @@ own: memory per slow reader (the cgroup's growth over the readers) and the peak.
 profile but `baseline`: no OOM kill, alive, /healthz answering 99% of probes, and a normal
 client reading a result whole afterwards.
 
+Then, for each body of --body-cost, one submission to a fresh server: the peak RSS growth over
+it per body byte, the figure a guarded route's cost factor must cover (reported, not judged).
+
 Writes <out>/overload.md (the tables) and <out>/overload.json, and each server's log.
 """
 
@@ -42,6 +45,8 @@ from app.memory.budget import DEFAULT_HEADROOM_SHARE
 from app.profiles import ProfileError, load_profiles
 from scripts.verify import flags
 from scripts.verify.core.errors import EXIT_NOT_MADE, RunNotMade, exit_for
+from scripts.verify.overload.cost import PATH as PATH_COST
+from scripts.verify.overload.cost import BodyShape, run_cost
 from scripts.verify.overload.run import OverloadRun, OverloadSettings, large_body, run_overload
 from scripts.verify.overload.slowread import SlowReadRun, SlowReadSettings, run_slow_readers
 
@@ -50,6 +55,9 @@ SERVES_AT_ONCE = 2  # BULK_CONCURRENCY's default: submissions the service proces
 COLUMNS = (
     "profile", "offered", "clients", "201", "503", "other", "conn. errors", "goodput /s",
     "p50 s", "p99 s", "peak MB", "OOM kills", "alive", "/healthz worst s",
+)
+COST_COLUMNS = (
+    "profile", "records", "bytes per record", "body MB", "peak RSS growth MB", "per body byte",
 )
 SLOW_COLUMNS = (
     "profile", "slow readers", "reply MB", "cut by the floor", "growth MB", "per reader KB",
@@ -69,6 +77,12 @@ def add_arguments(parser: flags.Parser) -> None:
         "--slow-readers",
         default="40,300",
         help="slow readers of stored results, one run per count (default 40,300; none: no run)",
+    )
+    parser.add_argument(
+        "--body-cost",
+        default="none",
+        help="what one submission holds per body byte, on a fresh server per body: bodies as "
+        "RECORDS or RECORDS:NOTE_CHARS, comma-separated (e.g. 20000,20000:300,3000; default none)",
     )
     flags.add_number(parser, "--seconds", float, 30.0, "seconds of load per level")
     flags.add_number(parser, "--limit-mb", float, 500.0, "the memory cgroup's limit, MB")
@@ -95,14 +109,24 @@ def levels_of(text: str) -> list[int]:
     return [int(part) for part in text.split(",") if part.strip()]
 
 
+def shapes_of(text: str) -> list[BodyShape]:
+    if text.strip() == "none":
+        return []
+    return [BodyShape.parse(part) for part in text.split(",") if part.strip()]
+
+
 def check_arguments(parser: flags.Parser, args: argparse.Namespace) -> None:
     try:
         levels = levels_of(args.levels)
         readers = levels_of(args.slow_readers)
     except ValueError:
         parser.error("--levels and --slow-readers are comma-separated whole numbers, or none")
-    if not levels and not readers:
-        parser.error("--levels and --slow-readers are both none: nothing to run")
+    try:
+        shapes = shapes_of(args.body_cost)
+    except ValueError:
+        parser.error("--body-cost is RECORDS or RECORDS:NOTE_CHARS, comma-separated, or none")
+    if not levels and not readers and not shapes:
+        parser.error("--levels, --slow-readers and --body-cost are all none: nothing to run")
     if min(levels, default=1) < 1 or min(readers, default=1) < 1:
         parser.error("each of --levels and --slow-readers must be at least 1")
     if args.seconds <= 0 or args.limit_mb <= 0:
@@ -166,6 +190,18 @@ def slow_cells(figures: Mapping[str, Any]) -> list[str]:
         "yes" if figures["alive"] else "no",
         f"{figures['health_share']:.0%}",
         "yes" if figures["whole_read_after"] else "no",
+    ]
+
+
+def cost_cells(figures: Mapping[str, Any]) -> list[str]:
+    """One submission's row, from its figures as overload.json holds them."""
+    return [
+        str(figures["profile"]),
+        f"{figures['records']:,}",
+        str(figures["record_bytes"]),
+        f"{figures['body_mb']:.2f}",
+        f"{figures['growth_mb']:.1f}",
+        f"{figures['per_body_byte']:.1f}x",
     ]
 
 
@@ -253,6 +289,17 @@ def run(args: argparse.Namespace) -> int:
             slow_rows.append(slow_cells(figures[-1]))
             if name != BASELINE:
                 reasons += judge_slow(slow)
+    cost_rows: list[list[str]] = []
+    for name in names:
+        for shape in shapes_of(args.body_cost):
+            sys.stderr.write(f"overload: {name}, one submission of {shape.records} records\n")
+            try:
+                cost = run_cost(name, shape, args.limit_mb, overrides, out / name)
+            except RunNotMade as exc:
+                sys.stderr.write(f"overload: run not made: {exc}\n")
+                return EXIT_NOT_MADE
+            figures.append({**cost.as_dict(), "kind": "cost"})
+            cost_rows.append(cost_cells(figures[-1]))
     context = [
         "command: `" + " ".join(["python -m scripts.verify", *args.argv]) + "`",
         f"bodies of {len(large_body()) / 2**20:.1f} MB (20,000 records), "
@@ -260,12 +307,15 @@ def run(args: argparse.Namespace) -> int:
         f"{'after 50 ms' if args.ignore_retry_after else 'after Retry-After'}; "
         f"{args.seconds:g} s per level; "
         f"a {args.limit_mb:g} MB memory cgroup; {at_once} served at once; slow readers: "
-        f"{args.slow_readers}, 5 bytes a second on a 4 KB receive buffer",
+        f"{args.slow_readers}, 5 bytes a second on a 4 KB receive buffer; body cost: "
+        f"{args.body_cost}, one submission to {PATH_COST} of a fresh server each",
         f"started {started.isoformat(timespec='seconds')} on {os.cpu_count()} CPUs",
     ]
     table = render(rows) if rows else ""
     if slow_rows:
         table = "\n\n".join(t for t in (table, render(slow_rows, SLOW_COLUMNS)) if t)
+    if cost_rows:
+        table = "\n\n".join(t for t in (table, render(cost_rows, COST_COLUMNS)) if t)
     out.mkdir(parents=True, exist_ok=True)
     document = ["# Overload", "", *(f"- {c}" for c in context), "", table]
     document += ["", *(f"- {r}" for r in reasons)] if reasons else ["", "- targets met"]

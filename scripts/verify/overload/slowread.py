@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import multiprocessing
 import queue
 import re
@@ -281,7 +280,6 @@ def run_slow_readers(
     profile: str, settings: SlowReadSettings, body: bytes, out: Path | None = None
 ) -> SlowReadRun:
     """One run; RunNotMade when the service cannot be started or no cgroup can be made."""
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # it logs every request at INFO
     server, cgroup = limited_server(
         profile, f"slowread-{settings.readers}", settings.limit_mb, settings.web_concurrency,
         settings.overrides, out, cache_ttl_seconds=600,
