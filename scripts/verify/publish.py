@@ -9,6 +9,11 @@ in the README and docs/ from it:
     ...written here, never by hand...
     <!-- /figures:bench -->
 
+A name is a kind of run, or a kind and a label for another run of it (`--as flood:hostile`,
+marked `<!-- figures:flood:hostile -->`). Several runs of one command, given together, are one
+entry whose table has each run's rows in the order given: repeats of a run taken in turn with
+another (A B A B), published as A's entry and B's.
+
 tests/test_figures.py checks that each marked table is what the file gives and that each
 figure quoted in the checked prose is one the file holds. A figure measured by hand has no
 place in those files: run the tool, publish, then quote it.
@@ -23,14 +28,22 @@ import argparse
 import json
 import re
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from scripts.verify import flags
 from scripts.verify.core import report
 from scripts.verify.core.errors import EXIT_NOT_MADE
-from scripts.verify.overload.command import COLUMNS, SLOW_COLUMNS, flood_cells, render, slow_cells
+from scripts.verify.overload.command import (
+    COLUMNS,
+    COST_COLUMNS,
+    SLOW_COLUMNS,
+    cost_cells,
+    flood_cells,
+    render,
+    slow_cells,
+)
 from scripts.verify.soak import report as soak_report
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,10 +56,16 @@ KINDS: Mapping[str, str] = {
     "bench": "summary.json",
     "flood": "overload.json",
     "slow-readers": "overload.json",
+    "cost": "overload.json",
     "soak": "soak.json",
 }
 # The overload mode's runs each kind keeps, by their "kind" in overload.json.
-OVERLOAD_RUNS: Mapping[str, str] = {"flood": "flood", "slow-readers": "slow_readers"}
+OVERLOAD_RUNS: Mapping[str, str] = {
+    "flood": "flood", "slow-readers": "slow_readers", "cost": "cost",
+}  # fmt: skip
+
+
+LABEL = re.compile(r"[a-z0-9][a-z0-9-]*")
 
 
 class NotPublished(Exception):
@@ -55,6 +74,22 @@ class NotPublished(Exception):
 
 def load(path: Path = FIGURES) -> dict[str, Any]:
     return dict(json.loads(path.read_text())) if path.exists() else {}
+
+
+def kind_of(name: str) -> str:
+    """The kind of run a published name holds: ``flood:hostile`` is a flood."""
+    kind, _, label = name.partition(":")
+    if kind not in KINDS or (label and not LABEL.fullmatch(label)) or name.endswith(":"):
+        raise NotPublished(
+            f"{name!r} is not a name to publish as: one of {', '.join(sorted(KINDS))}, "
+            "or one of them, a colon and a label of lower-case letters, digits and dashes"
+        )
+    return kind
+
+
+def entries(data: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    """The published runs of the results file, by name (every key of it is one)."""
+    return {name: entry for name, entry in data.items() if name.partition(":")[0] in KINDS}
 
 
 def entry_of(run_dir: Path, kind: str, command: str | None = None) -> dict[str, Any]:
@@ -69,6 +104,7 @@ def entry_of(run_dir: Path, kind: str, command: str | None = None) -> dict[str, 
     if command is None and not said:
         raise NotPublished(f"{source} does not name its command: give it with --command")
     command = command or said[0].removeprefix("command: ").strip("`")
+    command = re.sub(r" --out[= ]\S+", "", command)  # where a run was written is not what it ran
     context = [line for line in context if not line.startswith("command: ")]
     entry: dict[str, Any] = {"source": run_dir.name, "command": command, "context": context}
     if kind == "bench":
@@ -84,14 +120,40 @@ def entry_of(run_dir: Path, kind: str, command: str | None = None) -> dict[str, 
     return entry
 
 
+def entry_of_runs(
+    run_dirs: Sequence[Path], kind: str, command: str | None = None
+) -> dict[str, Any]:
+    """One entry for several runs of one command: the runs' rows in the order given, the context
+    lines of each. Only the overload mode's runs add up; a bench or a soak is one run."""
+    first = entry_of(run_dirs[0], kind, command)
+    if len(run_dirs) == 1:
+        return first
+    if "runs" not in first:
+        raise NotPublished(f"a {kind} entry is one run: give one results directory")
+    for run_dir in run_dirs[1:]:
+        more = entry_of(run_dir, kind, command)
+        if more["command"] != first["command"]:
+            raise NotPublished(
+                f"{run_dir.name} ran `{more['command']}`, not `{first['command']}`: "
+                "one entry holds repeats of one command"
+            )
+        first["runs"] += more["runs"]
+        first["context"] += [line for line in more["context"] if line not in first["context"]]
+    first["source"] = ", ".join(run_dir.name for run_dir in run_dirs)
+    return first
+
+
 def table(kind: str, entry: Mapping[str, Any]) -> str:
     """The Markdown table of a published entry, exactly as the run printed it."""
+    kind = kind_of(kind)
     if kind == "bench":
         return report.render_markdown(report.rows_of(entry), entry.get("baseline"))
     if kind == "soak":
         return soak_report.render_cells(entry["header"], entry["rows"])
     if kind == "flood":
         return render([flood_cells(run) for run in entry["runs"]], COLUMNS)
+    if kind == "cost":
+        return render([cost_cells(run) for run in entry["runs"]], COST_COLUMNS)
     return render([slow_cells(run) for run in entry["runs"]], SLOW_COLUMNS)
 
 
@@ -109,26 +171,30 @@ def figures(data: Mapping[str, Any]) -> set[str]:
     """Every figure the results file holds: as its tables print it, and the numbers its runs'
     settings and verdicts name (a body's size, a run's length, a soak's drift)."""
     found = set()
-    for kind, entry in data.items():
-        if kind in KINDS:
-            found |= set(cells(kind, entry))
-            said = [*entry["context"], *entry.get("lines", [])]  # a soak's drift and verdict
-            found |= {n for line in said for n in re.findall(r"\d+(?:\.\d+)?", line)}
+    for name, entry in entries(data).items():
+        found |= set(cells(name, entry))
+        said = [*entry["context"], *entry.get("lines", [])]  # a soak's drift and verdict
+        numbers = [n for line in said for n in re.findall(r"\d+(?:\.\d+)?%?", line)]
+        found |= {*numbers, *(n.removesuffix("%") for n in numbers)}  # "+3.2%" holds 3.2%
     return found
 
 
-def marked(kind: str) -> re.Pattern[str]:
-    return re.compile(
-        rf"(<!-- figures:{re.escape(kind)} -->\n).*?(<!-- /figures:{re.escape(kind)} -->)", re.S
-    )
+def marker(name: str, closing: bool = False) -> re.Pattern[str]:
+    """A marker on a line of its own: one quoted in prose is not a marker."""
+    slash = "/" if closing else ""
+    return re.compile(rf"^<!-- {slash}figures:{re.escape(name)} -->$", re.M)
 
 
-def rewrite(text: str, kind: str, entry: Mapping[str, Any]) -> str:
-    """``text`` with every table marked for ``kind`` written from ``entry``."""
-    opened = text.count(f"<!-- figures:{kind} -->")
-    if opened != text.count(f"<!-- /figures:{kind} -->"):
-        raise NotPublished(f"a <!-- figures:{kind} --> marker is not closed")
-    return marked(kind).sub(lambda m: m.group(1) + table(kind, entry) + "\n" + m.group(2), text)
+def marked(name: str) -> re.Pattern[str]:
+    opening, closing = marker(name).pattern, marker(name, closing=True).pattern
+    return re.compile(rf"({opening}\n).*?({closing})", re.S | re.M)
+
+
+def rewrite(text: str, name: str, entry: Mapping[str, Any]) -> str:
+    """``text`` with every table marked for ``name`` written from ``entry``."""
+    if len(marker(name).findall(text)) != len(marker(name, closing=True).findall(text)):
+        raise NotPublished(f"a <!-- figures:{name} --> marker is not closed")
+    return marked(name).sub(lambda m: m.group(1) + table(name, entry) + "\n" + m.group(2), text)
 
 
 def rewritten(data: Mapping[str, Any], documents: Iterable[Path]) -> dict[Path, str]:
@@ -138,9 +204,8 @@ def rewritten(data: Mapping[str, Any], documents: Iterable[Path]) -> dict[Path, 
     for path in documents:
         before = path.read_text()
         after = before
-        for kind, entry in data.items():
-            if kind in KINDS:
-                after = rewrite(after, kind, entry)
+        for name, entry in entries(data).items():
+            after = rewrite(after, name, entry)
         if after != before:
             changed[path] = after
     return changed
@@ -155,16 +220,16 @@ def write_tables(data: Mapping[str, Any], documents: Iterable[Path] = DOCUMENTS)
 
 
 def publish(
-    run_dir: Path,
-    kind: str,
+    run_dirs: Sequence[Path],
+    name: str,
     command: str | None = None,
     path: Path = FIGURES,
     documents: Iterable[Path] = DOCUMENTS,
 ) -> list[Path]:
-    """Keep the run in the results file under ``kind``; rewrite the tables marked for it. The
+    """Keep the runs in the results file under ``name``; rewrite the tables marked for it. The
     pages are checked first: a run or a page that cannot be published changes no file."""
     data = load(path)
-    data[kind] = entry_of(run_dir, kind, command)
+    data[name] = entry_of_runs(run_dirs, kind_of(name), command)
     pages = rewritten(data, documents)
     path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
     for page, text in pages.items():
@@ -173,11 +238,16 @@ def publish(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run", type=Path, help="a run's results directory (results/<timestamp>)")
     parser.add_argument(
-        "--as", dest="kind", choices=sorted(KINDS), required=True,
-        help="bench: a `compare` run; flood, slow-readers: an `overload` run's floods or slow "
-        "readers; soak: a `soak` run",
+        "runs", type=Path, nargs="+",
+        help="a run's results directory (results/<timestamp>); for an overload run, several "
+        "runs of one command make one entry",
+    )  # fmt: skip
+    parser.add_argument(
+        "--as", dest="name", required=True,
+        help="bench: a `compare` run; flood, slow-readers, cost: an `overload` run's floods, "
+        "slow readers or body costs; soak: a `soak` run; KIND:LABEL: another run of that kind "
+        "(flood:hostile)",
     )  # fmt: skip
     parser.add_argument(
         "--command", dest="made_by",
@@ -186,13 +256,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    if not args.run.is_dir():
-        parser.error(f"{args.run} is not a directory")
+    for run_dir in args.runs:
+        if not run_dir.is_dir():
+            parser.error(f"{run_dir} is not a directory")
+    try:
+        kind_of(args.name)
+    except NotPublished as exc:
+        parser.error(f"--as: {exc}")
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        written = publish(args.run, args.kind, args.made_by)
+        written = publish(args.runs, args.name, args.made_by)
     except (NotPublished, KeyError, ValueError) as exc:
         sys.stderr.write(f"publish: not published: {exc}\n")
         return EXIT_NOT_MADE

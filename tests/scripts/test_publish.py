@@ -9,7 +9,16 @@ import pytest
 
 from scripts.verify.core.health import HealthFigures
 from scripts.verify.core.report import Row, summary_json
-from scripts.verify.publish import NotPublished, cells, entry_of, publish, rewrite, table
+from scripts.verify.publish import (
+    NotPublished,
+    cells,
+    entry_of,
+    entry_of_runs,
+    kind_of,
+    publish,
+    rewrite,
+    table,
+)
 
 
 def a_row(label: str, idle_mb: float) -> Row:
@@ -62,13 +71,15 @@ def test_marked_tables_are_rewritten_and_the_prose_around_them_kept(tmp_path: Pa
     assert rewrite(written, "bench", entry) == written
     with pytest.raises(NotPublished, match="not closed"):
         rewrite("<!-- figures:bench -->\n| old |\n", "bench", entry)
+    quoted = "prose names `<!-- figures:bench -->` in a line\n"
+    assert rewrite(quoted + written, "bench", entry) == quoted + written  # not a marker
 
 
 def test_publishing_writes_the_results_file_and_leaves_other_entries(tmp_path: Path) -> None:
     figures = tmp_path / "figures.json"
     figures.write_text(json.dumps({"slow-readers": {"kept": True}}))
     run_dir = a_bench(tmp_path, ["command: `python -m scripts.verify compare`"])
-    written = publish(run_dir, "bench", path=figures, documents=())
+    written = publish([run_dir], "bench", path=figures, documents=())
     data = json.loads(figures.read_text())
     assert written == [figures]
     assert data["slow-readers"] == {"kept": True}
@@ -103,6 +114,63 @@ def test_a_page_with_an_open_marker_stops_the_publication_before_any_file_change
     page.write_text("<!-- figures:bench -->\n| old |\n")
     run_dir = a_bench(tmp_path, ["command: `python -m scripts.verify compare`"])
     with pytest.raises(NotPublished, match="not closed"):
-        publish(run_dir, "bench", path=figures, documents=[page])
+        publish([run_dir], "bench", path=figures, documents=[page])
     assert figures.read_text() == "{}"
     assert page.read_text() == "<!-- figures:bench -->\n| old |\n"
+
+
+def a_flood(tmp_path: Path, name: str, command: str, goodput: float) -> Path:
+    run_dir = tmp_path / name
+    run_dir.mkdir()
+    level = {
+        "kind": "flood", "profile": "jemalloc-nopymalloc", "level": 1, "clients": 2,
+        "statuses": {"201": 50}, "connection_errors": {}, "goodput_per_s": goodput,
+        "accepted_p50_s": 1.0, "accepted_p99_s": 2.0, "peak_working_set_mb": 230.0,
+        "oom_kills": 0, "alive": True, "health_worst_s": 0.2,
+    }  # fmt: skip
+    context = [f"command: `{command}`", f"started {name}"]
+    (run_dir / "overload.json").write_text(json.dumps({"context": context, "runs": [level]}))
+    return run_dir
+
+
+def test_repeats_of_one_command_are_one_entry_with_their_rows_in_turn(tmp_path: Path) -> None:
+    command = "python -m scripts.verify overload --levels 1 --set MEMORY_ADMISSION=0"
+    runs = [a_flood(tmp_path, f"off-{n}", command, g) for n, g in ((1, 3.08), (2, 3.15))]
+    entry = entry_of_runs(runs, "flood")
+    assert entry["source"] == "off-1, off-2"
+    assert entry["context"] == ["started off-1", "started off-2"]
+    goodput = [row.split(" | ")[7] for row in table("flood:admission-off", entry).splitlines()[2:]]
+    assert goodput == ["3.08", "3.15"]
+
+
+def test_runs_of_different_commands_or_several_benches_are_not_one_entry(tmp_path: Path) -> None:
+    one = a_flood(tmp_path, "on", "python -m scripts.verify overload --levels 1", 3.5)
+    other = a_flood(tmp_path, "off", "python -m scripts.verify overload --levels 4", 3.1)
+    with pytest.raises(NotPublished, match="repeats of one command"):
+        entry_of_runs([one, other], "flood")
+    bench = a_bench(tmp_path, ["command: `python -m scripts.verify compare`"])
+    with pytest.raises(NotPublished, match="one run"):
+        entry_of_runs([bench, bench], "bench")
+
+
+@pytest.mark.parametrize("name", ["flood:hostile", "slow-readers:two-workers", "soak:w2-8"])
+def test_a_labelled_name_is_another_run_of_its_kind(name: str) -> None:
+    assert kind_of(name) == name.partition(":")[0]
+
+
+@pytest.mark.parametrize(
+    "name", ["floods", "flood:", "flood:Hostile", "flood:a b", ":x", "bench:x:y"]
+)
+def test_a_name_that_is_no_kind_and_label_is_refused(name: str) -> None:
+    with pytest.raises(NotPublished, match="not a name"):
+        kind_of(name)
+
+
+def test_a_labelled_entry_is_written_into_its_own_marked_table(tmp_path: Path) -> None:
+    figures = tmp_path / "figures.json"
+    page = tmp_path / "page.md"
+    page.write_text("<!-- figures:flood:hostile -->\n<!-- /figures:flood:hostile -->\n")
+    run_dir = a_flood(tmp_path, "hostile", "python -m scripts.verify overload --levels 32", 2.4)
+    publish([run_dir], "flood:hostile", path=figures, documents=[page])
+    assert "| jemalloc-nopymalloc | 1x | 2 | 50 |" in page.read_text()
+    assert set(json.loads(figures.read_text())) == {"flood:hostile"}
