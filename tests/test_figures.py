@@ -14,23 +14,28 @@ from pathlib import Path
 
 import pytest
 
-from app.memory.budget import DEFAULT_OUTBOUND_SHARE
+from app.memory.budget import DEFAULT_HEADROOM_SHARE, DEFAULT_OUTBOUND_SHARE
+from app.memory.pressure import LOW_WATER_SHARE
 from app.workload.settings import BulkSettings
 from scripts.verify.core.verdict import IDLE_TARGET_RATIO
-from scripts.verify.publish import DOCUMENTS, KINDS, figures, load, marked, rewrite
+from scripts.verify.publish import (
+    DOCUMENTS,
+    KINDS,
+    entries,
+    figures,
+    load,
+    marked,
+    marker,
+    rewrite,
+)
 from tests.container.test_image import IDLE_MAX_SHARE_OF_LIMIT, IDLE_MAX_SHARE_OF_PEAK_RSS
+from tests.integration.test_outbound import MIN_HEALTH_SHARE
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = load()
-# Pages that still quote figures from runs no publishable tool wrote (test runs, soaks, runs by
-# hand), with where those figures come from. Every other page under docs/ is checked, as are the
-# README and the profiles' comments; a page leaves this list once its figures are published.
-NOT_YET: dict[str, str] = {
-    "docs/overload.md": "the body-cost instrument and the tests' records (its tables are checked)",
-    "docs/soak.md": "soaks run before the soak published its table, behind the drift rule",
-}
 PAGES = sorted(str(path.relative_to(REPO)) for path in (REPO / "docs").glob("*.md"))
-CHECKED = ("README.md", "profiles/profiles.toml", *(p for p in PAGES if p not in NOT_YET))
+# Every page under docs/, the README and the profiles' comments.
+CHECKED = ("README.md", "profiles/profiles.toml", *PAGES)
 FIGURE = re.compile(
     r"(?<![\w.])(?:(\d[\d,]*(?:\.\d+)?)[-–])?(\d[\d,]*(?:\.\d+)?)"
     r"(?:(x)\b|(%)|\s?(MB|KB|ms|req/s|/s)\b)"
@@ -51,14 +56,17 @@ SETTINGS: dict[str, str] = {
     "60%": "the container test's bound on idle, of the limit (IDLE_MAX_SHARE_OF_LIMIT)",
     "90%": "the container test's bound on idle RSS, of its peak (IDLE_MAX_SHARE_OF_PEAK_RSS)",
     "64 MB": "CACHE_MAX_MB's default: the hot results cache, for the whole service",
+    "10%": "the headroom's default share of the limit (budget.DEFAULT_HEADROOM_SHARE)",
+    "5%": "pressure's hysteresis: shedding stops that far below its mark (LOW_WATER_SHARE)",
+    "95%": "the share of /healthz probes an attack must leave answered (test_outbound)",
 }
 
 
 def quoted(path: str) -> list[tuple[int, str]]:
     """(line number, figure) for each figure in ``path`` outside its marked tables."""
     text = (REPO / path).read_text()
-    for kind in KINDS:
-        text = marked(kind).sub(lambda m: "\n" * m.group(0).count("\n"), text)
+    for name in entries(DATA):
+        text = marked(name).sub(lambda m: "\n" * m.group(0).count("\n"), text)
     found = []
     for number, line in enumerate(text.splitlines(), 1):
         for match in FIGURE.finditer(line):
@@ -73,20 +81,21 @@ def held(figure: str, cells: set[str]) -> bool:
     return number in cells or figure in cells or f"{number}x" in cells
 
 
-def test_the_results_file_holds_a_bench_and_the_slow_readers() -> None:
+def test_the_results_file_holds_every_kind_and_only_runs_of_the_tools() -> None:
     assert set(DATA) >= set(KINDS), f"docs/figures.json lacks {set(KINDS) - set(DATA)}"
-    for kind in KINDS:
-        assert DATA[kind]["command"].startswith("python -m scripts.verify "), kind
+    assert set(entries(DATA)) == set(DATA), "docs/figures.json holds what is no published run"
+    for name, entry in DATA.items():
+        assert entry["command"].startswith("python -m scripts.verify "), name
 
 
-@pytest.mark.parametrize("kind", sorted(KINDS))
-def test_each_kind_has_a_table_and_every_marked_table_is_what_the_file_gives(kind: str) -> None:
-    documents = [path for path in DOCUMENTS if f"<!-- figures:{kind} -->" in path.read_text()]
-    assert documents, f"no document shows the {kind} table"
+@pytest.mark.parametrize("name", sorted(entries(DATA)))
+def test_each_entry_has_a_table_and_every_marked_table_is_what_the_file_gives(name: str) -> None:
+    documents = [path for path in DOCUMENTS if marker(name).search(path.read_text())]
+    assert documents, f"no document shows the {name} table"
     for path in documents:
         text = path.read_text()
-        assert rewrite(text, kind, DATA[kind]) == text, (
-            f"{path.name}: the {kind} table is not the published one: "
+        assert rewrite(text, name, DATA[name]) == text, (
+            f"{path.name}: the {name} table is not the published one: "
             "python -m scripts.verify publish writes it"
         )
 
@@ -102,21 +111,14 @@ def test_every_figure_quoted_is_one_the_results_file_holds(path: str) -> None:
     assert not missing, "figures no published run holds:\n" + "\n".join(missing)
 
 
-@pytest.mark.parametrize("path", sorted(NOT_YET))
-def test_a_page_not_yet_checked_still_needs_to_be(path: str) -> None:
-    """A page whose figures have all been published leaves NOT_YET, so it stays checked."""
-    assert path in PAGES, f"{path} is gone: take it off NOT_YET"
-    cells = {cell.removesuffix("x") for cell in figures(DATA)} | set(figures(DATA))
-    assert any(
-        figure not in SETTINGS and not held(figure, cells) for _, figure in quoted(path)
-    ), f"every figure in {path} is published: take it off NOT_YET"
-
-
 def test_the_settings_listed_are_the_codes() -> None:
     """A setting quoted in prose is the one the code has: a changed default fails here."""
     for value in (
         f"{IDLE_TARGET_RATIO:g}x",
         f"{DEFAULT_OUTBOUND_SHARE:.0%}",
+        f"{DEFAULT_HEADROOM_SHARE:.0%}",
+        f"{1 - LOW_WATER_SHARE:.0%}",
+        f"{MIN_HEALTH_SHARE:.0%}",
         f"{IDLE_MAX_SHARE_OF_LIMIT:.0%}",
         f"{IDLE_MAX_SHARE_OF_PEAK_RSS:.0%}",
         f"{BulkSettings.model_fields['cache_max_mb'].default:g} MB",
