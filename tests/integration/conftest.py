@@ -46,6 +46,19 @@ class Server:
     def log(self) -> str:
         return self.log_path.read_text()
 
+    def wait_for_log(
+        self, check: Callable[[str], bool], what: str, timeout: float = 30.0
+    ) -> str:
+        """The log once ``check`` holds for it: a test waits for the event it asserts, never
+        for a time. Fails with ``what`` and the log when the server never logs it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            log = self.log()
+            if check(log):
+                return log
+            time.sleep(0.05)
+        raise AssertionError(f"{what}: not logged within {timeout:g} s:\n{self.log()}")
+
     def wait_healthy(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

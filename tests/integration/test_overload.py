@@ -142,8 +142,14 @@ def test_stalled_bodies_are_timed_out_and_their_reservations_returned(
         sock = socket.create_connection(address(server), timeout=10)
         sock.sendall(head)
         stalled.append(sock)
-    time.sleep(0.3)
-    assert reserved(server) > 0  # the stalled bodies hold their reservations meanwhile
+    # The stalled bodies hold their reservations meanwhile: wait for the server to take them,
+    # never for a time (a busy machine may take longer than any fixed sleep).
+    deadline = time.monotonic() + 10
+    held = reserved(server)
+    while held == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+        held = reserved(server)
+    assert held > 0
     replies = [sock.recv(4096) for sock in stalled]
     assert all(reply.startswith(b"HTTP/1.1 408 ") for reply in replies), replies[0][:200]
     assert reserved(server) == 0

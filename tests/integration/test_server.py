@@ -16,13 +16,7 @@ JSON = {"content-type": "application/json"}
 
 
 def wait_for_log(server: Server, text: str, timeout: float = 20.0) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        log = server.log()
-        if text in log:
-            return log
-        time.sleep(0.1)
-    raise AssertionError(f"{text!r} not logged within {timeout}s:\n{server.log()}")
+    return server.wait_for_log(lambda log: text in log, repr(text), timeout)
 
 
 def test_serves_health_metrics_and_bulk(server_factory) -> None:
