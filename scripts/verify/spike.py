@@ -21,7 +21,6 @@ import contextlib
 import json
 import logging
 import os
-import platform
 import sys
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -30,6 +29,7 @@ from pathlib import Path
 from app.profiles import ProfileError, load_profiles
 from scripts.verify import flags
 from scripts.verify.core import compare, plot, report
+from scripts.verify.core.context import command_lines, started_line
 from scripts.verify.core.errors import EXIT_NOT_MADE, RunNotMade, exit_for
 from scripts.verify.core.loadrun import LOCUSTFILE, LoadStats, is_ours
 from scripts.verify.core.modes import OwnService, run_local, run_own, run_remote
@@ -198,17 +198,14 @@ def write_run(result: RunResult, run_dir: Path, want_plot: bool) -> list[Path]:
 def context_lines(args: argparse.Namespace, mode: str, started: datetime) -> list[str]:
     preset = PRESETS[args.preset]
     plan = preset.plan
-    argv = getattr(args, "argv", None)  # set by the command line, not by a test's Namespace
-    command = ["command: `" + " ".join(["python -m scripts.verify", *argv]) + "`"] if argv else []
     return [
-        *command,
+        *command_lines(getattr(args, "argv", None)),  # set by the command line, not by a test
         f"mode: {mode}; preset {preset.name}: {plan.users} users, ramp {plan.ramp_seconds:g} s, "
         f"hold {plan.hold_seconds:g} s, idle window {plan.idle_seconds:g} s",
         f"metric: {args.metric}; limit {args.limit_mb:g} MB; spike to give back "
         f">= {args.min_returned:.0%}; failures <= {args.max_failures:.1%}",
         f"scenario: {scenario_of(getattr(args, 'locustfile', LOCUSTFILE))}",
-        f"started {started.isoformat(timespec='seconds')} on {os.cpu_count()} CPUs, "
-        f"Python {platform.python_version()}",
+        started_line(started, python=True),
     ]
 
 

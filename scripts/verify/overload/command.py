@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -44,6 +43,7 @@ from typing import Any
 from app.memory.budget import DEFAULT_HEADROOM_SHARE
 from app.profiles import ProfileError, load_profiles
 from scripts.verify import flags
+from scripts.verify.core.context import command_lines, started_line
 from scripts.verify.core.errors import EXIT_NOT_MADE, RunNotMade, exit_for
 from scripts.verify.overload.cost import PATH as PATH_COST
 from scripts.verify.overload.cost import BodyShape, run_cost
@@ -301,7 +301,7 @@ def run(args: argparse.Namespace) -> int:
             figures.append({**cost.as_dict(), "kind": "cost"})
             cost_rows.append(cost_cells(figures[-1]))
     context = [
-        "command: `" + " ".join(["python -m scripts.verify", *args.argv]) + "`",
+        *command_lines(args.argv),
         f"bodies of {len(large_body()) / 2**20:.1f} MB (20,000 records), "
         f"{'chunked' if args.chunked else 'with Content-Length'}; refused clients retry "
         f"{'after 50 ms' if args.ignore_retry_after else 'after Retry-After'}; "
@@ -309,7 +309,7 @@ def run(args: argparse.Namespace) -> int:
         f"a {args.limit_mb:g} MB memory cgroup; {at_once} served at once; slow readers: "
         f"{args.slow_readers}, 5 bytes a second on a 4 KB receive buffer; body cost: "
         f"{args.body_cost}, one submission to {PATH_COST} of a fresh server each",
-        f"started {started.isoformat(timespec='seconds')} on {os.cpu_count()} CPUs",
+        started_line(started),
     ]
     table = render(rows) if rows else ""
     if slow_rows:

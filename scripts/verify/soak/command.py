@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -26,6 +25,7 @@ from pathlib import Path
 from app.profiles import ProfileError, load_profiles
 from scripts.verify import flags
 from scripts.verify.core import plot
+from scripts.verify.core.context import command_lines, started_line
 from scripts.verify.core.errors import EXIT_NOT_MADE, RunNotMade, exit_for
 from scripts.verify.core.modes import run_local
 from scripts.verify.core.progress import Progress
@@ -100,10 +100,8 @@ def context_lines(
     args: argparse.Namespace, soak: SoakPreset, profile: str, started: datetime
 ) -> list[str]:
     preset, plan = soak.cycle, soak.cycle.plan
-    argv = getattr(args, "argv", None)  # set by the command line, not by a test's Namespace
-    command = ["command: `" + " ".join(["python -m scripts.verify", *argv]) + "`"] if argv else []
     return [
-        *command,
+        *command_lines(getattr(args, "argv", None)),  # set by the command line, not by a test
         f"profile {profile}, {args.web_concurrency} worker(s), limit mode {args.limit_mode}, "
         f"limit {args.limit_mb:g} MB",
         f"preset {soak.name}: {soak.cycles} cycles of {preset.baseline_seconds:g} s at rest, "
@@ -113,7 +111,7 @@ def context_lines(
         f"metric {args.metric} (idle = median of the last {preset.idle_tail_seconds:g} s of each "
         f"idle window); failures allowed {args.max_failures:.1%}; drift allowed "
         f"{criteria_of(args).drift.describe()}",
-        f"started {started.isoformat(timespec='seconds')} on {os.cpu_count()} CPUs",
+        started_line(started),
     ]
 
 
