@@ -64,7 +64,7 @@ image: $(VENV)/.dev
 audit:
 	$(PYTHON) -m lab.audit
 
-## typecheck: mypy over app/, strict on app/memory (`make test` runs it too, tests/test_typecheck.py)
+## typecheck: mypy over app/ and the tools, strict on app/memory (`make test` runs it too, tests/test_typecheck.py)
 typecheck: $(VENV)/.dev
 	$(BIN)/python -m mypy
 

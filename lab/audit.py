@@ -24,6 +24,7 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 DEFAULT_INDEX = "https://pypi.org/pypi"
 DEFAULT_LOCKS = (Path("requirements.lock"), Path("requirements-dev.lock"))
@@ -71,11 +72,12 @@ def read_pins(paths: Sequence[Path]) -> dict[str, str]:
     return dict(sorted(pins.items()))
 
 
-def fetch(url: str, timeout: float) -> dict[str, object] | None:
+def fetch(url: str, timeout: float) -> dict[str, Any] | None:
     """The JSON document at ``url``, None if the index has none (404); other failures raise."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:  # the index's JSON API
-            return json.loads(response.read())  # type: ignore[no-any-return]
+            document: dict[str, Any] = json.loads(response.read())
+            return document
     except urllib.error.HTTPError as exc:
         if exc.code == 404:
             return None
@@ -84,7 +86,7 @@ def fetch(url: str, timeout: float) -> dict[str, object] | None:
         return None  # some mirrors answer 200 with an empty body for a document they lack
 
 
-def describe(vulnerability: dict[str, object]) -> str:
+def describe(vulnerability: dict[str, Any]) -> str:
     fixed = vulnerability.get("fixed_in") or []
     ident = str(vulnerability.get("id", "unknown id"))
     return f"{ident} (fixed in {', '.join(map(str, fixed))})" if fixed else f"{ident} (no fix)"
@@ -94,21 +96,21 @@ def audit_pin(name: str, version: str, index: str, timeout: float) -> Finding:
     try:
         release = fetch(f"{index}/{name}/{version}/json", timeout)
         if release is not None:
-            vulns = tuple(describe(v) for v in release.get("vulnerabilities") or [])  # type: ignore[union-attr]
+            vulns = tuple(describe(v) for v in release.get("vulnerabilities") or [])
             return Finding(name, version, vulns, source="release document")
         project = fetch(f"{index}/{name}/json", timeout)
     except (OSError, urllib.error.URLError) as exc:
         return Finding(name, version, not_audited=f"index unreachable: {exc}")
     if project is None:
         return Finding(name, version, not_audited="not on the index")
-    latest = str(project.get("info", {}).get("version", ""))  # type: ignore[union-attr]
+    latest = str(project.get("info", {}).get("version", ""))
     if latest != version:
         return Finding(
             name,
             version,
             not_audited=f"behind the latest release {latest}, whose document alone is served",
         )
-    vulns = tuple(describe(v) for v in project.get("vulnerabilities") or [])  # type: ignore[union-attr]
+    vulns = tuple(describe(v) for v in project.get("vulnerabilities") or [])
     return Finding(name, version, vulns, source="project document (pin is the latest)")
 
 

@@ -45,7 +45,7 @@ def archive_uri(sources: Sequence[Path] = APT_SOURCES) -> str | None:
                 continue
     for text in texts:
         for uri in re.findall(r"^URIs:\s*(\S+)|^deb\s+(?:\[[^]]*\]\s+)?(\S+)", text, re.M):
-            found = uri[0] or uri[1]
+            found = str(uri[0] or uri[1])
             if found.rstrip("/").endswith("/debian"):
                 return found
     return None

@@ -14,6 +14,7 @@ from __future__ import annotations
 from argparse import Namespace
 
 from locust import LoadTestShape, events
+from locust.argument_parser import LocustArgumentParser
 
 from loadtest.spike import ENV_NAMES, SpikePlan, plan_from_env, target_at
 
@@ -28,8 +29,9 @@ SPIKE_OPTIONS = (
 )
 
 
-@events.init_command_line_parser.add_listener
-def _add_spike_arguments(parser) -> None:  # type: ignore[no-untyped-def]
+# locust's event hooks are not typed.
+@events.init_command_line_parser.add_listener  # type: ignore[untyped-decorator]
+def _add_spike_arguments(parser: LocustArgumentParser) -> None:
     group = parser.add_argument_group("spike", "spike-then-idle shape (loadtest.spike)")
     for flag, field, kind, text in SPIKE_OPTIONS:
         help_text = text.format(getattr(_STANDARD, field))
@@ -63,4 +65,5 @@ class SpikeShape(LoadTestShape):
         return self._plan
 
     def tick(self) -> tuple[int, float] | None:
-        return target_at(self.plan, self.get_run_time())
+        # locust's LoadTestShape is not typed; get_run_time() is seconds since the test started.
+        return target_at(self.plan, self.get_run_time())  # type: ignore[no-untyped-call]

@@ -79,7 +79,7 @@ class SpikePlan:
         """A copy with the given fields replaced; None leaves a field as it is."""
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         values.update({k: v for k, v in changes.items() if v is not None})
-        return SpikePlan(**values)  # type: ignore[arg-type]
+        return SpikePlan(**values)
 
 
 def target_at(plan: SpikePlan, run_seconds: float) -> tuple[int, float] | None:

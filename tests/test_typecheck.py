@@ -1,5 +1,6 @@
-"""mypy over app/, strict on app/memory (pyproject.toml [tool.mypy]), as `make typecheck` runs it:
-the typed contracts between modules are checked, not just written."""
+"""mypy over app/ and the tools (scripts/, loadtest/, lab/), strict on app/memory and the modules
+pyproject.toml [tool.mypy] lists, as `make typecheck` runs it: the typed contracts between modules
+are checked, not just written."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+CHECKED = ("app", "scripts", "loadtest", "lab")  # pyproject.toml's [tool.mypy] files
 IGNORE = re.compile(r"#\s*type:\s*ignore(\[[^\]]*\])?(?P<rest>.*)$")
 
 
@@ -22,7 +24,8 @@ def test_mypy_finds_no_errors() -> None:
 def test_every_type_ignore_says_why() -> None:
     """On its own line after a second `#`, or in the comment line just above it."""
     unexplained = []
-    for path in sorted((REPO / "app").rglob("*.py")):
+    paths = [p for folder in CHECKED for p in sorted((REPO / folder).rglob("*.py"))]
+    for path in paths:
         lines = path.read_text().splitlines()
         for number, line in enumerate(lines):
             found = IGNORE.search(line)

@@ -110,7 +110,7 @@ def render(runs: Sequence[Figures]) -> str:
 
 
 def _mean(runs: Sequence[Figures], key: str) -> float | None:
-    values = [float(r[key]) for r in runs if r[key] is not None]  # type: ignore[arg-type]
+    values = [float(value) for r in runs if isinstance(value := r[key], (int, float))]
     return fmean(values) if values else None
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import psutil
 
 from app.config import FALLBACK_LIMIT_MB, Settings
+from app.memory.measure import MB
 from app.workload.settings import BulkSettings
 from lab.stall import figures as sf
 from lab.stall.inline_release import INLINE_RELEASE_PATH, InlineReleaseServer
@@ -120,7 +121,7 @@ def condition(name: str, blocks: Sequence[Block]) -> sf.Condition:
         releases = sf.summarize_releases(durations, [v for b in blocks for v in b.freed_bytes])
     else:  # what the service counted: none is expected
         releases = sf.ReleaseSummary(sum(b.releases for b in blocks), None, None)
-    rss_mb = min(b.rss_bytes for b in blocks) / sf.MB
+    rss_mb = min(b.rss_bytes for b in blocks) / MB
     return sf.Condition(name, latency, releases, rss_mb)
 
 
@@ -157,7 +158,7 @@ def _measured(
             block = run_block(server, endpoint, settings, share, paths[name])
             blocks[name].append(block)
             progress.note(
-                f"{name}: {share} probes, RSS {block.rss_bytes / sf.MB:.0f} MB at start, "
+                f"{name}: {share} probes, RSS {block.rss_bytes / MB:.0f} MB at start, "
                 f"{len(block.release_durations_s) or block.releases} releases"
             )
     finally:

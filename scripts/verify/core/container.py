@@ -100,7 +100,8 @@ class ContainerService(Served):
         done = self.engine.run("inspect", "--format", "{{json .State}}", self.name, check=False)
         if done.returncode != 0:
             return {}
-        return json.loads(done.stdout)  # type: ignore[no-any-return]
+        document: dict[str, Any] = json.loads(done.stdout)
+        return document
 
     def log_tail(self, lines: int = 3) -> str:
         done = self.engine.run("logs", "--tail", str(lines), self.name, check=False)

@@ -6,6 +6,7 @@ matplotlib is imported here only, and only when a plot is asked for: the verdict
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,12 @@ from scripts.verify.core import phases as ph
 from scripts.verify.core.timeline import Timeline
 
 PHASE_COLOURS = {ph.BASELINE: "#e8e8e8", ph.RAMP: "#ffe0b2", ph.HOLD: "#ffcc80", ph.IDLE: "#c8e6c9"}
+
+
+def in_mb(value: float | None) -> float:
+    """A sample in MB for a plotted line; NaN where nothing was read, which matplotlib leaves
+    as a gap."""
+    return value / MB if value is not None else math.nan
 
 
 def verdict_levels(timeline: Timeline) -> list[tuple[str, float]]:
@@ -84,14 +91,14 @@ def plot(
             values = [s.value(metric) for s in samples]
             axes.plot(
                 times,
-                [v / MB if v is not None else None for v in values],
+                [in_mb(v) for v in values],
                 lw=1.8,
                 label=f"{name}{metric}",
             )
             if metric != "rss":
                 axes.plot(
                     times,
-                    [s.rss_bytes / MB if s.rss_bytes else None for s in samples],
+                    [in_mb(s.rss_bytes or None) for s in samples],
                     lw=1,
                     ls="--",
                     label=f"{name}rss",
@@ -99,7 +106,7 @@ def plot(
             if metric != "cgroup" and any(s.cgroup_working_set_bytes for s in samples):
                 axes.plot(
                     times,
-                    [s.value("cgroup") / MB if s.value("cgroup") else None for s in samples],
+                    [in_mb(s.value("cgroup") or None) for s in samples],
                     lw=1,
                     ls=":",
                     label=f"{name}cgroup working set",

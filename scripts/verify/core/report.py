@@ -41,7 +41,11 @@ class Row:
 
     @classmethod
     def not_made(cls, label: str, why: str) -> Row:
-        return cls(label, *([None] * 11), status="NOT MADE", reasons=(why,))
+        # Every figure from start_mb to failures is unknown: the setup never ran.
+        return cls(
+            label, None, None, None, None, None, None, None, None, None, None, None,
+            status="NOT MADE", reasons=(why,),
+        )  # fmt: skip
 
     def as_dict(self) -> dict[str, Any]:
         """The row as the run's summary.json holds it, and the published results file."""
@@ -142,7 +146,7 @@ def table_cells(
         line = [row.label]
         for _, get, fmt, versus in columns:
             compared = versus and base_row is not None and row is not base_row
-            base_value = get(base_row) if compared else None
+            base_value = get(base_row) if compared and base_row is not None else None
             line.append(_cell(get(row), fmt, base_value))
         line.append(row.status)
         cells.append(line)

@@ -108,8 +108,9 @@ def judge_timeline(
     results = []
     for series in timeline.series() or ["server"]:
         samples = timeline.of_series(series)
+        figures: Figures | None
         try:
-            figures: Figures | None = compute(
+            computed = compute(
                 samples,
                 timeline.phases,
                 metric,
@@ -121,7 +122,8 @@ def judge_timeline(
             figures = None
             verdict = Verdict(False, [f"cannot be judged: {exc}"])
         else:
-            verdict = judge(figures, criteria, failure_share)
+            figures = computed
+            verdict = judge(computed, criteria, failure_share)
         idle = ph.find(timeline.phases, ph.IDLE)
         if figures is not None and not [
             s for s in samples if s.t >= idle.end - 2 * idle_tail_seconds

@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 import psutil
 
@@ -44,15 +45,17 @@ class Sample:
         usage minus reclaimable page cache, as `docker stats` shows it)."""
         if metric == "cgroup":
             return self.cgroup_working_set_bytes or self.cgroup_usage_bytes
-        return getattr(self, f"{metric}_bytes")  # type: ignore[no-any-return]
+        value: int | None = getattr(self, f"{metric}_bytes")
+        return value
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, raw: dict[str, object]) -> Sample:
+    def from_dict(cls, raw: Mapping[str, Any]) -> Sample:
+        """A sample from its JSON form; keys this version does not know are left out."""
         names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in raw.items() if k in names})  # type: ignore[arg-type]
+        return cls(**{k: v for k, v in raw.items() if k in names})
 
 
 def tree_processes(root_pid: int) -> list[psutil.Process]:

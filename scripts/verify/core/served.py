@@ -110,7 +110,8 @@ class Served:
         if status != 200:
             return None
         try:
-            return json.loads(body)  # type: ignore[no-any-return]
+            document: dict[str, Any] = json.loads(body)
+            return document
         except ValueError:
             return None
 

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from app.memory.budget import DEFAULT_HEADROOM_SHARE
+from app.memory.measure import MB
 from app.profiles import ProfileError, load_profiles
 from scripts.verify import flags
 from scripts.verify.core.context import command_lines, started_line
@@ -147,7 +148,7 @@ def judge(runs: Sequence[OverloadRun], limit_mb: float, min_share: float) -> lis
         where = f"{run.profile} at {run.settings.clients} clients"
         if run.oom_kills or not run.alive:
             reasons.append(f"{where}: {run.oom_kills} OOM kill(s), alive {run.alive}")
-        if figures["peak_working_set_mb"] >= mark_mb:  # type: ignore[operator]
+        if run.peak_working_set_bytes / MB >= mark_mb:
             reasons.append(
                 f"{where}: peak working set {figures['peak_working_set_mb']} MB, not under "
                 f"{mark_mb:g} MB (the limit less the headroom)"

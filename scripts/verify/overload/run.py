@@ -67,7 +67,7 @@ class OverloadRun:
     health: HealthResult
     peak_working_set_bytes: int
     peak_usage_bytes: int
-    oom_kills: int
+    oom_kills: int | None  # None where the kernel does not count them
     alive: bool
     reserved_after_bytes: float | None
     server_log: Path

@@ -75,7 +75,7 @@ class SlowReadRun:
     peak_usage_bytes: int
     peak_working_set_bytes: int
     kernel_queued_bytes: int | None  # the most reply bytes the kernel's send queues held at once
-    oom_kills: int
+    oom_kills: int | None  # None where the kernel does not count them
     alive: bool
     whole_read_after: bool
     server_log: Path
