@@ -58,7 +58,7 @@ test-container: $(VENV)/.dev
 
 ## image: build lean-memory-service:test (lab: starts a private dockerd as root when none runs)
 image: $(VENV)/.dev
-	$(BIN)/python -m lab.docker_engine build
+	$(BIN)/python -m scripts.verify.core.docker_engine build
 
 ## audit: known vulnerabilities in the pinned dependencies, from the index's JSON API (exit 0/1/2)
 audit:

@@ -2,11 +2,11 @@
 lab.py314`.
 
 No distribution this machine runs ships 3.14, and no container registry can be reached, so the
-interpreter comes the way the base image's stand-in does (lab/docker_engine.py): debootstrap
-builds a minbase root of Debian's unstable suite, from the Debian mirror the host's apt already
-uses, with `python3.14`, `python3.14-venv` and `libjemalloc2` inside. In that root a venv is made
-from requirements-dev.lock with `--require-hashes`, and pytest runs the selection in TESTS on the
-repository, bind-mounted at /src.
+interpreter comes the way the base image's stand-in does (scripts/verify/core/docker_engine.py):
+debootstrap builds a minbase root of Debian's unstable suite, from the Debian mirror the host's apt
+already uses, with `python3.14`, `python3.14-venv` and `libjemalloc2` inside. In that root a venv is
+made from requirements-dev.lock with `--require-hashes`, and pytest runs the selection in TESTS on
+the repository, bind-mounted at /src.
 
 Everything is mounted inside a mount namespace of its own (`unshare --mount`): /proc, /dev, /sys
 (the cgroup tests create real memory cgroups) and the repository vanish with the last process in
@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from lab.docker_engine import apt_mirrors, ca_bundle
+from scripts.verify.core.docker_engine import apt_mirrors, ca_bundle
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CACHE = REPO_ROOT / ".cache" / "py314"

@@ -1,10 +1,10 @@
 """Does mimalloc 3 earn a profile? `python -m lab.mimalloc [--pairs 2] [--preset short]`.
 
-Builds the service image (lab.docker_engine), then this folder's image on it: Debian's
-`libmimalloc3` and a candidate profile, `mimalloc-nopymalloc`, appended to that image's copy of
-profiles.toml. Then the verifier runs the same image under `docker run --memory=500m`, once with
-the default profile and once with the candidate, in pairs whose order alternates (A B, B A, ...),
-each its own `python -m scripts.verify run --image`. Prints one line per run and writes
+Builds the service image (scripts/verify/core/docker_engine.py), then this folder's image on it:
+Debian's `libmimalloc3` and a candidate profile, `mimalloc-nopymalloc`, appended to that image's
+copy of profiles.toml. Then the verifier runs the same image under `docker run --memory=500m`, once
+with the default profile and once with the candidate, in pairs whose order alternates (A B, B A,
+...), each its own `python -m scripts.verify run --image`. Prints one line per run and writes
 <out>/mimalloc.md with each run's row; lab/mimalloc/README.md is the report.
 
   exit 0  every run made (whatever the verdicts: this compares, it does not judge)
@@ -22,8 +22,7 @@ from datetime import datetime
 from pathlib import Path
 
 from app.profiles import load_profiles
-from lab import docker_engine
-from scripts.verify.core import report
+from scripts.verify.core import docker_engine, report
 
 HERE = Path(__file__).resolve().parent
 TAG = "lean-memory-service:mimalloc"

@@ -14,7 +14,7 @@ from typing import NoReturn
 
 import pytest
 
-from lab import docker_engine
+from scripts.verify.core import docker_engine
 
 # Lines for the end-of-run summary: what the image was built on and what memory was measured.
 SUMMARY: list[str] = []

@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 from app.profiles import Profile, load_profiles
-from lab.docker_engine import Engine
+from scripts.verify.core.docker_engine import Engine
 
 if TYPE_CHECKING:
     from tests.container.conftest import Image

@@ -1,10 +1,10 @@
 """The service image under `docker run --memory`: the limit Railway's containers live under.
 
-The engine, the base image and the image build come from lab.docker_engine, imported only
-here and only when this mode is asked for. Where this host runs the container's processes (Linux,
-cgroup v1 or v2), they are sampled from the host (root can read their /proc) and its memory cgroup
-is read where the engine made it. Where it does not (Docker Desktop's VM, a remote engine), the
-cgroup is read through the engine (engine_cgroup.py) and there are no per-process figures.
+The engine, the base image and the image build come from docker_engine.py. Where this host runs the
+container's processes (Linux, cgroup v1 or v2), they are sampled from the host (root can read their
+/proc) and its memory cgroup is read where the engine made it. Where it does not (Docker Desktop's
+VM, a remote engine), the cgroup is read through the engine (engine_cgroup.py) and there are no
+per-process figures.
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ from typing import Any
 
 import psutil
 
+from scripts.verify.core import docker_engine
 from scripts.verify.core.cgroup_limit import CgroupSource, HostCgroup, with_cgroup
+from scripts.verify.core.docker_engine import IMAGE_TAG, Engine
 from scripts.verify.core.engine_cgroup import EngineCgroup
 from scripts.verify.core.errors import RunNotMade
 from scripts.verify.core.sampling import ExitCensus, Sample, tree_sample
@@ -42,7 +44,7 @@ class ContainerService(Served):
 
     def __init__(
         self,
-        engine: Any,
+        engine: Engine,
         image: str,
         profile: str,
         log_path: Path,
@@ -142,26 +144,18 @@ class ContainerService(Served):
             self.cgroup.close()
 
 
-def engine_only() -> Any:
+def engine_only() -> Engine:
     """A Docker engine, for an image someone else built (``--image``); the caller stops it."""
-    try:
-        from lab import docker_engine
-    except ImportError as exc:
-        raise RunNotMade(f"--image needs lab/docker_engine.py: {exc}") from None
     try:
         return docker_engine.ensure_engine()
     except docker_engine.EngineUnavailable as exc:
         raise RunNotMade(f"--image: {exc}") from None
 
 
-def prepare_engine(log_path: Path) -> Any:
+def prepare_engine(log_path: Path) -> Engine:
     """A Docker engine with the service image built from this checkout. The caller calls
     ``engine.stop()``: it stops a private engine only when no other run still uses it, and never
     one that was already running."""
-    try:
-        from lab import docker_engine
-    except ImportError as exc:
-        raise RunNotMade(f"--limit-mode docker needs lab/docker_engine.py: {exc}") from None
     try:
         engine = docker_engine.ensure_engine()
     except docker_engine.EngineUnavailable as exc:
@@ -170,14 +164,12 @@ def prepare_engine(log_path: Path) -> Any:
         # Built every time, so the container runs this checkout's code, never an older image;
         # with nothing changed, every layer comes from the build cache in seconds.
         docker_engine.ensure_base_image(engine)
-        docker_engine.build_image(engine, docker_engine.IMAGE_TAG, log=log_path)
+        docker_engine.build_image(engine, IMAGE_TAG, log=log_path)
     except (docker_engine.EngineUnavailable, docker_engine.BuildFailed) as exc:
         engine.stop()
-        raise RunNotMade(f"--limit-mode docker: image {docker_engine.IMAGE_TAG}: {exc}") from None
+        raise RunNotMade(f"--limit-mode docker: image {IMAGE_TAG}: {exc}") from None
     return engine
 
 
 def image_tag() -> str:
-    from lab import docker_engine
-
-    return docker_engine.IMAGE_TAG
+    return IMAGE_TAG

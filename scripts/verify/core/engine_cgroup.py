@@ -14,10 +14,10 @@ import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from app.memory.cgroup import CgroupMemory, locate_cgroup, read_cgroup_at
 from scripts.verify.core.cgroup_events import MemoryEvents, read_memory_events
+from scripts.verify.core.docker_engine import Engine
 
 PROC_SELF_CGROUP = "/proc/self/cgroup"
 V2 = "/sys/fs/cgroup"
@@ -74,7 +74,7 @@ def read_dump(text: str, scratch: Path) -> tuple[CgroupMemory | None, MemoryEven
 class EngineCgroup:
     """The cgroup of container ``name``, read with `docker exec` on every call."""
 
-    def __init__(self, engine: Any, name: str) -> None:
+    def __init__(self, engine: Engine, name: str) -> None:
         self.engine = engine
         self.name = name
         self.scratch = Path(tempfile.mkdtemp(prefix="lean-memory-cgroup-"))

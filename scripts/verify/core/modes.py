@@ -14,6 +14,7 @@ from typing import Any, TypedDict
 from scripts.verify.core import container
 from scripts.verify.core.cgroup_limit import MemoryCgroup, record_of
 from scripts.verify.core.container import ContainerService
+from scripts.verify.core.docker_engine import Engine
 from scripts.verify.core.local import LocalServer
 from scripts.verify.core.own_service import CommandServer, ImageService
 from scripts.verify.core.progress import Progress
@@ -328,7 +329,7 @@ def run_image(
 
 def run_container(
     service: ContainerService,
-    engine: Any,
+    engine: Engine,
     settings: RunSettings,
     progress: Progress,
     executor: Executor,

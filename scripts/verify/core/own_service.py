@@ -14,10 +14,10 @@ from __future__ import annotations
 import os
 import shlex
 from pathlib import Path
-from typing import Any
 
 from scripts.verify.core.cgroup_limit import MemoryCgroup
 from scripts.verify.core.container import CONTAINER_PORT, ContainerService
+from scripts.verify.core.docker_engine import Engine
 from scripts.verify.core.local import LocalServer
 from scripts.verify.core.served import HEALTH_PATH, STATUS_PATH
 
@@ -94,7 +94,7 @@ class ImageService(ContainerService):
 
     def __init__(
         self,
-        engine: Any,
+        engine: Engine,
         image: str,
         log_path: Path,
         cleanup_interval_seconds: float,

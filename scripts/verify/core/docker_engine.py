@@ -6,9 +6,9 @@ afterwards, so nothing is left running. Where no registry can be reached, a miss
 `debian:<suite>-slim` base is built from Debian's own packages with debootstrap (a local stand-in,
 said plainly) and cached as a tarball under `.cache/`, so the unchanged Dockerfile builds.
 
-    python -m lab.docker_engine build         # engine + base + image, then stop the engine
-    python -m lab.docker_engine build --keep  # leave a private engine running for docker run
-    python -m lab.docker_engine stop          # stop a private engine left running
+    python -m scripts.verify.core.docker_engine build         # engine, base, image; engine stopped
+    python -m scripts.verify.core.docker_engine build --keep  # the private engine left running
+    python -m scripts.verify.core.docker_engine stop          # stop the engine left running
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[3]
 CACHE_DIR = REPO_ROOT / ".cache"
 DOCKERFILE = REPO_ROOT / "Dockerfile"
 IMAGE_TAG = "lean-memory-service:test"
@@ -707,7 +707,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"private dockerd pid {engine.pid}; use it with: "
                 f"export DOCKER_HOST={engine.env['DOCKER_HOST']}"
             )
-            say("stop it with: python -m lab.docker_engine stop")
+            say("stop it with: python -m scripts.verify.core.docker_engine stop")
             engine.pid = None  # keep it running
     finally:
         engine.stop()
