@@ -4,6 +4,11 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
+# pytest-xdist workers for `make test`: most tests wait on real servers rather than compute, so
+# more workers than cores pays; tests that measure run in one group, one at a time
+# (tests/conftest.py). PYTEST_WORKERS=0 runs everything in one process.
+PYTEST_WORKERS ?= 4
+XDIST := -n $(PYTEST_WORKERS) --dist loadgroup
 
 .PHONY: run test typecheck test-fast test-container image load verify bench soak stall audit lint lock clean
 
@@ -22,11 +27,11 @@ run: $(VENV)/.runtime
 
 ## test: the whole suite; container tests run when a Docker engine can be had (required in CI)
 test: $(VENV)/.dev
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
 
 ## test-fast: unit and local integration tests only
 test-fast: $(VENV)/.dev
-	$(BIN)/python -m pytest -m "not container and not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) -m "not container and not slow" $(PYTEST_ARGS)
 
 ## load: the spike-then-idle Locust scenario against LOCUST_HOST (default http://127.0.0.1:8000)
 load: $(VENV)/.dev

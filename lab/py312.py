@@ -3,8 +3,8 @@
 `requires-python` admits 3.12, the interpreter of Ubuntu 24.04, and no Debian suite ships it
 (bookworm has 3.11, trixie 3.13, unstable 3.13 and 3.14). This kind of machine carries CPython
 builds under pyenv's root (`$PYENV_ROOT`, else ~/.pyenv): the newest 3.12 there gets a venv from
-requirements-dev.lock with `--require-hashes`, cached under .cache/py312/ and remade when the
-lock changes, and pytest runs lab.py314.TESTS in it on this checkout.
+requirements-dev.lock with `--require-hashes`, cached under .cache/py312/ (or $LMS_CACHE_DIR/py312/)
+and remade when the lock changes, and pytest runs lab.py314.TESTS in it on this checkout.
 
   exit 0     the tests passed
   exit 1-5   pytest's own status (failures, interrupted, internal error, usage, none collected)
@@ -24,9 +24,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from lab.py314 import SETUP_FAILED, TESTS, lock_digest, run_and_report
+from scripts.verify.core.docker_engine import CACHE_DIR
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-CACHE = REPO_ROOT / ".cache" / "py312"
+CACHE = CACHE_DIR / "py312"
 MINOR = "3.12"
 PIP_SECONDS = 900
 

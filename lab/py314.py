@@ -13,8 +13,9 @@ Everything is mounted inside a mount namespace of its own (`unshare --mount`): /
 it, however the run ends, so no mount outlives a run and deleting the cached root can never reach
 the host's /dev or the repository through a leftover bind.
 
-Cached under .cache/py314/: the root (made again with --refresh, or once it is a week old, as the
-suite moves) and, in it, the venv (remade when requirements-dev.lock changes). A first run on a
+Cached under .cache/py314/ (or $LMS_CACHE_DIR/py314/): the root, in a folder named for its suite
+and packages (made again with --refresh, or once it is a week old, as the suite moves) and, in it,
+the venv (remade when requirements-dev.lock changes). A first run on a
 fresh machine takes a few minutes, a second one only the tests.
 
   exit 0     the tests passed (pytest's own summary line is the last thing pytest prints)
@@ -37,11 +38,12 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-from scripts.verify.core.docker_engine import apt_mirrors, ca_bundle
+from scripts.verify.core.docker_engine import CACHE_DIR, apt_mirrors, ca_bundle
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-CACHE = REPO_ROOT / ".cache" / "py314"
+CACHE = CACHE_DIR / "py314"
 SUITE = "sid"
 PACKAGES = ("python3.14", "python3.14-venv", "libjemalloc2")
 INTERPRETER = "/usr/bin/python3.14"
@@ -80,6 +82,13 @@ def say(line: str) -> None:
 
 def lock_digest(lock: Path) -> str:
     return hashlib.sha256(lock.read_bytes()).hexdigest()
+
+
+def root_name(suite: str = SUITE, packages: Sequence[str] = PACKAGES) -> str:
+    """The root's folder, named for what it is made from: another suite or package list is
+    another root, never a stale one reused."""
+    key = hashlib.sha256(" ".join((suite, *sorted(packages))).encode()).hexdigest()[:12]
+    return f"rootfs-{suite}-{key}"
 
 
 def debootstrap_command(root: Path, mirror: str, debootstrap: str = "debootstrap") -> list[str]:
@@ -152,11 +161,11 @@ def pytest_argv(tests: Sequence[str] = TESTS, extra: Sequence[str] = ()) -> list
     return [f"{VENV}/bin/python", "-m", "pytest", "-p", "no:cacheprovider", *extra, *tests]
 
 
-def wheel_tags(report: Mapping[str, object]) -> dict[str, list[str]]:
+def wheel_tags(report: Mapping[str, Any]) -> dict[str, list[str]]:
     """What pip installed, by how it came (from `pip install --report`): wheels by ABI tag
     (`cp314`, `abi3`, `none` for pure Python) and `sdist` for a package built from source here."""
     found: dict[str, list[str]] = {}
-    for item in report.get("install", []):  # type: ignore[union-attr]
+    for item in report.get("install", []):
         name = item["metadata"]["name"]
         filename = item["download_info"]["url"].rsplit("/", 1)[-1]
         wheel = filename.endswith(".whl")
@@ -304,7 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, default=CACHE, help="where the root is kept")
     # Anything else (-x, -k NAME, --durations=10) goes to pytest, before the selection.
     args, pytest_args = parser.parse_known_args(argv)
-    root = args.cache / "rootfs"
+    root = args.cache / root_name()
     log = args.cache / "setup.log"
     env = chroot_env(os.environ)
     if os.geteuid() != 0:

@@ -1,9 +1,13 @@
-"""Fixtures for every test folder: a real PostgreSQL server for the results store."""
+"""Fixtures for every test folder: a real PostgreSQL server for the results store, lines for the
+end-of-run summary, and the heavy tests' one xdist group."""
 
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,3 +33,84 @@ def postgres_url(postgres_cluster: Cluster) -> str:
     """A fresh, empty database on the test run's cluster: its URL (no password: trust on
     loopback)."""
     return postgres_cluster.create_database()
+
+
+# Under `pytest -n N --dist loadgroup` (make test, .ci/run) the tests spread over N workers,
+# except those that load a real server for tens of seconds and read its memory or its latency:
+# marked `slow` or `container`, they share one group, so one worker runs them one after another
+# and no two of them measure each other. The container tests also share that worker's one image
+# build. A test that names its own xdist_group keeps it.
+HEAVY_GROUP = "heavy"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("xdist_group") is not None:
+            continue
+        if item.get_closest_marker("slow") or item.get_closest_marker("container"):
+            item.add_marker(pytest.mark.xdist_group(HEAVY_GROUP))
+
+
+# Lines a test wants in the end-of-run summary (what an image was built on, memory measured). Under
+# xdist the tests run in worker processes and the summary is printed by the controller, so the
+# lines go through a file the controller makes and hands to every worker.
+SUMMARY_FILE = pytest.StashKey[Path]()
+
+
+class RunSummary:
+    """Appends lines to the run's summary file; ``append`` as on the list it replaces."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def append(self, line: str) -> None:
+        with self.path.open("a") as out:
+            out.write(line.replace("\n", " ") + "\n")
+
+    def extend(self, lines: list[str]) -> None:
+        for line in lines:
+            self.append(line)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None:
+        config.stash[SUMMARY_FILE] = Path(workerinput["summary_file"])
+        return
+    handle, name = tempfile.mkstemp(prefix="pytest-summary-", suffix=".txt")
+    os.close(handle)
+    config.stash[SUMMARY_FILE] = Path(name)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:  # xdist's WorkerController, untyped
+    """xdist's controller, for each worker it starts: where the summary lines go."""
+    node.workerinput["summary_file"] = str(node.config.stash[SUMMARY_FILE])
+
+
+def run_summary(config: pytest.Config) -> RunSummary:
+    return RunSummary(config.stash[SUMMARY_FILE])
+
+
+@pytest.fixture(scope="session")
+def summary(pytestconfig: pytest.Config) -> RunSummary:
+    """Lines a test wants in the end-of-run summary (measured memory, say)."""
+    return run_summary(pytestconfig)
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    if getattr(config, "workerinput", None) is not None:
+        return
+    path = config.stash[SUMMARY_FILE]
+    lines = path.read_text().splitlines() if path.exists() else []
+    if lines:
+        terminalreporter.section("measured")
+        for line in lines:
+            terminalreporter.write_line(line)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if getattr(config, "workerinput", None) is None and SUMMARY_FILE in config.stash:
+        config.stash[SUMMARY_FILE].unlink(missing_ok=True)

@@ -15,9 +15,7 @@ from typing import NoReturn
 import pytest
 
 from scripts.verify.core import docker_engine
-
-# Lines for the end-of-run summary: what the image was built on and what memory was measured.
-SUMMARY: list[str] = []
+from tests.conftest import RunSummary
 
 
 @dataclass(frozen=True)
@@ -34,7 +32,7 @@ def _unavailable(reason: str) -> NoReturn:
 
 
 @pytest.fixture(scope="session")
-def image() -> Iterator[Image]:
+def image(summary: RunSummary) -> Iterator[Image]:
     """The service image, built once from the unchanged Dockerfile; a private engine is stopped
     after the test run unless another process still uses it."""
     try:
@@ -51,25 +49,12 @@ def image() -> Iterator[Image]:
             docker_engine.build_image(engine, docker_engine.IMAGE_TAG)
         except docker_engine.BuildFailed as exc:
             pytest.fail(str(exc), pytrace=False)
-        SUMMARY.extend(engine.notes)
+        summary.extend(engine.notes)
         shown = len(engine.notes)
         builder = "BuildKit" if engine.buildkit else "classic builder"
         where = "a private dockerd" if engine.private else "the running engine"
-        SUMMARY.append(f"image {docker_engine.IMAGE_TAG} built with {builder} on {where}")
+        summary.append(f"image {docker_engine.IMAGE_TAG} built with {builder} on {where}")
         yield Image(engine=engine, tag=docker_engine.IMAGE_TAG, stand_in=stand_in)
     finally:
         engine.stop()
-        SUMMARY.extend(engine.notes[shown:])  # e.g. an engine left to another run using it
-
-
-@pytest.fixture(scope="session")
-def summary() -> list[str]:
-    """Lines a test wants in the end-of-run summary (measured memory, say)."""
-    return SUMMARY
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if SUMMARY:
-        terminalreporter.section("container")
-        for line in SUMMARY:
-            terminalreporter.write_line(line)
+        summary.extend(engine.notes[shown:])  # e.g. an engine left to another run using it

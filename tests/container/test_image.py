@@ -25,6 +25,7 @@ import pytest
 
 from app.profiles import Profile, load_profiles
 from scripts.verify.core.docker_engine import Engine
+from tests.conftest import RunSummary
 
 if TYPE_CHECKING:
     from tests.container.conftest import Image
@@ -274,7 +275,7 @@ def test_profile_allocator_is_mapped(service: Service) -> None:
     assert report["profile"] == service.profile.name
 
 
-def test_spike_then_idle_stays_under_limit(service: Service, summary: list[str]) -> None:
+def test_spike_then_idle_stays_under_limit(service: Service, summary: RunSummary) -> None:
     before = service.cgroup()
     codes = run_spike(service)
     spike_end = time.time()

@@ -20,6 +20,7 @@ from app.memory.measure import MB
 from scripts.verify.core.loadrun import locust_available
 from scripts.verify.core.timeline import read_json
 from scripts.verify.soak.verdict import SoakCriteria, assess
+from tests.conftest import RunSummary
 
 if TYPE_CHECKING:
     from tests.container.conftest import Image
@@ -56,7 +57,7 @@ def run_soak(out: Path, workers: int) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_short_soak_of_the_image_passes_without_oom_failures_or_creep(
-    image: Image, summary: list[str], tmp_path: Path, workers: int
+    image: Image, summary: RunSummary, tmp_path: Path, workers: int
 ) -> None:
     done = run_soak(tmp_path, workers)
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]

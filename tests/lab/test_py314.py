@@ -120,6 +120,15 @@ def test_a_root_is_made_again_when_missing_or_a_week_old(tmp_path: Path) -> None
     assert py314.stale(ready, time.time() + py314.MAX_AGE_SECONDS + 60)
 
 
+def test_a_root_is_named_for_its_suite_and_packages() -> None:
+    """Another suite or package list is another root: a cached one is never reused for it."""
+    name = py314.root_name("sid", ("python3.14", "libjemalloc2"))
+    assert name.startswith("rootfs-sid-")
+    assert name == py314.root_name("sid", ("libjemalloc2", "python3.14"))
+    assert name != py314.root_name("sid", ("python3.15", "libjemalloc2"))
+    assert name != py314.root_name("trixie", ("python3.14", "libjemalloc2"))
+
+
 def test_a_timeout_stops_pytest_and_what_it_started(tmp_path: Path) -> None:
     child = tmp_path / "child.pid"
     script = f"sleep 60 & echo $! > {child}; wait"

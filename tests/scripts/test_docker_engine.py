@@ -11,6 +11,13 @@ from scripts.verify.core import docker_engine
 from scripts.verify.core.docker_engine import BuildFailed, Engine
 
 
+def test_caches_live_where_the_variable_says_else_in_the_checkout(tmp_path: Path) -> None:
+    assert docker_engine.cache_root({}, tmp_path) == tmp_path / ".cache"
+    assert docker_engine.cache_root({"LMS_CACHE_DIR": " "}, tmp_path) == tmp_path / ".cache"
+    named = {"LMS_CACHE_DIR": "/var/cache/lms"}
+    assert docker_engine.cache_root(named, tmp_path) == Path("/var/cache/lms")
+
+
 def test_the_engine_lives_beside_the_checkout_it_builds() -> None:
     assert (docker_engine.REPO_ROOT / "Dockerfile") == docker_engine.DOCKERFILE
     assert docker_engine.DOCKERFILE.is_file()

@@ -4,7 +4,8 @@ Uses the engine that already answers `docker info`. Otherwise, as root, it start
 `dockerd` with its own data root, exec root, socket and pidfile, and stops it by that pid
 afterwards, so nothing is left running. Where no registry can be reached, a missing
 `debian:<suite>-slim` base is built from Debian's own packages with debootstrap (a local stand-in,
-said plainly) and cached as a tarball under `.cache/`, so the unchanged Dockerfile builds.
+said plainly) and cached as a tarball under `.cache/` (or $LMS_CACHE_DIR), so the unchanged
+Dockerfile builds.
 
     python -m scripts.verify.core.docker_engine build         # engine, base, image; engine stopped
     python -m scripts.verify.core.docker_engine build --keep  # the private engine left running
@@ -30,7 +31,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-CACHE_DIR = REPO_ROOT / ".cache"
+CACHE_VARIABLE = "LMS_CACHE_DIR"
+
+
+def cache_root(environ: Mapping[str, str] = os.environ, repo: Path = REPO_ROOT) -> Path:
+    """Where the engine's state, the base tarball and the interpreter roots are kept:
+    $LMS_CACHE_DIR, else .cache/ in the checkout. .ci/run points it outside the clone, so a fresh
+    clone on the same machine reuses what an earlier run built; each entry is keyed by what it
+    is made from (Docker's build cache by its inputs, a root by its suite and packages, a venv by
+    the lock), so a reused entry is one the same inputs would make again."""
+    named = environ.get(CACHE_VARIABLE, "").strip()
+    return Path(named) if named else repo / ".cache"
+
+
+CACHE_DIR = cache_root()
 DOCKERFILE = REPO_ROOT / "Dockerfile"
 IMAGE_TAG = "lean-memory-service:test"
 # A label on the stand-in base; it is inherited by every image built on it, so an image can tell.
