@@ -27,6 +27,9 @@ class CgroupMemory:
     # usage minus inactive page cache: the figure `docker stats` and the kubelet report, and the
     # one closest to what the OOM killer will not reclaim first.
     working_set_bytes: int | None
+    # The kernel's high-water mark of usage (v1 memory.max_usage_in_bytes, v2 memory.peak):
+    # since the cgroup was made or last reset. A peak between two samples shows here, not there.
+    peak_bytes: int | None = None
 
 
 def _read_int(path: Path) -> int | None:
@@ -105,7 +108,8 @@ def _read_v2(root: Path, folder: Path, path: str) -> CgroupMemory:
         current = current.parent
     usage = _read_int(folder / "memory.current")
     stat = _read_stat(folder / "memory.stat")
-    return CgroupMemory(2, path, limit, usage, _working_set(usage, stat.get("inactive_file")))
+    working_set = _working_set(usage, stat.get("inactive_file"))
+    return CgroupMemory(2, path, limit, usage, working_set, _read_int(folder / "memory.peak"))
 
 
 def _read_v1(folder: Path, path: str) -> CgroupMemory:
@@ -116,7 +120,8 @@ def _read_v1(folder: Path, path: str) -> CgroupMemory:
     limit = _min_limit(_read_int(folder / "memory.limit_in_bytes"), hierarchical)
     usage = _read_int(folder / "memory.usage_in_bytes")
     inactive = stat.get("total_inactive_file", stat.get("inactive_file"))
-    return CgroupMemory(1, path, limit, usage, _working_set(usage, inactive))
+    peak = _read_int(folder / "memory.max_usage_in_bytes")
+    return CgroupMemory(1, path, limit, usage, _working_set(usage, inactive), peak)
 
 
 def locate_cgroup(

@@ -288,7 +288,11 @@ class MemoryManager:
             cgroup=None
             if cgroup is None
             else CgroupStatus(
-                cgroup.version, cgroup.limit_bytes, cgroup.usage_bytes, cgroup.working_set_bytes
+                cgroup.version,
+                cgroup.limit_bytes,
+                cgroup.usage_bytes,
+                cgroup.working_set_bytes,
+                cgroup.peak_bytes,
             ),
             allocator=AllocatorStatus(
                 self.allocator.name,

@@ -32,6 +32,7 @@ class CgroupStatus:
     limit_bytes: int | None
     usage_bytes: int | None  # page cache included
     working_set_bytes: int | None  # usage minus inactive page cache
+    peak_bytes: int | None = None  # the kernel's high-water mark of usage
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -39,6 +40,7 @@ class CgroupStatus:
             "limit_bytes": self.limit_bytes,
             "usage_bytes": self.usage_bytes,
             "working_set_bytes": self.working_set_bytes,
+            "peak_bytes": self.peak_bytes,
         }
 
 

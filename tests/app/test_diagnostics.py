@@ -171,7 +171,9 @@ def test_debug_memory_report(
     cgroup = report["cgroup"]
     if cgroup is not None:
         assert cgroup["version"] in (1, 2)
-        assert set(cgroup) == {"version", "limit_bytes", "usage_bytes", "working_set_bytes"}
+        assert set(cgroup) == {
+            "version", "limit_bytes", "usage_bytes", "working_set_bytes", "peak_bytes"
+        }
     kinds = [entry["kind"] for entry in report["breakdown"]]
     assert "[heap]" in kinds and "file" in kinds
     rss = [entry["rss_bytes"] for entry in report["breakdown"]]

@@ -40,6 +40,7 @@ def test_v2_in_a_container_namespace() -> None:
         limit_bytes=512 * MiB,
         usage_bytes=150 * MiB,
         working_set_bytes=(150 - 20) * MiB,  # memory.current - inactive_file
+        peak_bytes=230 * MiB,  # memory.peak: the kernel's high-water mark
     )
 
 
@@ -69,6 +70,7 @@ def test_v1_takes_the_smaller_of_own_and_hierarchical_limit() -> None:
         limit_bytes=256 * MiB,
         usage_bytes=200 * MiB,
         working_set_bytes=(200 - 30) * MiB,  # total_inactive_file, not the local one
+        peak_bytes=250 * MiB,  # memory.max_usage_in_bytes
     )
 
 

@@ -24,12 +24,16 @@ V2 = "/sys/fs/cgroup"
 V1 = "/sys/fs/cgroup/memory"
 FILES = (
     PROC_SELF_CGROUP,
-    *(f"{V2}/{name}" for name in ("memory.max", "memory.current", "memory.stat", "memory.events")),
+    *(
+        f"{V2}/{name}"
+        for name in ("memory.max", "memory.current", "memory.peak", "memory.stat", "memory.events")
+    ),
     *(
         f"{V1}/{name}"
         for name in (
             "memory.limit_in_bytes",
             "memory.usage_in_bytes",
+            "memory.max_usage_in_bytes",
             "memory.stat",
             "memory.oom_control",
             "memory.failcnt",
