@@ -16,6 +16,7 @@ import pytest
 from app.launch import library_available
 from app.memory.cgroup import CGROUP_ROOT
 from app.profiles import load_profiles
+from scripts.verify.core.kernel_peak import KernelPeak, recorded_peak
 from scripts.verify.core.loadrun import locust_available, read_stats
 from scripts.verify.core.sampling import exited_during
 from scripts.verify.core.timeline import read_json
@@ -49,7 +50,8 @@ def verify(out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
 
 def check_outputs(run_dir: Path, out: Path, profile: str) -> None:
     timeline = read_json(run_dir / "timeline.json")
-    assert [p.name for p in timeline.phases] == ["baseline", "ramp", "hold", "idle"]
+    assert [p.name for p in timeline.phases] == ["warmup", "baseline", "ramp", "hold", "idle"]
+    assert read_stats(run_dir / "warmup_stats.csv").requests > 0  # the warm-up sent its user
     assert len(timeline.samples) >= 30  # a minute of one-second samples, give or take
     assert timeline.meta["profile"] == profile
     assert timeline.meta["service_at_end"]["profile"] == profile
@@ -60,6 +62,17 @@ def check_outputs(run_dir: Path, out: Path, profile: str) -> None:
     assert stats.bulk_submits > 0 and stats.readbacks > 0
     assert timeline.meta["service_at_start"]["cache"]["ttl_seconds"] == 10  # the short preset's
     assert f"| {profile} |" in (out / "summary.md").read_text()
+    # The kernel's marks of each phase, reset at its start: the load's peak RSS is the server's
+    # own high-water mark, at least what any one-second sample of its RSS saw.
+    marks = timeline.extra["kernel_peaks"]
+    peaks = {name: KernelPeak.from_dict(raw) for name, raw in marks.items()}
+    assert set(peaks) == {"warmup", "baseline", "load", "idle"}
+    assert all(p.since_reset and p.rss_bytes for p in peaks.values()), peaks
+    highest = recorded_peak(timeline.extra)
+    assert highest is not None
+    sampled = max(s.rss_bytes or 0 for s in timeline.samples if s.t >= timeline.phases[2].start)
+    assert (highest.rss_bytes or 0) >= 0.9 * sampled  # RSS read a moment apart
+    assert "RSS peak MB" in (out / "summary.md").read_text()
 
 
 def test_short_run_of_the_default_profile_passes(tmp_path: Path) -> None:
@@ -105,6 +118,11 @@ def test_short_run_inside_a_real_500_mb_cgroup_passes(tmp_path: Path) -> None:
     assert timeline.meta["service_at_start"]["cgroup_limit_bytes"] == 500 * 1024 * 1024
     assert all(s.cgroup_usage_bytes for s in timeline.samples)
     assert timeline.meta["cgroup"]["oom_kills"] == 0
+    highest = recorded_peak(timeline.extra)
+    after = [s for s in timeline.samples if s.t >= timeline.phases[2].start]
+    assert highest is not None
+    assert (highest.cgroup_bytes or 0) >= max(s.cgroup_usage_bytes or 0 for s in after)
+    assert "cgroup peak MB" in (tmp_path / "summary.md").read_text()
 
 
 @needs_v1_root

@@ -21,6 +21,7 @@ from app.memory.cgroup import CGROUP_ROOT, CgroupMemory, locate_cgroup, read_cgr
 from app.memory.measure import MB
 from scripts.verify.core.cgroup_events import MemoryEvents, read_memory_events
 from scripts.verify.core.errors import RunNotMade
+from scripts.verify.core.kernel_peak import CgroupPeakFile
 from scripts.verify.core.sampling import Sample
 
 
@@ -64,6 +65,7 @@ class HostCgroup:
     def __init__(self, folder: Path, root: Path = CGROUP_ROOT) -> None:
         self.path = folder
         self.root = root
+        self._peak: CgroupPeakFile | None = None
 
     @classmethod
     def of_pid(
@@ -81,6 +83,32 @@ class HostCgroup:
 
     def events(self) -> MemoryEvents:
         return read_memory_events(self.path)
+
+    def peak_file(self) -> CgroupPeakFile:
+        """The cgroup's high-water mark, readable and resettable (kernel_peak.py)."""
+        if self._peak is None:
+            self._peak = CgroupPeakFile(self.path)
+        return self._peak
+
+    def close_peak(self) -> None:
+        if self._peak is not None:
+            self._peak.close()
+            self._peak = None
+
+
+class ReadOnlyPeak:
+    """The high-water mark of a cgroup read some other way (through the engine): read, never
+    reset, so it covers the cgroup's whole life."""
+
+    def __init__(self, source: CgroupSource) -> None:
+        self.source = source
+
+    def peak(self) -> int | None:
+        reading = self.source.read()
+        return reading.peak_bytes if reading is not None else None
+
+    def reset_peak(self) -> bool:
+        return False
 
 
 class MemoryCgroup(HostCgroup):
@@ -134,6 +162,7 @@ class MemoryCgroup(HostCgroup):
     def remove(self, timeout: float = 10.0) -> None:
         """Remove the cgroup once its processes are gone; retried briefly, as exiting processes
         leave it a moment after they are reaped."""
+        self.close_peak()
         deadline = time.monotonic() + timeout
         while self.path.exists():
             try:

@@ -17,11 +17,12 @@ from typing import Any
 import psutil
 
 from scripts.verify.core import docker_engine
-from scripts.verify.core.cgroup_limit import CgroupSource, HostCgroup, with_cgroup
+from scripts.verify.core.cgroup_limit import CgroupSource, HostCgroup, ReadOnlyPeak, with_cgroup
 from scripts.verify.core.docker_engine import IMAGE_TAG, Engine
 from scripts.verify.core.engine_cgroup import EngineCgroup
 from scripts.verify.core.errors import RunNotMade
-from scripts.verify.core.sampling import ExitCensus, Sample, tree_sample
+from scripts.verify.core.kernel_peak import KernelPeak, PeakCgroup, PeakMarks
+from scripts.verify.core.sampling import ExitCensus, Sample, tree_processes, tree_sample
 from scripts.verify.core.served import Served
 
 CONTAINER_PORT = 8000
@@ -64,6 +65,7 @@ class ContainerService(Served):
         self.census = ExitCensus()  # workers the server replaces during the run
         self.cgroup: CgroupSource | None = None
         self.cgroup_where = "none"
+        self.marks: PeakMarks | None = None  # made once the container runs
 
     def settings(self) -> dict[str, str]:
         """The container's environment: the profile, the status token, the preset's settings."""
@@ -124,6 +126,28 @@ class ContainerService(Served):
         if state.get("OOMKilled"):
             why += f" (OOM-killed under --memory={int(self.limit_mb)}m)"
         return why
+
+    def pids(self) -> list[int]:
+        """The container's processes as this host numbers them; none where it cannot see them."""
+        if self.host_pid is None:
+            return []
+        try:
+            return [p.pid for p in tree_processes(self.host_pid)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def take_peak(self) -> KernelPeak:
+        """The kernel's marks since the last call, reset for the next phase where this host can
+        write them; through the engine only the cgroup's, over the container's whole life."""
+        if self.marks is None:
+            cgroup = self.cgroup
+            peak: PeakCgroup | None = None
+            if isinstance(cgroup, HostCgroup):
+                peak = cgroup.peak_file()
+            elif cgroup is not None:
+                peak = ReadOnlyPeak(cgroup)
+            self.marks = PeakMarks(self.pids, peak)
+        return self.marks.take()
 
     def probe(self, t: float) -> list[Sample]:
         sample = Sample(t=t)

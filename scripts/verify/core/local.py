@@ -17,7 +17,8 @@ import psutil
 
 from app.profiles import load_profiles
 from scripts.verify.core.cgroup_limit import MemoryCgroup, with_cgroup
-from scripts.verify.core.sampling import ExitCensus, Sample, tree_sample
+from scripts.verify.core.kernel_peak import KernelPeak, PeakMarks
+from scripts.verify.core.sampling import ExitCensus, Sample, tree_processes, tree_sample
 from scripts.verify.core.served import Served, free_port, http_get
 
 __all__ = ["REPO_ROOT", "LocalServer", "clean_environment", "free_port", "http_get"]
@@ -75,6 +76,7 @@ class LocalServer(Served):
         self.web_concurrency = web_concurrency
         self.process: subprocess.Popen[bytes] | None = None
         self.census = ExitCensus()  # workers the server replaces during the run
+        self.marks: PeakMarks | None = None  # made at the first read, once the cgroup exists
 
     def environment(self) -> dict[str, str]:
         env = clean_environment(os.environ)
@@ -151,6 +153,22 @@ class LocalServer(Served):
         except psutil.NoSuchProcess:
             return []
         return [with_cgroup(sample, self.cgroup)]
+
+    def pids(self) -> list[int]:
+        """The server's processes now: the root and every descendant."""
+        if self.process is None or self.exit_code() is not None:
+            return []
+        try:
+            return [p.pid for p in tree_processes(self.process.pid)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def take_peak(self) -> KernelPeak:
+        """The kernel's marks since the last call (kernel_peak.py), reset for the next phase."""
+        if self.marks is None:
+            cgroup = self.cgroup.peak_file() if self.cgroup is not None else None
+            self.marks = PeakMarks(self.pids, cgroup)
+        return self.marks.take()
 
     def stop(self, grace: float = 15.0) -> None:
         """SIGTERM (to the whole group with ``signal_group``), then SIGKILL to the whole group

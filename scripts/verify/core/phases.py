@@ -1,8 +1,10 @@
-"""The phases of a run on its clock: baseline, ramp, hold, idle.
+"""The phases of a run on its clock: warm-up (where the preset has one), baseline, ramp, hold, idle.
 
 Marks are taken when the verifier starts and sees the end of each stage, so the phases are what
 happened, not what was planned; the ramp/hold split is the plan's ramp measured from Locust's
-start (Locust does not report when its ramp ends).
+start (Locust does not report when its ramp ends). The warm-up is one user of the scenario
+before the baseline, so that the start is measured on a service that has made its pools and
+first-request caches; a run recorded before it existed has none.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ from dataclasses import asdict, dataclass
 
 from scripts.verify.core.sampling import Sample
 
-BASELINE, RAMP, HOLD, IDLE = "baseline", "ramp", "hold", "idle"
+WARMUP, BASELINE, RAMP, HOLD, IDLE = "warmup", "baseline", "ramp", "hold", "idle"
 LOAD_PHASES = (RAMP, HOLD)
 ORDER = (BASELINE, RAMP, HOLD, IDLE)
+LOAD = "load"  # the ramp and the hold together, as the kernel's marks cover them
 
 
 @dataclass(frozen=True)
@@ -39,15 +42,23 @@ class PhaseError(ValueError):
 
 
 def run_phases(
-    baseline_start: float, load_start: float, ramp_seconds: float, load_end: float, idle_end: float
+    baseline_start: float,
+    load_start: float,
+    ramp_seconds: float,
+    load_end: float,
+    idle_end: float,
+    warmup_start: float | None = None,
 ) -> list[Phase]:
-    """The four phases from the marks the verifier took."""
-    if not baseline_start <= load_start <= load_end <= idle_end:
+    """The phases from the marks the verifier took: four, or five with a warm-up."""
+    first = baseline_start if warmup_start is None else warmup_start
+    if not first <= baseline_start <= load_start <= load_end <= idle_end:
         raise PhaseError(
-            f"marks out of order: {baseline_start}, {load_start}, {load_end}, {idle_end}"
+            f"marks out of order: {first}, {baseline_start}, {load_start}, {load_end}, {idle_end}"
         )
     ramp_end = min(load_start + ramp_seconds, load_end)
+    warmup = [] if warmup_start is None else [Phase(WARMUP, warmup_start, baseline_start)]
     return [
+        *warmup,
         Phase(BASELINE, baseline_start, load_start),
         Phase(RAMP, load_start, ramp_end),
         Phase(HOLD, ramp_end, load_end),
@@ -56,10 +67,11 @@ def run_phases(
 
 
 def validate(phases: Sequence[Phase]) -> None:
-    """Each phase once, in order, end to end; raises PhaseError otherwise."""
+    """Each phase once, in order, end to end (a warm-up first, or none); raises PhaseError
+    otherwise."""
     names = [p.name for p in phases]
-    if names != list(ORDER):
-        raise PhaseError(f"phases {names}, expected {list(ORDER)}")
+    if names not in (list(ORDER), [WARMUP, *ORDER]):
+        raise PhaseError(f"phases {names}, expected {list(ORDER)}, after a {WARMUP} or not")
     for before, after in zip(phases, phases[1:], strict=False):
         if abs(before.end - after.start) > 1e-6 or before.start > before.end:
             raise PhaseError(f"phase {after.name} does not follow {before.name}")

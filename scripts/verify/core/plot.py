@@ -13,9 +13,16 @@ from typing import Any
 
 from app.memory.measure import MB
 from scripts.verify.core import phases as ph
+from scripts.verify.core.kernel_peak import recorded_peak
 from scripts.verify.core.timeline import Timeline
 
-PHASE_COLOURS = {ph.BASELINE: "#e8e8e8", ph.RAMP: "#ffe0b2", ph.HOLD: "#ffcc80", ph.IDLE: "#c8e6c9"}
+PHASE_COLOURS = {
+    ph.WARMUP: "#e3f2fd",
+    ph.BASELINE: "#e8e8e8",
+    ph.RAMP: "#ffe0b2",
+    ph.HOLD: "#ffcc80",
+    ph.IDLE: "#c8e6c9",
+}
 
 
 def in_mb(value: float | None) -> float:
@@ -33,10 +40,22 @@ def verdict_levels(timeline: Timeline) -> list[tuple[str, float]]:
     )
     if "start_bytes" not in figures or "peak_bytes" not in figures:
         return []
-    start, peak = figures["start_bytes"] / MB, figures["peak_bytes"] / MB
+    start = figures["start_bytes"] / MB
+    # The return is of the load level; a figure recorded before it was measured, of the peak.
+    held = (figures.get("load_level_bytes") or figures["peak_bytes"]) / MB
     share = float(timeline.meta.get("min_returned", 0.5))
-    level = peak - share * (peak - start)
+    level = held - share * (held - start)
     return [(f"start {start:.0f} MB", start), (f"idle must get under {level:.0f} MB", level)]
+
+
+def kernel_levels(timeline: Timeline) -> list[tuple[str, float]]:
+    """(label, MB) of the kernel's peaks over the load and the idle window, where recorded: the
+    highs between samples that the curves cannot show."""
+    peak = recorded_peak(timeline.extra or {})
+    if peak is None:
+        return []
+    found = [("kernel: cgroup peak", peak.cgroup_bytes), ("kernel: RSS peak", peak.rss_bytes)]
+    return [(f"{what} {value / MB:.0f} MB", value / MB) for what, value in found if value]
 
 
 def mark_releases(axes: Any, seconds: list[float]) -> None:
@@ -59,7 +78,8 @@ def plot(
     title: str,
     annotate: Callable[[Any], None] | None = None,
 ) -> Path:
-    """Write the PNG; the verdict's metric solid, RSS dashed, the cgroup's working set dotted.
+    """Write the PNG; the verdict's metric solid, RSS dashed, the cgroup's working set dotted, and
+    the kernel's peaks as fine dotted levels.
 
     Phases that repeat (a soak's cycles) are each shaded, named once in the legend;
     ``annotate`` is called with the axes before the legend is drawn, to add marks of its own."""
@@ -116,6 +136,9 @@ def plot(
         levels = verdict_levels(timeline)
         for (label, mb), colour in zip(levels, ("#546e7a", "#2e7d32"), strict=False):
             axes.axhline(mb, color=colour, lw=1, ls=(0, (4, 2)), label=label)
+        kernel = kernel_levels(timeline)
+        for (label, mb), colour in zip(kernel, ("#6a1b9a", "#ef6c00"), strict=False):
+            axes.axhline(mb, color=colour, lw=1, ls=(0, (1, 2)), label=label)
         mark_releases(axes, list(timeline.meta.get("release_seconds") or []))
         if annotate is not None:
             annotate(axes)

@@ -10,6 +10,8 @@ from loadtest.spike import SpikePlan
 # the largest bodies, still mostly small ones.
 SPIKE_THINK = "0.1,0.5"
 SPIKE_SIZES = "200:40,1000:25,5000:20,20000:15"
+# The warm-up sends our scenario's smallest bodies only (a user's scenario runs as it is).
+WARMUP_SIZES = "200:1"
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,8 @@ class Preset:
     # window, so what stays afterwards is what the allocator kept, not data still promised.
     cache_ttl_seconds: float
     baseline_seconds: float = 5.0  # sampled before the load; their median is "start"
+    # One user of the scenario before the baseline (0: none), so the start is a warm service's.
+    warmup_seconds: float = 0.0
     idle_tail_seconds: float = 10.0  # the end of the idle window; its median is "idle"
     think_time: str = SPIKE_THINK  # Locust --think-time: min,max seconds between requests
     bulk_sizes: str = SPIKE_SIZES  # Locust --bulk-sizes: records:weight,...
@@ -50,7 +54,7 @@ class Preset:
     @property
     def expected_seconds(self) -> float:
         """Roughly how long one run takes, start-up and Locust's own start aside."""
-        return self.baseline_seconds + self.plan.total_seconds
+        return self.warmup_seconds + self.baseline_seconds + self.plan.total_seconds
 
 
 PRESETS: dict[str, Preset] = {
@@ -63,6 +67,7 @@ PRESETS: dict[str, Preset] = {
         cache_ttl_seconds=10,
         baseline_seconds=3,
         idle_tail_seconds=5,
+        warmup_seconds=5,
     ),
     # For the README's figures: the standard spike, and the service's own 60 s cleanup interval.
     "standard": Preset(
@@ -70,5 +75,6 @@ PRESETS: dict[str, Preset] = {
         plan=SpikePlan(),
         cleanup_interval_seconds=60,
         cache_ttl_seconds=60,
+        warmup_seconds=15,
     ),
 }

@@ -16,6 +16,7 @@ import urllib.request
 from typing import Any
 
 from scripts.verify.core.errors import RunNotMade
+from scripts.verify.core.kernel_peak import NOT_READ, KernelPeak
 from scripts.verify.core.sampling import Sample
 from scripts.verify.core.served import HEALTH_PATH, STATUS_PATH
 
@@ -124,3 +125,10 @@ class RemoteService:
 
     def failure(self) -> str | None:
         return None  # a replica that dies shows up as a series that stops answering
+
+    def take_peak(self) -> KernelPeak:
+        """The cgroup's high-water mark as the last status read gave it (one replica's, over
+        its whole life: nothing can reset it from here); nothing where the route has none."""
+        cgroup = (self.last_document or {}).get("cgroup") or {}
+        peak = cgroup.get("peak_bytes")
+        return KernelPeak(cgroup_bytes=int(peak)) if isinstance(peak, int) else NOT_READ

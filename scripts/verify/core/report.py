@@ -38,6 +38,11 @@ class Row:
     # read-backs of results still inside their TTL that came back 404.
     restarts: int | None = None
     results_lost: float | None = None
+    # What the load held memory at (the hold's median, which the returned share is of), and the
+    # kernel's peaks: the memory cgroup's and the processes' RSS; None in rows published before.
+    load_mb: float | None = None
+    cgroup_peak_mb: float | None = None
+    rss_peak_mb: float | None = None
 
     @classmethod
     def not_made(cls, label: str, why: str) -> Row:
@@ -91,6 +96,9 @@ def rows_for(result: RunResult) -> list[Row]:
                 healthz=result.healthz,
                 restarts=exited_during(result.timeline.of_series(series.series)),
                 results_lost=load.lost_share if load else None,
+                load_mb=in_mb(figures.load_level_bytes) if figures else None,
+                cgroup_peak_mb=in_mb(figures.cgroup_peak_bytes) if figures else None,
+                rss_peak_mb=in_mb(figures.rss_peak_bytes) if figures else None,
             )
         )
     return rows
@@ -113,6 +121,12 @@ COLUMNS: tuple[Column, ...] = (
     ("restarts", lambda r: r.restarts, "{:d}", False),
     ("results lost", lambda r: r.results_lost, "{:.0%}", False),
 )
+# Shown when a row has them: what the load held memory at, and the kernel's peaks.
+LOAD_COLUMN: Column = ("load MB", lambda r: r.load_mb, "{:.1f}", True)
+KERNEL_COLUMNS: tuple[Column, ...] = (
+    ("cgroup peak MB", lambda r: r.cgroup_peak_mb, "{:.1f}", True),
+    ("RSS peak MB", lambda r: r.rss_peak_mb, "{:.1f}", True),
+)
 # Shown when a row has them: /healthz from due time to answer while the load ran.
 HEALTH_COLUMNS: tuple[Column, ...] = (
     ("/healthz p50 ms", lambda r: r.healthz.p50_ms if r.healthz else None, "{:.0f}", True),
@@ -122,7 +136,41 @@ HEALTH_COLUMNS: tuple[Column, ...] = (
 
 
 def columns_for(rows: Sequence[Row]) -> tuple[Column, ...]:
-    return COLUMNS + HEALTH_COLUMNS if any(r.healthz for r in rows) else COLUMNS
+    """The columns the rows have figures for: the load level after the start, the kernel's peak
+    after the sampled one, /healthz at the end (tables published before them stay as they were)."""
+    columns: list[Column] = []
+    for column in COLUMNS:
+        columns.append(column)
+        if column[0] == "start MB" and any(r.load_mb is not None for r in rows):
+            columns.append(LOAD_COLUMN)
+        if column[0] == "peak MB":
+            columns.extend(
+                k for k in KERNEL_COLUMNS if any(k[1](r) is not None for r in rows)
+            )
+    if any(r.healthz for r in rows):
+        columns.extend(HEALTH_COLUMNS)
+    return tuple(columns)
+
+
+def in_mb(value: int | None) -> float | None:
+    return value / MB if value is not None else None
+
+
+def kernel_peak_line(rows: Sequence[Row]) -> str | None:
+    """Under a table with the kernel's peaks: what each is, in words."""
+    said = []
+    if any(r.cgroup_peak_mb is not None for r in rows):
+        said.append(
+            "cgroup peak MB: the memory cgroup's high-water mark (v1 memory.max_usage_in_bytes, "
+            "v2 memory.peak), page cache included as the limit counts it"
+        )
+    if any(r.rss_peak_mb is not None for r in rows):
+        said.append(
+            "RSS peak MB: the server's processes' peak resident sets (VmHWM), summed"
+        )
+    if not said:
+        return None
+    return "; ".join(said) + "; the kernel's marks over the load and the idle window"
 
 
 def _cell(value: float | int | None, fmt: str, base: float | int | None) -> str:
@@ -164,6 +212,8 @@ def render_text(rows: Sequence[Row], baseline: str | None = None) -> str:
         for line in [header, *cells]
     ]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    if (said := kernel_peak_line(rows)) is not None:
+        lines.append(said)
     for row in rows:
         lines.extend(f"{row.label}: {reason}" for reason in row.reasons)
     return "\n".join(lines)
@@ -206,6 +256,8 @@ def summary_markdown(
         "",
         render_markdown(rows, baseline),
     ]
+    if (said := kernel_peak_line(rows)) is not None:
+        lines += ["", said]
     reasons = [f"- {row.label}: {reason}" for row in rows for reason in row.reasons]
     if reasons:
         lines += ["", *reasons]

@@ -18,16 +18,25 @@ from typing import Any, Protocol
 
 import psutil
 
+from loadtest.spike import SpikePlan
 from scripts.verify.core import loadrun
 from scripts.verify.core import phases as ph
 from scripts.verify.core.errors import RunNotMade
 from scripts.verify.core.health import HealthFigures, HealthProbe
+from scripts.verify.core.kernel_peak import KernelPeak, recorded_peak
 from scripts.verify.core.loadrun import LoadStats
-from scripts.verify.core.presets import Preset
+from scripts.verify.core.presets import WARMUP_SIZES, Preset
 from scripts.verify.core.progress import Progress
 from scripts.verify.core.sampling import Clock, Sample, Sampler
 from scripts.verify.core.timeline import Timeline
-from scripts.verify.core.verdict import Criteria, Figures, NotEnoughSamples, Verdict, compute, judge
+from scripts.verify.core.verdict import (
+    Criteria,
+    Figures,
+    NotEnoughSamples,
+    Verdict,
+    compute,
+    judge,
+)
 
 # Locust's own start-up and shutdown on top of the planned load, before it counts as hung.
 LOCUST_GRACE_SECONDS = 60.0
@@ -44,6 +53,8 @@ class Target(Protocol):
     def probe(self, t: float) -> list[Sample]: ...
 
     def failure(self) -> str | None: ...
+
+    def take_peak(self) -> KernelPeak: ...
 
 
 @dataclass
@@ -105,8 +116,10 @@ def judge_timeline(
 ) -> list[SeriesResult]:
     """Figures and a verdict per series of a timeline (one locally, one per replica remotely)."""
     failure_share = load.failure_share if load else None
+    kernel = recorded_peak(timeline.extra)
+    series_names = timeline.series() or ["server"]
     results = []
-    for series in timeline.series() or ["server"]:
+    for series in series_names:
         samples = timeline.of_series(series)
         figures: Figures | None
         try:
@@ -117,6 +130,7 @@ def judge_timeline(
                 idle_tail_seconds,
                 criteria.min_returned,
                 criteria.min_spike_mb,
+                kernel if len(series_names) == 1 else None,  # one replica's marks, not each's
             )
         except (NotEnoughSamples, ph.PhaseError) as exc:
             figures = None
@@ -190,6 +204,32 @@ def cache_ttl(meta: dict[str, Any]) -> float | None:
     return float(ttl) if isinstance(ttl, int | float) else None
 
 
+@dataclass(frozen=True)
+class Load:
+    """One Locust run of the scenario: its plan, the sizes of our bulk bodies, and where its
+    statistics (``<name>_stats.csv``) and log (``<name>.log``) go."""
+
+    plan: SpikePlan
+    bulk_sizes: str
+    name: str
+    phase: Callable[[float], str]  # the phase's name, from seconds since this load began
+
+
+def spike_of(preset: Preset) -> Load:
+    ramp = preset.plan.ramp_seconds
+    return Load(
+        preset.plan, preset.bulk_sizes, "locust", lambda s: ph.RAMP if s < ramp else ph.HOLD
+    )
+
+
+def warmup_of(preset: Preset) -> Load:
+    """One user for the warm-up's seconds, our scenario with its smallest bodies only: the
+    service's pools, threads and first-request caches are made before the start is measured,
+    and what it caches of the warm-up is small beside what the spike adds."""
+    plan = SpikePlan(users=1, ramp_seconds=0, hold_seconds=preset.warmup_seconds, idle_seconds=0)
+    return Load(plan, WARMUP_SIZES, "warmup", lambda _s: ph.WARMUP)
+
+
 def _run_load(
     target: Target,
     settings: RunSettings,
@@ -197,27 +237,28 @@ def _run_load(
     clock: Clock,
     load_start: float,
     ttl_seconds: float | None,
+    load: Load,
 ) -> subprocess.Popen[bytes]:
     """Locust from start to exit; RunNotMade if it hangs or fails other than by failed requests."""
-    preset, plan = settings.preset, settings.preset.plan
+    preset, plan = settings.preset, load.plan
     run_dir = settings.out_dir
     argv = loadrun.locust_argv(
-        target.base_url, plan, run_dir / "locust", preset.think_time, preset.bulk_sizes,
+        target.base_url, plan, run_dir / load.name, preset.think_time, load.bulk_sizes,
         ttl_seconds, settings.locustfile,
     )  # fmt: skip
-    locust = loadrun.start_locust(argv, run_dir / "locust.log")
+    locust = loadrun.start_locust(argv, run_dir / f"{load.name}.log")
     cut_short: list[str] = []
 
     def over() -> bool:
         if locust.poll() is not None or watch.died is not None:
             return True
-        why = loadrun.unreachable(run_dir / "locust", clock.now() - load_start)
+        why = loadrun.unreachable(run_dir / load.name, clock.now() - load_start)
         if why is not None:
             cut_short.append(why)
         return why is not None
 
     finished = watch.until(
-        lambda: ph.RAMP if clock.now() - load_start < plan.ramp_seconds else ph.HOLD,
+        lambda: load.phase(clock.now() - load_start),
         plan.load_seconds + LOCUST_GRACE_SECONDS,
         over,
     )
@@ -235,7 +276,7 @@ def _run_load(
         return locust
     code = locust.poll()
     if code not in (0, 1):  # 1 = some requests failed; they are counted from the CSV
-        raise RunNotMade(f"Locust exited with code {code}: {_tail(run_dir / 'locust.log')}")
+        raise RunNotMade(f"Locust exited with code {code}: {_tail(run_dir / f'{load.name}.log')}")
     return locust
 
 
@@ -246,29 +287,50 @@ def execute(
     preset, plan = settings.preset, settings.preset.plan
     run_dir = settings.out_dir
     run_dir.mkdir(parents=True, exist_ok=True)
+    # The line counts to this run's own length: an idle window stretched to the service's own
+    # cleanup interval (modes.fit_idle) is longer than the preset's.
+    progress.total_seconds = preset.expected_seconds
     clock = Clock()
     sampler = Sampler(target.probe, clock, settings.sample_interval).start()
     watch = _Watch(target, sampler, clock, progress, settings.metric)
     locust: subprocess.Popen[bytes] | None = None
     healthz: HealthFigures | None = None
+    peaks: dict[str, KernelPeak] = {}
+    warmup_start: float | None = None
     try:
+        warm = f"a {preset.warmup_seconds:g} s warm-up, " if preset.warmup_seconds else ""
         progress.note(
-            f"baseline {preset.baseline_seconds:g} s, then {plan.users} users "
+            f"{warm}baseline {preset.baseline_seconds:g} s, then {plan.users} users "
             f"for {plan.load_seconds:g} s"
         )
+        target.take_peak()  # the marks start over here: what came before is not this run's
+        if preset.warmup_seconds and watch.died is None:
+            warmup_start = clock.now()
+            warming = _run_load(
+                target, settings, watch, clock, warmup_start, cache_ttl(meta), warmup_of(preset)
+            )
+            _stop(warming)
+            peaks[ph.WARMUP] = target.take_peak()
+        baseline_start = clock.now() if warmup_start is not None else 0.0
         watch.until(ph.BASELINE, preset.baseline_seconds, lambda: watch.died is not None)
         load_start = load_end = idle_end = clock.now()
+        peaks[ph.BASELINE] = target.take_peak()
         if watch.died is None:  # a server that died before the load gets no load
             probe = HealthProbe(target.base_url, target.health_path).start()
             try:
-                locust = _run_load(target, settings, watch, clock, load_start, cache_ttl(meta))
+                locust = _run_load(
+                    target, settings, watch, clock, load_start, cache_ttl(meta), spike_of(preset)
+                )
             finally:
                 healthz = probe.stop()
             load_end = clock.now()
+            peaks[ph.LOAD] = target.take_peak()
             progress.note(f"load done at {load_end:.0f} s; idle window {plan.idle_seconds:g} s")
         if watch.died is None:
             watch.until(ph.IDLE, plan.idle_seconds, lambda: watch.died is not None)
         idle_end = clock.now()
+        if watch.died is None:
+            peaks[ph.IDLE] = target.take_peak()
     finally:
         samples = sampler.stop()
         if locust is not None:
@@ -302,6 +364,7 @@ def execute(
                 "idle_seconds": plan.idle_seconds,
             },
             "idle_tail_seconds": preset.idle_tail_seconds,
+            "warmup_seconds": preset.warmup_seconds,
             "metric": settings.metric,
             "locustfile": str(settings.locustfile),
             "started_at_unix": clock.started_wall,
@@ -315,13 +378,17 @@ def execute(
             "host": host_description(),
             "sampler_errors": sampler.errors,
         },
-        phases=ph.run_phases(0.0, load_start, plan.ramp_seconds, load_end, idle_end),
+        phases=ph.run_phases(
+            baseline_start, load_start, plan.ramp_seconds, load_end, idle_end, warmup_start
+        ),
         samples=samples,
+        extra={"kernel_peaks": {name: peak.as_dict() for name, peak in peaks.items()}},
     )
     results = judge_timeline(
         timeline, settings.criteria, settings.metric, preset.idle_tail_seconds, load, watch.died
     )
     timeline.extra = {
+        **timeline.extra,
         "load": load.as_dict() if load else None,
         "results": [r.as_dict() for r in results],
         "healthz": healthz.as_dict() if healthz else None,

@@ -1,7 +1,12 @@
 """The figures of a run and the verdict on them: idle under the limit, spike given back.
 
-Every figure is a median of several samples, never one reading: a single sample can land on a
-transient allocation and flip a verdict.
+Every figure the verdict uses is a median of several samples, never one reading: a single sample
+can land on a transient allocation and flip a verdict. What the load raised memory to is the
+median of the hold phase (the "load level"), not its highest sample: a block held for a second
+would otherwise count as a spike that was "given back", and pass a service that kept most of
+what it was sent. The highest sample and the kernel's own peak (kernel_peak.py) are reported
+beside it: the peak is what the limit and the OOM killer see, the level what the service holds
+while it works.
 """
 
 from __future__ import annotations
@@ -12,11 +17,16 @@ from dataclasses import asdict, dataclass, field
 
 from app.memory.measure import MB
 from scripts.verify.core import phases as ph
+from scripts.verify.core.kernel_peak import KernelPeak
 from scripts.verify.core.sampling import Sample
 
 # Below this, the load did not raise memory enough for a share of it to mean anything (a few
-# MB move with every request); the return criterion is then reported as not applicable.
+# MB move with every request); the return criterion is then reported as not applicable, and the
+# idle may stay at most this far above the start.
 MIN_SPIKE_MB = 16.0
+# A kernel peak this close to the limit is said in the verdict's notes: one more such moment
+# and the kernel reclaims, then kills.
+NEAR_LIMIT_SHARE = 0.9
 # The project's idle target: memory back within 1.5x of the fresh start. A figure, not a verdict
 # criterion: the verdict is about the limit, the target about how well a profile does.
 IDLE_TARGET_RATIO = 1.5
@@ -49,6 +59,15 @@ class Figures:
     # Seconds from the end of the load until memory was at or under IDLE_TARGET_RATIO x start
     # and stayed there to the end of the idle window; None if it never settled there.
     seconds_to_target: float | None = None
+    # The median of the hold phase: what the service held while it worked. The spike and the
+    # returned share are measured from it (None in a figure recorded before it was).
+    load_level_bytes: int | None = None
+    # The kernel's highest marks over the load and the idle window: the memory cgroup's (page
+    # cache included, as the limit counts it) and the server's processes' peak RSS (VmHWM,
+    # summed). None where the kernel was not read (a run recorded before, or a deployed
+    # service, whose status route gives at most its cgroup's).
+    cgroup_peak_bytes: int | None = None
+    rss_peak_bytes: int | None = None
 
     @property
     def idle_ratio(self) -> float | None:
@@ -57,7 +76,10 @@ class Figures:
 
     @property
     def spike_bytes(self) -> int:
-        return max(self.peak_bytes - self.start_bytes, 0)
+        """What the load raised memory by: its level over the start (the highest sample in a
+        figure recorded before the level was)."""
+        level = self.load_level_bytes if self.load_level_bytes is not None else self.peak_bytes
+        return max(level - self.start_bytes, 0)
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -95,9 +117,12 @@ def compute(
     idle_tail_seconds: float,
     min_returned: float = Criteria.min_returned,
     min_spike_mb: float = MIN_SPIKE_MB,
+    kernel: KernelPeak | None = None,
 ) -> Figures:
-    """Start (baseline median), peak (highest sample from load start on), idle (median of the
-    last ``idle_tail_seconds`` of the idle window), returned share and time to return.
+    """Start (baseline median), load level (hold median), peak (highest sample from load start
+    on), idle (median of the last ``idle_tail_seconds`` of the idle window), returned share
+    (of the load level's rise) and time to return; with ``kernel``, its peak over the load and
+    the idle window.
 
     Time to return: seconds from the end of the load to the first sample at or below the level
     that passes ``min_returned``. Time to target: seconds from the end of the load to the sample
@@ -121,13 +146,16 @@ def compute(
     peak_t, peak = max(after_start, key=lambda tv: tv[1])
     tail = ph.between(ordered, max(idle.end - idle_tail_seconds, idle.start), idle.end)
     idle_value = _median(tail, metric, "idle window's tail")
+    hold = ph.find(phases, ph.HOLD)
+    held = _values(ph.between(ordered, hold.start, hold.end), metric)
+    level = int(statistics.median(held)) if held else int(peak)
 
-    spike = peak - start
+    spike = level - start
     returned: float | None = None
     to_return: float | None = None
     if spike >= min_spike_mb * MB:
-        returned = (peak - idle_value) / spike
-        target = peak - min_returned * spike
+        returned = (level - idle_value) / spike
+        target = level - min_returned * spike
         for t, value in after_start:
             if t >= load_end and value <= target:
                 to_return = round(t - load_end, 3)
@@ -143,6 +171,9 @@ def compute(
         seconds_to_return=to_return,
         idle_window_seconds=round(idle.seconds, 3),
         samples=len(ordered),
+        load_level_bytes=level,
+        cgroup_peak_bytes=kernel.cgroup_bytes if kernel else None,
+        rss_peak_bytes=kernel.rss_bytes if kernel else None,
     )
 
 
@@ -169,21 +200,51 @@ def judge(figures: Figures, criteria: Criteria, failure_share: float | None = No
             f"idle {figures.metric} {idle_mb:.1f} MB is not under the "
             f"{criteria.limit_mb:g} MB limit"
         )
+    kept_mb = (figures.idle_bytes - figures.start_bytes) / MB
     if figures.returned is None:
         notes.append(
-            f"spike of {figures.spike_bytes / MB:.1f} MB is under {criteria.min_spike_mb:g} MB: "
-            "nothing to give back, return share not judged"
+            f"the load raised memory {figures.spike_bytes / MB:.1f} MB, under "
+            f"{criteria.min_spike_mb:g} MB: nothing to give back, return share not judged"
         )
+        if kept_mb >= criteria.min_spike_mb:
+            reasons.append(
+                f"idle {idle_mb:.1f} MB is {kept_mb:.1f} MB over the start "
+                f"{figures.start_bytes / MB:.1f} MB, more than the {criteria.min_spike_mb:g} MB "
+                "a load this small may leave"
+            )
     elif figures.returned < criteria.min_returned:
+        level = figures.load_level_bytes or figures.peak_bytes
         reasons.append(
-            f"returned {figures.returned:.1%} of the {figures.spike_bytes / MB:.1f} MB spike, "
-            f"under the {criteria.min_returned:.0%} required "
-            f"(start {figures.start_bytes / MB:.1f} MB, peak {figures.peak_bytes / MB:.1f} MB, "
+            f"returned {figures.returned:.1%} of the {figures.spike_bytes / MB:.1f} MB the load "
+            f"raised memory by, under the {criteria.min_returned:.0%} required "
+            f"(start {figures.start_bytes / MB:.1f} MB, load level {level / MB:.1f} MB, "
             f"idle {idle_mb:.1f} MB)"
         )
+    notes.extend(_peak_notes(figures, criteria))
     if failure_share is not None and failure_share > criteria.max_failure_share:
         reasons.append(
             f"{failure_share:.1%} of requests failed, over the "
             f"{criteria.max_failure_share:.1%} allowed"
         )
     return Verdict(passed=not reasons, reasons=reasons, notes=notes)
+
+
+def _peak_notes(figures: Figures, criteria: Criteria) -> list[str]:
+    """What the kernel's peak adds to the verdict: whether it was read, and how near the limit
+    it came."""
+    peaks = [
+        (what, value / MB)
+        for what, value in (
+            ("the cgroup's peak, page cache included,", figures.cgroup_peak_bytes),
+            ("the processes' peak RSS", figures.rss_peak_bytes),
+        )
+        if value is not None
+    ]
+    if not peaks:
+        return ["the kernel's peak was not read (a recorded run, or a status route without one)"]
+    return [
+        f"{what} {peak_mb:.1f} MB came within {1 - NEAR_LIMIT_SHARE:.0%} of the "
+        f"{criteria.limit_mb:g} MB limit"
+        for what, peak_mb in peaks
+        if peak_mb >= NEAR_LIMIT_SHARE * criteria.limit_mb
+    ]
