@@ -55,12 +55,15 @@ def test_the_lift_snippet_runs_as_pasted(tmp_path: Path) -> None:
     program = "\n".join([
         "from fastapi.testclient import TestClient",
         "from service import app, jobs, memory",
+        "app.add_api_route('/healthz', lambda: {'status': 'ok'}, tags=['ops'])  # the user's own",
         "jobs['a'] = b'x'",
         "token = {'Authorization': 'Bearer ' + 'status-token-0123456789'}",
+        "assert memory.config.interval_seconds == 5  # from the environment",
         "with TestClient(app) as client:",
         "    assert memory.loop.running",
         "    assert client.get('/healthz').json() == {'status': 'ok'}",
-        "    assert 'myservice_memory_rss_bytes' in client.get('/metrics').text",
+        "    scrape = client.get('/metrics', follow_redirects=True).text",
+        "    assert 'myservice_memory_rss_bytes' in scrape",
         "    assert client.get('/debug/memory').status_code == 401",
         "    status = client.get('/debug/memory', headers=token).json()",
         "    assert status['jobs'] == {'count': 1} and status['rss_bytes'] > 0",
@@ -69,13 +72,28 @@ def test_the_lift_snippet_runs_as_pasted(tmp_path: Path) -> None:
         "assert not memory.loop.running",
         "print('snippet ok')",
     ])
-    environ = {"PATH": "/usr/bin:/bin", "STATUS_TOKEN": "status-token-0123456789"}
+    environ = {
+        "PATH": "/usr/bin:/bin",
+        "ADMIN_TOKEN": "status-token-0123456789",
+        "MEMORY_CLEANUP_INTERVAL": "5",
+    }
     result = subprocess.run(
         [sys.executable, "-c", program], cwd=tmp_path, env=environ, capture_output=True,
         text=True, timeout=60,
     )
     assert result.returncode == 0, result.stderr
     assert "snippet ok" in result.stdout
+
+
+def test_the_lift_install_line_pins_what_the_lock_pins() -> None:
+    """The two packages the memory package adds, at the lock's versions, and no others."""
+    line = block_after(LIFT, "sh").splitlines()[0]
+    pinned = dict(re.findall(r'"([a-z-]+)==([^"]+)"', line))
+    lock = dict(
+        re.findall(r"^([a-z0-9-]+)==(\S+)", (REPO / "requirements.lock").read_text(), re.M)
+    )
+    assert line.startswith("pip install ") and set(pinned) == {"psutil", "prometheus-client"}
+    assert all(lock[name] == version for name, version in pinned.items()), (pinned, lock)
 
 
 def test_the_fork_snippet_is_the_tested_example() -> None:
@@ -183,7 +201,11 @@ def test_the_help_command_runs_as_pasted() -> None:
 
 
 def test_the_lifted_example_the_readme_verifies_is_there() -> None:
-    copy = next(line for line in README.splitlines() if line.startswith("cp -r app/memory "))
+    copy = next(
+        line
+        for line in README.splitlines()
+        if line.startswith("cp -r app/memory ") and "&&" in line  # the one the verifier runs
+    )
     source, target = shlex.split(copy.split("&&")[0])[2:4]
     assert (REPO / source / "__init__.py").is_file()
     example = (REPO / target).parent

@@ -2,9 +2,9 @@
 flight, and reports what it did. Copy this folder into any package; it imports only itself, the
 standard library, psutil, prometheus-client and Starlette.
 
-    memory = MemoryManager(CleanupConfig(), limit_bytes=500 * MB, namespace="myservice")
+    memory = MemoryManager(CleanupConfig.from_env(), limit_bytes=500 * MB, namespace="myservice")
     memory.add_status_source("cache", lambda: {"entries": len(my_cache)})  # optional
-    memory.install(app, status_token=os.environ.get("STATUS_TOKEN"))  # GET /debug/memory
+    memory.install(app, status_token=os.environ.get("ADMIN_TOKEN"))  # GET /debug/memory
 """
 
 from .budget import BudgetError, MemoryBudget, split_budget

@@ -32,6 +32,16 @@ class CgroupMemory:
     peak_bytes: int | None = None
 
 
+def unlimited_note(reading: CgroupMemory) -> str:
+    """What the status says instead of a cgroup without a memory limit: outside a container with
+    a limit (a terminal, a host's service), the cgroup found is an enclosing group's, and its
+    usage is everything in it, not this service."""
+    return (
+        f"no memory limit of its own (cgroup v{reading.version} {reading.path}): its usage is the "
+        "enclosing group's, not this service's, so it is not reported"
+    )
+
+
 def _read_int(path: Path) -> int | None:
     try:
         text = path.read_text().strip()

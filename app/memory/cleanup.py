@@ -21,9 +21,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from .guard import Activity
 from .measure import MB, fmt_mb, rss_bytes
@@ -39,6 +42,17 @@ ExpirySource = Callable[[], float | None]
 PRESSURE_MIN_SECONDS = 2.0  # releases on pressure at most this often
 
 
+# The variables CleanupConfig.from_env reads: the same names this repository's service reads, so
+# the verifier's presets (MEMORY_CLEANUP_INTERVAL) and a `--set MEMORY_CLEANUP=0` reach a lifted
+# service too.
+ENABLED_VARIABLE = "MEMORY_CLEANUP"
+INTERVAL_VARIABLE = "MEMORY_CLEANUP_INTERVAL"
+THRESHOLD_VARIABLE = "MEMORY_CLEANUP_THRESHOLD_MB"
+IDLE_VARIABLE = "MEMORY_IDLE_RELEASE_SECONDS"
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+
+
 @dataclass(frozen=True)
 class CleanupConfig:
     enabled: bool = True
@@ -46,6 +60,58 @@ class CleanupConfig:
     threshold_bytes: int = 100 * MB
     idle_release_seconds: float = 5.0  # 0 turns the idle trigger off
     release_min_bytes: int = 4 * MB
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, **defaults: Any
+    ) -> CleanupConfig:
+        """The config from the environment, over ``defaults`` (keyword arguments of this class):
+        MEMORY_CLEANUP (0 turns the loop off, to measure what it adds on top of the allocator),
+        MEMORY_CLEANUP_INTERVAL (seconds), MEMORY_CLEANUP_THRESHOLD_MB and
+        MEMORY_IDLE_RELEASE_SECONDS (0 turns the idle trigger off). A value that is not one
+        raises ValueError naming the variable: bad configuration stops startup, it is not
+        quietly replaced."""
+        env = os.environ if environ is None else environ
+        base = cls(**defaults)
+        return cls(
+            enabled=_flag(env, ENABLED_VARIABLE, base.enabled),
+            interval_seconds=_number(env, INTERVAL_VARIABLE, base.interval_seconds, minimum=0.0),
+            threshold_bytes=int(
+                _number(env, THRESHOLD_VARIABLE, base.threshold_bytes / MB, 0.0, strict=False) * MB
+            ),
+            idle_release_seconds=_number(
+                env, IDLE_VARIABLE, base.idle_release_seconds, 0.0, strict=False
+            ),
+            release_min_bytes=base.release_min_bytes,
+        )
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in TRUE_WORDS:
+        return True
+    if raw in FALSE_WORDS:
+        return False
+    raise ValueError(f"{name}={env[name]!r}: expected 1 or 0 (true/false, yes/no, on/off)")
+
+
+def _number(
+    env: Mapping[str, str], name: str, default: float, minimum: float, strict: bool = True
+) -> float:
+    """The variable as a finite number over ``minimum`` (or at least it, not ``strict``)."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < minimum or (strict and value == minimum):
+        bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
+        raise ValueError(f"{name}={env[name]!r}: expected a number {bound}")
+    return value
 
 
 class CleanupLoop:

@@ -19,6 +19,7 @@ from starlette.types import ASGIApp
 from .admission import Admission
 from .allocator import Allocator, detect_allocator
 from .budget import MemoryBudget
+from .cgroup import unlimited_note
 from .cleanup import CleanupConfig, CleanupHook, CleanupLoop, ExpirySource
 from .gate import AdmissionConfig, AdmissionGate
 from .guard import Activity, MemoryGuard, MemoryMiddleware
@@ -235,7 +236,11 @@ class MemoryManager:
             f" ({self.allocator.library})" if self.allocator.library else "",
             self.allocator.method,
             fmt_mb(self.limit_bytes),
-            f"v{cgroup.version} limit {fmt_mb(cgroup.limit_bytes)}" if cgroup else "none",
+            "none"
+            if cgroup is None
+            else f"v{cgroup.version} limit {fmt_mb(cgroup.limit_bytes)}"
+            if cgroup.limit_bytes is not None
+            else unlimited_note(cgroup),
             fmt_mb(self._rss_or_none()),
         )
         for line in self.interpreter.warnings():
@@ -277,6 +282,10 @@ class MemoryManager:
             cgroup = self.readers.cgroup()
         except Exception:
             cgroup = None
+        note = None
+        if cgroup is not None and cgroup.limit_bytes is None:
+            note = unlimited_note(cgroup)
+            cgroup = None
         releaser = self.releaser
         return MemoryStatus(
             pid=pid,
@@ -285,6 +294,7 @@ class MemoryManager:
             pss_bytes=pss,
             replica_id=self.replica_id,
             limit_bytes=self.limit_bytes,
+            cgroup_note=note,
             cgroup=None
             if cgroup is None
             else CgroupStatus(

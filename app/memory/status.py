@@ -247,6 +247,9 @@ class MemoryStatus:
     releases: tuple[ReleaseResult, ...]  # the most recent, oldest first
     release_totals: ReleaseTotals
     cleanup: CleanupStatus
+    # Why ``cgroup`` is None where a cgroup was found: it has no memory limit of its own, so its
+    # usage is the enclosing group's (a desktop session, a host), not this service's.
+    cgroup_note: str | None = None
 
     @property
     def limit_mb(self) -> float:
@@ -273,4 +276,5 @@ class MemoryStatus:
             "releases": [result.as_dict() for result in self.releases],
             "release_totals": self.release_totals.as_dict(),
             "cleanup": self.cleanup.as_dict(),
+            "cgroup_note": self.cgroup_note,  # last: readers of the keys before it keep them
         }

@@ -7,8 +7,7 @@ from fastapi import FastAPI
 from memory import MB, CleanupConfig, MemoryManager
 
 app = FastAPI()
-interval = float(os.environ.get("MEMORY_CLEANUP_INTERVAL", "60"))  # the verifier's preset sets it
-cleanup = CleanupConfig(interval_seconds=interval, threshold_bytes=32 * MB)
+cleanup = CleanupConfig.from_env(threshold_bytes=32 * MB)  # the verifier's preset sets the interval
 memory = MemoryManager(cleanup, limit_bytes=500 * MB, quiet_paths={"/healthz"}, namespace="lifted")
 memory.install(app, status_token=os.environ["ADMIN_TOKEN"])
 

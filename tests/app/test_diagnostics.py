@@ -75,8 +75,10 @@ def test_metrics_on_this_machine(serve: Callable[..., TestClient]) -> None:
     expected = {"memory_rss_bytes", "memory_released_bytes_total", "bulk_cache_entries"}
     assert expected <= names
     reading = read_cgroup_memory()
-    if reading is not None and reading.usage_bytes is not None:
+    if reading is not None and reading.usage_bytes is not None and reading.limit_bytes:
         assert "memory_cgroup_usage_bytes" in names
+    else:  # no cgroup, or one with no limit of its own: its usage is not this service's
+        assert "memory_cgroup_usage_bytes" not in names
 
 
 def test_quiet_paths_are_the_probe_and_operator_endpoints() -> None:

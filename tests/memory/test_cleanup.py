@@ -453,3 +453,30 @@ def test_pressure_releases_at_once_and_at_most_every_few_seconds() -> None:
         await loop.stop()
 
     run(scenario)
+
+
+def test_the_config_comes_from_the_environment_over_the_defaults() -> None:
+    assert CleanupConfig.from_env({}) == CleanupConfig()
+    config = CleanupConfig.from_env(
+        {"MEMORY_CLEANUP": "off", "MEMORY_CLEANUP_INTERVAL": "5",
+         "MEMORY_CLEANUP_THRESHOLD_MB": "0", "MEMORY_IDLE_RELEASE_SECONDS": "0"},
+        threshold_bytes=32 * MB,
+    )  # fmt: skip
+    assert config == CleanupConfig(
+        enabled=False, interval_seconds=5.0, threshold_bytes=0, idle_release_seconds=0.0
+    )
+    given = CleanupConfig.from_env({"MEMORY_CLEANUP": "1"}, interval_seconds=30)
+    assert given.enabled and given.interval_seconds == 30
+    assert CleanupConfig.from_env({"MEMORY_CLEANUP": " "}).enabled  # blank: the default
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("MEMORY_CLEANUP", "maybe"), ("MEMORY_CLEANUP_INTERVAL", "0"),
+     ("MEMORY_CLEANUP_INTERVAL", "soon"), ("MEMORY_CLEANUP_THRESHOLD_MB", "-1"),
+     ("MEMORY_IDLE_RELEASE_SECONDS", "inf")],
+)  # fmt: skip
+def test_a_bad_setting_is_refused_in_one_line_naming_it(name: str, value: str) -> None:
+    with pytest.raises(ValueError, match=rf"^{name}=") as raised:
+        CleanupConfig.from_env({name: value})
+    assert "\n" not in str(raised.value)

@@ -3,8 +3,10 @@
 The folder is copied into a temporary project as `svc.memory`; the README's wiring snippet is
 written into it as the README has it, with only the package name changed (`yourpkg` to `svc`),
 so the doc and this test cannot drift. The project is started for real under each server users
-run, driven with a burst, and must show the loop's start line per worker, a release line and its
-metrics.
+run, given ADMIN_TOKEN and MEMORY_CLEANUP_INTERVAL as the verifier gives them, driven with a
+burst, and must show the loop's start line per worker, a release line, its metrics and its
+status route. Once more it is pasted into a service whose FastAPI app makes operation ids from
+``route.tags[0]``, as real services do: nothing the snippet adds may be a route without tags.
 """
 
 from __future__ import annotations
@@ -44,8 +46,12 @@ def burst(n: int = 400_000) -> dict[str, int]:
     return {"rows": len(rows)}
 
 
-app.add_api_route("/burst", burst, methods=["POST"])
+app.add_api_route("/healthz", lambda: {"status": "ok"}, tags=["ops"])
+app.add_api_route("/burst", burst, methods=["POST"], tags=["work"])
 '''
+TOKEN = "lifted-status-token-0123456789"
+# A service's own app, as FastAPI's full-stack template makes it: ids from the first tag.
+TAGGED_APP = 'FastAPI(generate_unique_id_function=lambda route: f"{route.tags[0]}-{route.name}")'
 
 
 def snippet(readme: str, package: str) -> str:
@@ -56,12 +62,17 @@ def snippet(readme: str, package: str) -> str:
     return match.group(1).replace("yourpkg.", f"{package}.")
 
 
-def make_project(root: Path) -> Path:
-    """svc/memory (the copied folder), svc/wiring.py (the snippet), svc/main.py."""
+def make_project(root: Path, app: str | None = None) -> Path:
+    """svc/memory (the copied folder), svc/wiring.py (the snippet, with ``app`` for its
+    ``FastAPI()`` where given), svc/main.py."""
     svc = root / "svc"
     shutil.copytree(PACKAGE, svc / "memory", ignore=shutil.ignore_patterns("__pycache__"))
     (svc / "__init__.py").write_text("")
-    (svc / "wiring.py").write_text(snippet(README.read_text(), "svc"))
+    wiring = snippet(README.read_text(), "svc")
+    if app is not None:
+        assert wiring.count("FastAPI()") == 1
+        wiring = wiring.replace("FastAPI()", app)
+    (svc / "wiring.py").write_text(wiring)
     (svc / "main.py").write_text(ROUTES)
     return root
 
@@ -133,7 +144,12 @@ def serve(project: Path) -> Iterator[object]:
         module, *args = SERVERS[name]
         argv = [sys.executable, "-m", module, *(a.format(port=port) for a in args)]
         log_path = project / f"{name}.log"
-        environ = {**allocator_free_environ(), "PYTHONPATH": str(project)}
+        environ = {
+            **allocator_free_environ(),
+            "PYTHONPATH": str(project),
+            "ADMIN_TOKEN": TOKEN,  # what the verifier hands the service it starts
+            "MEMORY_CLEANUP_INTERVAL": "7",  # the verifier's presets set it
+        }
         with log_path.open("wb") as log:
             process = subprocess.Popen(
                 argv, cwd=project, env=environ, stdout=log, stderr=subprocess.STDOUT
@@ -171,12 +187,47 @@ def test_the_lifted_package_runs_under(name: str, serve: object) -> None:
     served.wait_for("a release line", lambda: RELEASE_LINE.search(served.log()), timeout=40)
     scrape = ""
     for _ in range(10 * workers):  # a scrape reaches one worker: find one that released
-        scrape = httpx.get(served.url + "/metrics", headers={"Connection": "close"}).text
+        scrape = httpx.get(
+            served.url + "/metrics", headers={"Connection": "close"}, follow_redirects=True
+        ).text
         if re.search(rf'^{prefix}memory_releases_total{{.*outcome="ok".*}} [1-9]', scrape, re.M):
             break
     else:
         raise AssertionError(f"no worker's /metrics shows a release:\n{scrape}")
     assert re.search(rf"^{prefix}memory_rss_bytes \d", scrape, re.M)
     assert "[memory] allocator " in served.log()
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    status = httpx.get(served.url + "/debug/memory", headers=bearer)
+    assert status.status_code == 200, status.text
+    assert status.json()["cleanup"]["interval_seconds"] == 7  # from the environment
     served.stop()
     assert served.log().count("[memory-cleanup] Stopped") >= 1, served.log()
+
+
+def test_the_snippet_serves_a_service_whose_ids_come_from_route_tags(tmp_path: Path) -> None:
+    """Nothing the snippet adds is an APIRoute without tags: the schema is made, and the status
+    route answers the verifier's token."""
+    project = make_project(tmp_path / "tagged", app=TAGGED_APP)
+    port = free_port()
+    log_path = project / "uvicorn.log"
+    environ = {**allocator_free_environ(), "PYTHONPATH": str(project), "ADMIN_TOKEN": TOKEN}
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "svc.main:app", "--port", str(port)],
+            cwd=project, env=environ, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    served = Served(f"http://127.0.0.1:{port}", process, log_path)
+    try:
+        served.wait_for("health", served.healthy)
+        schema = httpx.get(served.url + "/openapi.json")
+        assert schema.status_code == 200, served.log()
+        paths = schema.json()["paths"].values()
+        ids = {operation["operationId"] for path in paths for operation in path.values()}
+        assert ids == {"ops-<lambda>", "work-burst"}, ids
+        bearer = {"Authorization": f"Bearer {TOKEN}"}
+        status = httpx.get(served.url + "/debug/memory", headers=bearer)
+        assert status.status_code == 200 and status.json()["cleanup"]["enabled"] is True
+        metrics = httpx.get(served.url + "/metrics", follow_redirects=True)
+        assert "myservice_memory_rss_bytes" in metrics.text
+    finally:
+        served.stop()

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import ast
+import re
 import sys
 
 import app.memory
+from app.memory import cleanup
 from tests.memory.conftest import PACKAGE
 
 ALLOWED = {"psutil", "prometheus_client", "starlette"}
@@ -32,10 +34,20 @@ def test_it_imports_itself_relatively_and_nothing_but_its_dependencies() -> None
 
 
 def test_it_names_nothing_of_this_service() -> None:
+    """The only variables it names are its own cleanup settings (CleanupConfig.from_env), which
+    this service reads under the same names."""
+    own = {
+        cleanup.ENABLED_VARIABLE,
+        cleanup.INTERVAL_VARIABLE,
+        cleanup.THRESHOLD_VARIABLE,
+        cleanup.IDLE_VARIABLE,
+    }
     for path in PACKAGE.glob("*.py"):
         text = path.read_text()
-        for word in ("Railway", "RAILWAY_", "MEMORY_", "/bulk", "/healthz", "app.memory"):
+        for word in ("Railway", "RAILWAY_", "/bulk", "/healthz", "app.memory"):
             assert word not in text, f"{path.name} names {word!r}"
+        named = set(re.findall(r"MEMORY_[A-Z_]+", text))
+        assert named <= own, f"{path.name} names {sorted(named - own)}"
 
 
 def test_the_public_api_is_importable_by_name() -> None:

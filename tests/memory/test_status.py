@@ -17,6 +17,7 @@ from starlette.testclient import TestClient
 
 from app.memory import MB, CleanupConfig, MemoryManager, MemoryStatus, Readers
 from app.memory.allocator import Allocator
+from app.memory.cgroup import CgroupMemory
 
 TOKEN = "0123456789abcdef0123"
 # Every key /debug/memory had when the status was a dict: the verifier and its recorded
@@ -24,7 +25,7 @@ TOKEN = "0123456789abcdef0123"
 KEYS = [
     "pid", "rss_bytes", "uss_bytes", "pss_bytes", "replica_id", "limit_mb", "cgroup",
     "allocator", "interpreter", "budget", "admission", "outbound", "breakdown", "releases",
-    "release_totals", "cleanup",
+    "release_totals", "cleanup", "cgroup_note",
 ]
 CLEANUP_KEYS = [
     "enabled", "running", "interval_seconds", "threshold_bytes", "idle_release_seconds",
@@ -129,3 +130,24 @@ def test_the_route_is_not_in_a_fastapi_schema() -> None:
 def test_an_empty_token_is_refused() -> None:
     with pytest.raises(ValueError, match="empty"):
         make().install(Starlette(), status_token="")
+
+
+def test_a_cgroup_without_a_limit_of_its_own_is_named_not_reported() -> None:
+    """Outside a container with a limit the cgroup found is an enclosing group's (a desktop
+    session, a host): its usage is not this service's."""
+    allocator = Allocator("glibc", None, "malloc_trim", lambda: True)
+
+    def status_with(limit: int | None) -> MemoryStatus:
+        reading = CgroupMemory(1, "/user.slice", limit, 805 * MB, 700 * MB, 900 * MB)
+        readers = Readers(rss=lambda: 60 * MB, cgroup=lambda: reading)
+        manager = MemoryManager(CleanupConfig(), 512 * MB, allocator=allocator, readers=readers)
+        return manager.status(detail=False)
+
+    enclosing = status_with(None)
+    assert enclosing.cgroup is None
+    assert enclosing.cgroup_note is not None
+    assert "no memory limit of its own" in enclosing.cgroup_note
+    assert "/user.slice" in enclosing.cgroup_note
+    own = status_with(512 * MB)
+    assert own.cgroup is not None and own.cgroup.usage_bytes == 805 * MB
+    assert own.cgroup.peak_bytes == 900 * MB and own.cgroup_note is None
