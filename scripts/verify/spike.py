@@ -6,7 +6,8 @@ deployed one with --url), runs a Locust spike against it (this service's scenari
 with --locustfile, under the same spike-then-idle shape), samples memory
 every second, waits an idle window of at least two cleanup intervals, and judges:
 
-  exit 0  idle memory under --limit-mb and at least --min-returned of the spike given back
+  exit 0  idle memory under --limit-mb and at least --min-returned of what the load raised it by
+          given back
   exit 1  the service failed one of those (or too many requests failed); the numbers say which
   exit 2  the run could not be made (server never healthy, Locust missing, ...); the reason says why
 
@@ -66,10 +67,10 @@ def add_common(parser: flags.Parser) -> None:
         "--min-returned",
         type=float,
         default=defaults.min_returned,
-        help="share of the spike (peak - start) that must be gone at the end of the "
-        f"idle window (default {defaults.min_returned:g}: the baseline profile, which "
-        "never releases, keeps about 80-99%% of it; the others return 60-95%%; what may "
-        "stay is allocator slack and interpreter caches)",
+        help="share of what the load raised memory by (the hold's median less the start) that "
+        f"must be gone at the end of the idle window (default {defaults.min_returned:g}: the "
+        "baseline profile, which never releases, keeps most of it; the others return most; "
+        "what may stay is allocator slack and interpreter caches)",
     )
 
 
@@ -84,12 +85,7 @@ def add_run(parser: flags.Parser) -> None:
         "CACHE_TTL_SECONDS, and --set's settings in its environment.",
     )
     target = own.add_mutually_exclusive_group()
-    target.add_argument(
-        "--command",
-        dest="command_line",  # "command" is the subcommand itself (cli.py)
-        metavar="CMD",
-        help="start your server command here instead of this service",
-    )
+    add_own_command(target)
     target.add_argument(
         "--image",
         metavar="NAME",
@@ -98,6 +94,26 @@ def add_run(parser: flags.Parser) -> None:
     target.add_argument(
         "--url", help="verify a deployed service instead (reads its memory status route)"
     )
+    add_own_service(own)
+    own.add_argument(
+        "--reads-per-second",
+        type=int,
+        default=3,
+        help="status reads per second with --url, so every replica is seen (default 3)",
+    )
+
+
+def add_own_command(parser: flags.Parser | argparse._ActionsContainer) -> None:
+    parser.add_argument(
+        "--command",
+        dest="command_line",  # "command" is the subcommand itself (cli.py)
+        metavar="CMD",
+        help="start your server command here instead of this service",
+    )
+
+
+def add_own_service(own: argparse._ActionsContainer) -> None:
+    """How your service is driven and read: its users, its health and status paths, its token."""
     own.add_argument(
         "--locustfile",
         type=Path,
@@ -125,12 +141,6 @@ def add_run(parser: flags.Parser) -> None:
         help="the status route's token: needed with --url; with --command or --image, the "
         "ADMIN_TOKEN given to it (default: $ADMIN_TOKEN, else a random one)",
     )
-    own.add_argument(
-        "--reads-per-second",
-        type=int,
-        default=3,
-        help="status reads per second with --url, so every replica is seen (default 3)",
-    )
 
 
 def add_compare(parser: flags.Parser) -> None:
@@ -139,7 +149,23 @@ def add_compare(parser: flags.Parser) -> None:
     parser.add_argument(
         "--rows",
         help="only these rows, comma-separated, in this order (default: every profile, then "
-        "baseline-recycle, granian-max-rss and jemalloc-nopymalloc+postgres)",
+        "baseline-recycle, granian-max-rss and jemalloc-nopymalloc+postgres; with --command, "
+        "every profile)",
+    )
+    own = parser.add_argument_group(
+        "your own service",
+        "With --command, every profile's variables (LD_PRELOAD, MALLOC_CONF, PYTHONMALLOC,\n"
+        "GLIBC_TUNABLES, and MEMORY_CLEANUP=0 for baseline) are set for your command, in\n"
+        "rounds A B A B, and the table ends with the profile that had the lowest kernel peak\n"
+        "among those that passed in every round.",
+    )
+    add_own_command(own)
+    add_own_service(own)
+    own.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="with --command, how many times each profile runs, in turn (default 2)",
     )
 
 
@@ -149,6 +175,26 @@ def check_common(parser: flags.Parser, args: argparse.Namespace, remote: bool = 
     flags.needs_cgroup(parser, args, remote)
     if not 0 <= args.min_returned <= 1:
         parser.error("--min-returned must be between 0 and 1")
+
+
+def check_compare(parser: flags.Parser, args: argparse.Namespace) -> None:
+    check_common(parser, args)
+    if args.command_line is None:
+        own = [f for f, given in (("--locustfile", args.locustfile != LOCUSTFILE),
+                                  ("--rounds", args.rounds != 2)) if given]  # fmt: skip
+        if own:
+            parser.error(f"{', '.join(own)} go with --command: this service runs its own")
+        return
+    if args.limit_mode == "docker":
+        parser.error("--command runs here: --limit-mode none or cgroup")
+    if args.web_concurrency != 1:
+        parser.error("--command runs your service: its workers are its own (--web-concurrency)")
+    if args.rounds < 2:
+        parser.error("--rounds must be at least 2: one round cannot show the spread")
+    if args.locustfile != LOCUSTFILE and not args.locustfile.is_file():
+        parser.error(f"--locustfile {args.locustfile}: no such file")
+    if not (args.health.startswith("/") and args.status_path.startswith("/")):
+        parser.error("--health and --status-path are paths: they start with /")
 
 
 def check_run(parser: flags.Parser, args: argparse.Namespace) -> None:
@@ -314,7 +360,35 @@ def run_command(args: argparse.Namespace) -> int:
     return not_made(lambda: run_one(args, started))
 
 
+def compare_own(args: argparse.Namespace, started: datetime) -> int:
+    """Every profile's variables set for the user's command, in rounds A B A B."""
+    out = out_of(args, started)
+    own = OwnService(args.command_line, None, args.health, args.status_path, args.token)
+    profiles = load_profiles()
+
+    def one(run: compare.Run) -> RunResult:
+        settings = settings_for(args, run.label, out / compare.folder_of(run.label))
+        allocator = compare.allocator_environment(profiles.get(run.profile))
+        overrides = {**allocator, **flags.overrides_of(args)}
+        result = run_own(own, settings, args.limit_mode, overrides=overrides)
+        write_run(result, settings.out_dir, not args.no_plot)
+        return result
+
+    only = [label.strip() for label in args.rows.split(",")] if args.rows else None
+    runs = compare.own_plan(profiles, args.rounds, only)
+    outcomes = compare.run_all(runs, one)
+    rows = compare.all_rows(outcomes)
+    context = context_lines(args, f"your command, limit mode {args.limit_mode}", started)
+    context.append(compare.recommendation(outcomes, profiles, args.rounds))
+    finish(rows, out, f"Allocator profiles compared on `{args.command_line}`", context,
+           rows[0].label if rows else None)  # fmt: skip
+    sys.stdout.write(context[-1] + "\n")
+    return compare.exit_code(outcomes)
+
+
 def compare_all(args: argparse.Namespace, started: datetime) -> int:
+    if args.command_line:
+        return compare_own(args, started)
     out = out_of(args, started)
 
     def one(run: compare.Run) -> RunResult:
@@ -365,5 +439,5 @@ def compare_command(args: argparse.Namespace) -> int:
 
 RUN = flags.Command("run", RUN_SUMMARY, __doc__, add_run, check_run, run_command)
 COMPARE = flags.Command(
-    "compare", COMPARE_SUMMARY, __doc__, add_compare, check_common, compare_command
+    "compare", COMPARE_SUMMARY, __doc__, add_compare, check_compare, compare_command
 )

@@ -7,13 +7,14 @@ from pathlib import Path
 
 import pytest
 
+from app.memory.measure import MB
 from app.profiles import Profile, ProfileSet
 from scripts.verify.core import compare
 from scripts.verify.core.errors import RunNotMade
 from scripts.verify.core.loadrun import LoadStats
-from scripts.verify.core.run import RunResult, judge_timeline
-from scripts.verify.core.timeline import read_json
-from scripts.verify.core.verdict import Criteria
+from scripts.verify.core.run import RunResult, SeriesResult, judge_timeline
+from scripts.verify.core.timeline import Timeline, read_json
+from scripts.verify.core.verdict import Criteria, Figures, Verdict
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -126,3 +127,52 @@ def test_the_postgres_row_is_the_default_profile_with_a_database() -> None:
     assert (plain.database, postgres.database) == (None, "postgres")
     assert postgres.profile == plain.profile == "jemalloc-nopymalloc"
     assert postgres.deploy
+
+
+# compare --command: the profiles on the user's own service.
+
+
+def test_on_a_command_each_profile_runs_in_rounds_a_b_a_b() -> None:
+    runs = compare.own_plan(PROFILES, rounds=2)
+    assert [r.label for r in runs] == [
+        "baseline #1", "glibc #1", "jemalloc #1", "baseline #2", "glibc #2", "jemalloc #2",
+    ]
+    assert [r.profile for r in runs[:3]] == ["baseline", "glibc", "jemalloc"]
+    assert compare.folder_of("jemalloc #2") == "jemalloc-2"
+
+
+def test_a_profile_is_its_variables_alone_for_a_command() -> None:
+    baseline = Profile(
+        "baseline", "", "glibc", env={"MEMORY_CLEANUP": "0", "MEMORY_ADMISSION": "0"}
+    )
+    env = compare.allocator_environment(baseline)
+    assert env["LD_PRELOAD"] == "" and env["MALLOC_CONF"] == "" and env["PYTHONMALLOC"] == ""
+    assert env["MEMORY_CLEANUP"] == "0" and env["MEMORY_PROFILE"] == "baseline"
+    missing = Profile("ghost", "", "jemalloc", preload="libno-such-allocator.so.9")
+    with pytest.raises(RunNotMade, match="libno-such-allocator.so.9 is not installed"):
+        compare.allocator_environment(missing)
+
+
+def judged(label: str, passed: bool, rss_peak_mb: float) -> compare.Outcome:
+    figures = Figures(
+        metric="pss", start_bytes=50 * MB, peak_bytes=200 * MB, peak_t=10.0, idle_bytes=60 * MB,
+        returned=0.9, seconds_to_return=3.0, idle_window_seconds=20.0, samples=50,
+        load_level_bytes=150 * MB, rss_peak_bytes=int(rss_peak_mb * MB),
+    )  # fmt: skip
+    result = RunResult(label, Timeline({}, [], []), None, [
+        SeriesResult("server", figures, Verdict(passed, [] if passed else ["kept it"]))
+    ])  # fmt: skip
+    return compare.Outcome(label, True, result)
+
+
+def test_the_recommendation_is_the_lowest_peak_among_profiles_passing_every_round() -> None:
+    outcomes = [
+        judged("baseline #1", False, 100), judged("glibc #1", True, 300),
+        judged("jemalloc #1", True, 260), judged("baseline #2", False, 100),
+        judged("glibc #2", True, 310), judged("jemalloc #2", False, 250),
+    ]  # fmt: skip
+    line = compare.recommendation(outcomes, PROFILES, rounds=2)
+    # jemalloc failed a round and baseline is never deployed: glibc, though its peak is higher.
+    assert line.startswith("recommendation: glibc, the lowest peak RSS (305.0 MB"), line
+    none = [judged(f"glibc #{n}", False, 300) for n in (1, 2)]
+    assert "no profile passed in every round" in compare.recommendation(none, PROFILES, 2)

@@ -4,17 +4,27 @@
 its own verdict is shown but does not decide the exit code: it is expected to keep its spike.
 After the profiles come the variants: a profile run with other server settings, for what is not
 an allocator profile but belongs in the same table (worker recycling, as peers do it).
+
+On the user's own command (``compare --command``) each profile is its variables alone
+(LD_PRELOAD, MALLOC_CONF, PYTHONMALLOC, GLIBC_TUNABLES, and for baseline MEMORY_CLEANUP=0, which
+``CleanupConfig.from_env`` honours), in rounds A B A B, since one run of each on a shared
+machine cannot tell a profile from the noise. The table ends with one line: the profile whose
+kernel peak was lowest, on average over its rounds, among those that passed in every round.
 """
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from app.profiles import ProfileSet
+from app.launch import library_available
+from app.memory.measure import MB
+from app.profiles import Profile, ProfileSet
 from scripts.verify.core.errors import RunNotMade
 from scripts.verify.core.report import Row, rows_for
 from scripts.verify.core.run import RunResult
+from scripts.verify.core.verdict import Figures
 
 BASELINE = "baseline"
 
@@ -98,6 +108,85 @@ def plan(
     if unknown:
         raise RunNotMade(f"no such row: {', '.join(unknown)}; rows: {', '.join(by_label)}")
     return [by_label[label] for label in only]
+
+
+# The variables an allocator profile may set; a profile's own values replace them, and the rest
+# are emptied, so a variable the user's shell exported cannot change what a row measures.
+ALLOCATOR_VARIABLES = ("LD_PRELOAD", "MALLOC_CONF", "PYTHONMALLOC", "GLIBC_TUNABLES")
+
+
+def allocator_environment(profile: Profile) -> dict[str, str]:
+    """A profile as a command's environment: its preloaded library, its variables, the others
+    empty. RunNotMade where the library is not installed (ld.so would only warn, and the row
+    would measure glibc under the profile's name)."""
+    if profile.preload and not library_available(profile.preload):
+        raise RunNotMade(f"{profile.name}: {profile.preload} is not installed here")
+    env = {name: "" for name in ALLOCATOR_VARIABLES}
+    env["LD_PRELOAD"] = profile.preload or ""
+    env.update(profile.env)
+    env["MEMORY_PROFILE"] = profile.name  # said in the service's own status, where it reads it
+    return env
+
+
+def own_plan(
+    profiles: ProfileSet, rounds: int, only: Sequence[str] | None = None
+) -> list[Run]:
+    """Every profile (baseline first) on the user's command, ``rounds`` times in turn: A B A B.
+    Each run's environment is the profile's (allocator_environment), made when it runs."""
+    chosen = plan(profiles, only=only, variants=())
+    return [
+        Run(f"{run.label} #{number}", run.profile, deploy=run.deploy)
+        for number in range(1, rounds + 1)
+        for run in chosen
+    ]
+
+
+def folder_of(label: str) -> str:
+    """A row's output folder: its label without spaces or the round's #."""
+    return label.replace(" #", "-").replace(" ", "-")
+
+
+def recommendation(outcomes: Sequence[Outcome], profiles: ProfileSet, rounds: int) -> str:
+    """One line: the deployable profile with the lowest kernel peak (the cgroup's where the run
+    had one, else the processes' RSS) on average over its rounds, among those that passed in
+    every one; or that none did."""
+    by_profile: dict[str, list[Outcome]] = {}
+    for outcome in outcomes:
+        by_profile.setdefault(outcome.profile.rsplit(" #", 1)[0], []).append(outcome)
+    candidates: list[tuple[float, str, str]] = []
+    for name, runs in by_profile.items():
+        if not profiles.get(name).deploy or len(runs) < rounds:
+            continue
+        if not all(o.result is not None and o.result.passed for o in runs):
+            continue
+        peaks, kind = _kernel_peaks(runs)
+        if peaks:
+            candidates.append((statistics.mean(peaks), name, kind))
+    if not candidates:
+        return "recommendation: no profile passed in every round; see the reasons above"
+    peak, name, kind = min(candidates)
+    return (
+        f"recommendation: {name}, the lowest {kind} ({peak / MB:.1f} MB on average over "
+        f"{rounds} rounds) among the profiles that passed in every round"
+    )
+
+
+def _kernel_peaks(runs: Sequence[Outcome]) -> tuple[list[float], str]:
+    cgroup = [f.cgroup_peak_bytes for f in _figures(runs)]
+    if cgroup and all(v is not None for v in cgroup):
+        return [float(v) for v in cgroup if v is not None], "cgroup peak"
+    rss = [f.rss_peak_bytes for f in _figures(runs)]
+    if rss and all(v is not None for v in rss):
+        return [float(v) for v in rss if v is not None], "peak RSS"
+    return [], ""
+
+
+def _figures(runs: Sequence[Outcome]) -> list[Figures]:
+    found: list[Figures] = []
+    for outcome in runs:
+        if outcome.result is not None:
+            found.extend(r.figures for r in outcome.result.results if r.figures is not None)
+    return found
 
 
 def run_all(runs: Sequence[Run], run_one: Callable[[Run], RunResult]) -> list[Outcome]:
