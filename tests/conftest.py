@@ -1,5 +1,5 @@
 """Fixtures for every test folder: a real PostgreSQL server for the results store, lines for the
-end-of-run summary, and the heavy tests' one xdist group."""
+end-of-run summary, and the heavy tests' xdist lanes."""
 
 from __future__ import annotations
 
@@ -36,19 +36,24 @@ def postgres_url(postgres_cluster: Cluster) -> str:
 
 
 # Under `pytest -n N --dist loadgroup` (make test, .ci/run) the tests spread over N workers,
-# except those that load a real server for tens of seconds and read its memory or its latency:
-# marked `slow` or `container`, they share one group, so one worker runs them one after another
-# and no two of them measure each other. The container tests also share that worker's one image
-# build. A test that names its own xdist_group keeps it.
-HEAVY_GROUP = "heavy"
+# except two lanes, each run by one worker one test after another: the container tests (one
+# image build, one engine) and the other tests marked `slow`, which drive a real server with a
+# load generator for tens of seconds (Locust, slowhttptest, floods). So no two load generators
+# compete, and at most one load and one container run beside the light tests on two cores. A
+# test that names its own xdist_group keeps it.
+CONTAINER_GROUP, LOAD_GROUP = "container", "load"
 
 
+# First: xdist's own hook reads the group marks to route the tests, so they must be there by then.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.get_closest_marker("xdist_group") is not None:
             continue
-        if item.get_closest_marker("slow") or item.get_closest_marker("container"):
-            item.add_marker(pytest.mark.xdist_group(HEAVY_GROUP))
+        if item.get_closest_marker("container"):
+            item.add_marker(pytest.mark.xdist_group(CONTAINER_GROUP))
+        elif item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.xdist_group(LOAD_GROUP))
 
 
 # Lines a test wants in the end-of-run summary (what an image was built on, memory measured). Under
