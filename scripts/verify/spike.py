@@ -22,8 +22,9 @@ import contextlib
 import json
 import logging
 import os
+import platform
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -241,18 +242,33 @@ def write_run(result: RunResult, run_dir: Path, want_plot: bool) -> list[Path]:
     return written
 
 
-def context_lines(args: argparse.Namespace, mode: str, started: datetime) -> list[str]:
+def context_lines(
+    args: argparse.Namespace, mode: str, started: datetime, results: Sequence[RunResult] = ()
+) -> list[str]:
     preset = PRESETS[args.preset]
     plan = preset.plan
     return [
         *command_lines(getattr(args, "argv", None)),  # set by the command line, not by a test
-        f"mode: {mode}; preset {preset.name}: {plan.users} users, ramp {plan.ramp_seconds:g} s, "
-        f"hold {plan.hold_seconds:g} s, idle window {plan.idle_seconds:g} s",
-        f"metric: {args.metric}; limit {args.limit_mb:g} MB; spike to give back "
-        f">= {args.min_returned:.0%}; failures <= {args.max_failures:.1%}",
+        f"mode: {mode}; preset {preset.name}: a {preset.warmup_seconds:g} s warm-up, "
+        f"{plan.users} users, ramp {plan.ramp_seconds:g} s, hold {plan.hold_seconds:g} s, "
+        f"idle window {plan.idle_seconds:g} s",
+        f"metric: {args.metric}; limit {args.limit_mb:g} MB; of what the load raised memory by, "
+        f"give back >= {args.min_returned:.0%}; failures <= {args.max_failures:.1%}",
         f"scenario: {scenario_of(getattr(args, 'locustfile', LOCUSTFILE))}",
-        started_line(started, python=True),
+        started_line(started) + f"; {pythons(results)}",
     ]
+
+
+def pythons(results: Sequence[RunResult]) -> str:
+    """Which Python ran the verifier, and which the service (its status route says; a
+    service whose route was not read is said so)."""
+    found = sorted({
+        str(version)
+        for result in results
+        if (version := (result.timeline.meta.get("service_at_start") or {}).get("python"))
+    })  # fmt: skip
+    service = f"the service Python {', '.join(found)}" if found else "the service's Python unread"
+    return f"the verifier Python {platform.python_version()}, {service}"
 
 
 def scenario_of(locustfile: Path) -> str:
@@ -349,7 +365,8 @@ def run_one(args: argparse.Namespace, started: datetime) -> int:
         )
         write_run(result, out / name, not args.no_plot)
         title, mode = f"Memory verification: profile {name}", f"local, limit mode {args.limit_mode}"
-    finish(report.rows_for(result), out, title, context_lines(args, mode, started), None)
+    context = context_lines(args, mode, started, [result])
+    finish(report.rows_for(result), out, title, context, None)
     return exit_for(result.passed)
 
 
@@ -378,7 +395,8 @@ def compare_own(args: argparse.Namespace, started: datetime) -> int:
     runs = compare.own_plan(profiles, args.rounds, only)
     outcomes = compare.run_all(runs, one)
     rows = compare.all_rows(outcomes)
-    context = context_lines(args, f"your command, limit mode {args.limit_mode}", started)
+    done = [o.result for o in outcomes if o.result is not None]
+    context = context_lines(args, f"your command, limit mode {args.limit_mode}", started, done)
     context.append(compare.recommendation(outcomes, profiles, args.rounds))
     finish(rows, out, f"Allocator profiles compared on `{args.command_line}`", context,
            rows[0].label if rows else None)  # fmt: skip
@@ -409,7 +427,12 @@ def compare_all(args: argparse.Namespace, started: datetime) -> int:
         compare.all_rows(outcomes),
         out,
         "Allocator profiles compared",
-        context_lines(args, f"local, limit mode {args.limit_mode}", started),
+        context_lines(
+            args,
+            f"local, limit mode {args.limit_mode}",
+            started,
+            [o.result for o in outcomes if o.result is not None],
+        ),
         compare.BASELINE,
     )
     return compare.exit_code(outcomes)

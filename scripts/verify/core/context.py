@@ -4,7 +4,6 @@ Every command's summary (run, compare, soak, overload) says these the same way."
 from __future__ import annotations
 
 import os
-import platform
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -19,7 +18,6 @@ def command_lines(argv: Sequence[str] | None) -> list[str]:
     return ["command: `" + " ".join([PROGRAM, *argv]) + "`"]
 
 
-def started_line(started: datetime, python: bool = False) -> str:
-    """When the run started and on how many CPUs; with ``python``, the interpreter it ran."""
-    line = f"started {started.isoformat(timespec='seconds')} on {os.cpu_count()} CPUs"
-    return f"{line}, Python {platform.python_version()}" if python else line
+def started_line(started: datetime) -> str:
+    """When the run started and on how many CPUs."""
+    return f"started {started.isoformat(timespec='seconds')} on {os.cpu_count()} CPUs"

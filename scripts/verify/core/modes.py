@@ -38,6 +38,7 @@ def service_summary(document: dict[str, Any] | None) -> dict[str, Any] | None:
     cgroup = document.get("cgroup") or {}
     return {
         "profile": document.get("profile"),
+        "python": (document.get("interpreter") or {}).get("version"),
         "allocator": allocator.get("name"),
         "release_method": allocator.get("release_method"),
         "limit_mb": document.get("limit_mb"),
