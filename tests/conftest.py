@@ -36,12 +36,22 @@ def postgres_url(postgres_cluster: Cluster) -> str:
 
 
 # Under `pytest -n N --dist loadgroup` (make test, .ci/run) the tests spread over N workers,
-# except two lanes, each run by one worker one test after another: the container tests (one
-# image build, one engine) and the other tests marked `slow`, which drive a real server with a
-# load generator for tens of seconds (Locust, slowhttptest, floods). So no two load generators
-# compete, and at most one load and one container run beside the light tests on two cores. A
-# test that names its own xdist_group keeps it.
-CONTAINER_GROUP, LOAD_GROUP = "container", "load"
+# except three lanes, each run by one worker one test after another: the container tests (one
+# image build, one engine), and the other tests marked `slow` (a real server driven by a load
+# generator for tens of seconds: Locust, slowhttptest, floods) in two lanes, the service's own
+# (tests/integration) and the tools' (the verifier, the lifted package, the examples). So a
+# lane's tests never measure each other, and at most two loads and one container run beside the
+# light tests. One lane for every slow test took 20 minutes alone. A test that names its own
+# xdist_group keeps it.
+CONTAINER_LANE, SERVICE_LANE, TOOLS_LANE = "container", "load-service", "load-tools"
+
+
+def lane_of(item: pytest.Item) -> str | None:
+    if item.get_closest_marker("container"):
+        return CONTAINER_LANE
+    if item.get_closest_marker("slow"):
+        return SERVICE_LANE if "integration" in item.path.parts else TOOLS_LANE
+    return None
 
 
 # First: xdist's own hook reads the group marks to route the tests, so they must be there by then.
@@ -50,10 +60,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.get_closest_marker("xdist_group") is not None:
             continue
-        if item.get_closest_marker("container"):
-            item.add_marker(pytest.mark.xdist_group(CONTAINER_GROUP))
-        elif item.get_closest_marker("slow"):
-            item.add_marker(pytest.mark.xdist_group(LOAD_GROUP))
+        if (lane := lane_of(item)) is not None:
+            item.add_marker(pytest.mark.xdist_group(lane))
 
 
 # Lines a test wants in the end-of-run summary (what an image was built on, memory measured). Under
