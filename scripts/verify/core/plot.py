@@ -33,7 +33,8 @@ def in_mb(value: float | None) -> float:
 
 def verdict_levels(timeline: Timeline) -> list[tuple[str, float]]:
     """(label, MB) of the lines the verdict judges against, from the first judged series: its
-    start, and the level that gives back --min-returned of the spike (idle must get under it)."""
+    start, and the level that gives back --min-returned of what the load raised memory by (idle
+    must get under it)."""
     results = (timeline.extra or {}).get("results") or []
     figures: dict[str, Any] = next(
         (r["figures"] for r in results if isinstance(r, dict) and r.get("figures")), {}
