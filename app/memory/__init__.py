@@ -9,6 +9,7 @@ standard library, psutil, prometheus-client and Starlette.
 
 from .budget import BudgetError, MemoryBudget, split_budget
 from .cleanup import CleanupConfig
+from .document import StatusDocument, read_status
 from .gate import AdmissionConfig, GuardedRoute
 from .manager import MemoryManager
 from .measure import MB
@@ -28,7 +29,9 @@ __all__ = [
     "MemoryStatus",
     "Readers",
     "ReleaseResult",
+    "StatusDocument",
     "StoredResponse",
     "force_release_memory",
+    "read_status",
     "split_budget",
 ]

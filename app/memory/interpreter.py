@@ -13,6 +13,8 @@ import sys
 import sysconfig
 from dataclasses import dataclass
 
+from .document import InterpreterDocument
+
 GC_FIXED_IN = (3, 14, 5)
 
 
@@ -45,7 +47,7 @@ class Interpreter:
             )
         return found
 
-    def as_dict(self) -> dict[str, object]:
+    def as_dict(self) -> InterpreterDocument:
         return {
             "version": ".".join(map(str, self.version)),
             "free_threaded": self.free_threaded,

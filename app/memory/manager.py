@@ -206,7 +206,7 @@ class MemoryManager:
     def status_document(self) -> dict[str, object]:
         """The status route's JSON: ``status()`` with detail, then each source under its name.
         Blocking (it walks smaps): run it off the event loop."""
-        document = self.status().as_dict()
+        document: dict[str, object] = dict(self.status().as_dict())
         for name, read in self.status_sources.items():
             try:
                 value = read()

@@ -16,6 +16,7 @@ from prometheus_client import Histogram
 
 from .admission import Admission
 from .budget import MemoryBudget
+from .document import AllocatorDocument, CgroupDocument, CleanupDocument, StatusDocument
 from .interpreter import Interpreter
 from .measure import MB, HeapUsage
 from .outbound import Outbound
@@ -34,7 +35,7 @@ class CgroupStatus:
     working_set_bytes: int | None  # usage minus inactive page cache
     peak_bytes: int | None = None  # the kernel's high-water mark of usage
 
-    def as_dict(self) -> dict[str, object]:
+    def as_dict(self) -> CgroupDocument:
         return {
             "version": self.version,
             "limit_bytes": self.limit_bytes,
@@ -52,7 +53,7 @@ class AllocatorStatus:
     options: Mapping[str, str] = field(default_factory=dict)  # jemalloc: opt.<name>, version
     heap: HeapUsage | None = None  # the allocator's own account; with detail only
 
-    def as_dict(self) -> dict[str, object]:
+    def as_dict(self) -> AllocatorDocument:
         return {
             "name": self.name,
             "library": self.library,
@@ -212,7 +213,7 @@ class CleanupStatus:
     failures: int  # loop, release and request-path check failures
     requests_seen: int  # requests counted as traffic (quiet paths left out)
 
-    def as_dict(self) -> dict[str, object]:
+    def as_dict(self) -> CleanupDocument:
         return {
             "enabled": self.enabled,
             "running": self.running,
@@ -255,7 +256,7 @@ class MemoryStatus:
     def limit_mb(self) -> float:
         return self.limit_bytes / MB
 
-    def as_dict(self) -> dict[str, object]:
+    def as_dict(self) -> StatusDocument:
         """The JSON document of the status route, keys in their documented order."""
         return {
             "pid": self.pid,

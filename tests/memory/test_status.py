@@ -4,6 +4,7 @@ call, token-protected, hidden from the schema, and a service adds its own sectio
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
 from typing import Any
 
@@ -18,6 +19,7 @@ from starlette.testclient import TestClient
 from app.memory import MB, CleanupConfig, MemoryManager, MemoryStatus, Readers
 from app.memory.allocator import Allocator
 from app.memory.cgroup import CgroupMemory
+from app.memory.document import NotAStatus, read_status, section
 
 TOKEN = "0123456789abcdef0123"
 # Every key /debug/memory had when the status was a dict: the verifier and its recorded
@@ -151,3 +153,17 @@ def test_a_cgroup_without_a_limit_of_its_own_is_named_not_reported() -> None:
     own = status_with(512 * MB)
     assert own.cgroup is not None and own.cgroup.usage_bytes == 805 * MB
     assert own.cgroup.peak_bytes == 900 * MB and own.cgroup_note is None
+
+
+def test_the_served_document_reads_back_as_the_status_and_others_do_not() -> None:
+    """read_status is what a reader of a deployed route (the verifier) parses with."""
+    memory = make(replica_id="r-1")
+    memory.add_status_source("jobs", lambda: {"count": 2})
+    raw = json.loads(json.dumps(memory.status_document()))
+    document = read_status(raw)
+    assert document["cleanup"]["interval_seconds"] == CleanupConfig().interval_seconds
+    assert document["allocator"]["name"] == "glibc" and document["replica_id"] == "r-1"
+    assert section(document, "jobs") == {"count": 2} and section(document, "none") == {}
+    for other, why in (([], "not an object"), ({"pid": 1}, "'allocator'"), ({}, "'pid'")):
+        with pytest.raises(NotAStatus, match=why):
+            read_status(other)

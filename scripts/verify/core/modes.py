@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypedDict
 
+from app.memory.document import StatusDocument, added
 from scripts.verify.core import container
 from scripts.verify.core.cgroup_limit import MemoryCgroup, record_of
 from scripts.verify.core.container import ContainerService
@@ -30,22 +31,21 @@ Executor = Callable[[Target, RunSettings, dict[str, Any], Progress], RunResult]
 IDLE_MARGIN_SECONDS = 10.0
 
 
-def service_summary(document: dict[str, Any] | None) -> dict[str, Any] | None:
+def service_summary(document: StatusDocument | None) -> dict[str, Any] | None:
     """What the service says about itself, kept in the timeline to show what was measured."""
     if not document:
         return None
-    allocator = document.get("allocator") or {}
-    cgroup = document.get("cgroup") or {}
+    cgroup = document["cgroup"]
     return {
-        "profile": document.get("profile"),
-        "python": (document.get("interpreter") or {}).get("version"),
-        "allocator": allocator.get("name"),
-        "release_method": allocator.get("release_method"),
-        "limit_mb": document.get("limit_mb"),
-        "cgroup_limit_bytes": cgroup.get("limit_bytes"),
-        "releases": len(document.get("releases") or []),
-        "cleanup": document.get("cleanup"),
-        "cache": document.get("cache"),
+        "profile": added(document, "profile"),  # this service adds it; another may not
+        "python": document["interpreter"]["version"],
+        "allocator": document["allocator"]["name"],
+        "release_method": document["allocator"]["release_method"],
+        "limit_mb": document["limit_mb"],
+        "cgroup_limit_bytes": cgroup["limit_bytes"] if cgroup else None,
+        "releases": len(document["releases"]),
+        "cleanup": dict(document["cleanup"]),
+        "cache": added(document, "cache"),
     }
 
 
@@ -54,7 +54,7 @@ def meta_of(
     settings: RunSettings,
     limit_mode: str,
     web_concurrency: int | str,
-    document: dict[str, Any] | None,
+    document: StatusDocument | None,
 ) -> dict[str, Any]:
     """What the timeline records of a service started here, before the load."""
     return {
@@ -89,11 +89,11 @@ def given(settings: RunSettings) -> Given:
     )
 
 
-def fit_idle(settings: RunSettings, document: dict[str, Any] | None) -> RunSettings:
+def fit_idle(settings: RunSettings, document: StatusDocument | None) -> RunSettings:
     """``settings`` with an idle window of two of the service's own cleanup intervals (plus a
     margin) where its status route says it runs a longer one than the preset assumed: a
     service that does not read the preset's MEMORY_CLEANUP_INTERVAL keeps its own."""
-    interval = float(((document or {}).get("cleanup") or {}).get("interval_seconds") or 0)
+    interval = float(document["cleanup"]["interval_seconds"]) if document else 0.0
     plan = settings.preset.plan
     needed = 2 * interval + IDLE_MARGIN_SECONDS
     if not interval or plan.idle_seconds >= needed:
@@ -102,9 +102,9 @@ def fit_idle(settings: RunSettings, document: dict[str, Any] | None) -> RunSetti
     return replace(settings, preset=preset)
 
 
-def release_seconds(document: dict[str, Any] | None, started_unix: float) -> list[float]:
+def release_seconds(document: StatusDocument | None, started_unix: float) -> list[float]:
     """When each release the status route lists ran, in seconds of the run (for the plot)."""
-    times = [r.get("started_at") for r in (document or {}).get("releases") or []]
+    times = [r.get("started_at") for r in (document["releases"] if document else [])]
     return [
         round(t - started_unix, 1)
         for t in times
@@ -112,10 +112,10 @@ def release_seconds(document: dict[str, Any] | None, started_unix: float) -> lis
     ]
 
 
-def preset_note(settings: RunSettings, served: Served, document: dict[str, Any] | None) -> str:
+def preset_note(settings: RunSettings, served: Served, document: StatusDocument | None) -> str:
     """The console line that says what the preset changed on the service, and what it runs."""
     given = ", ".join(f"{k}={v}" for k, v in served.preset_settings().items())
-    runs = ((document or {}).get("cleanup") or {}).get("interval_seconds")
+    runs = document["cleanup"]["interval_seconds"] if document else None
     said = (
         f"; its status route says a {float(runs):g} s cleanup interval" if runs is not None
         else "; no status route read, so its own interval is not known"

@@ -13,8 +13,8 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
-from typing import Any
 
+from app.memory.document import NotAStatus, StatusDocument, read_status
 from scripts.verify.core.errors import RunNotMade
 from scripts.verify.core.kernel_peak import NOT_READ, KernelPeak
 from scripts.verify.core.sampling import Sample
@@ -23,23 +23,23 @@ from scripts.verify.core.served import HEALTH_PATH, STATUS_PATH
 USER_AGENT = "lean-memory-verify/1"
 
 
-def series_name(document: dict[str, Any]) -> str:
+def series_name(document: StatusDocument) -> str:
     """ "<replica id> pid <n>", or "pid <n>" where the platform sets no replica id."""
-    pid = document.get("pid")
-    replica = document.get("replica_id")
+    pid = document["pid"]
+    replica = document["replica_id"]
     return f"{replica} pid {pid}" if replica else f"pid {pid}"
 
 
-def sample_from_debug(document: dict[str, Any], t: float) -> Sample:
-    cgroup = document.get("cgroup") or {}
+def sample_from_debug(document: StatusDocument, t: float) -> Sample:
+    cgroup = document["cgroup"]
     return Sample(
         t=t,
         series=series_name(document),
-        rss_bytes=document.get("rss_bytes"),
-        pss_bytes=document.get("pss_bytes"),
-        uss_bytes=document.get("uss_bytes"),
-        cgroup_usage_bytes=cgroup.get("usage_bytes"),
-        cgroup_working_set_bytes=cgroup.get("working_set_bytes"),
+        rss_bytes=document["rss_bytes"],
+        pss_bytes=document["pss_bytes"],
+        uss_bytes=document["uss_bytes"],
+        cgroup_usage_bytes=cgroup["usage_bytes"] if cgroup else None,
+        cgroup_working_set_bytes=cgroup["working_set_bytes"] if cgroup else None,
         processes=1,
     )
 
@@ -62,7 +62,7 @@ class RemoteService:
         self.health_path = health_path
         self.probes_per_tick = probes_per_tick
         self.timeout = timeout
-        self.last_document: dict[str, Any] | None = None
+        self.last_document: StatusDocument | None = None
 
     def _get(self, path: str) -> tuple[int, bytes]:
         request = urllib.request.Request(
@@ -75,15 +75,15 @@ class RemoteService:
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read()
 
-    def fetch(self) -> dict[str, Any]:
+    def fetch(self) -> StatusDocument:
         status, body = self._get(self.status_path)
         if status != 200:
             raise OSError(f"{self.status_path} answered {status}")
-        document: dict[str, Any] = json.loads(body)
+        document = read_status(json.loads(body))  # NotAStatus is a ValueError
         self.last_document = document
         return document
 
-    def check(self) -> dict[str, Any]:
+    def check(self) -> StatusDocument:
         """One read before the run; the reasons a remote run cannot be made, spelled out."""
         route = f"{self.base_url}{self.status_path}"
         try:
@@ -101,11 +101,13 @@ class RemoteService:
         if status != 200:
             raise RunNotMade(f"{route} answered {status}")
         try:
-            document: dict[str, Any] = json.loads(body)
+            raw = json.loads(body)
         except ValueError as exc:
             raise RunNotMade(f"{route} is not JSON: {exc}") from exc
-        if not isinstance(document, dict) or "cleanup" not in document:
-            raise RunNotMade(f"{route} is not the memory package's status (no 'cleanup')")
+        try:
+            document = read_status(raw)
+        except NotAStatus as exc:
+            raise RunNotMade(f"{route} is not the memory package's status: {exc}") from None
         self.last_document = document
         return document
 
@@ -129,6 +131,6 @@ class RemoteService:
     def take_peak(self) -> KernelPeak:
         """The cgroup's high-water mark as the last status read gave it (one replica's, over
         its whole life: nothing can reset it from here); nothing where the route has none."""
-        cgroup = (self.last_document or {}).get("cgroup") or {}
-        peak = cgroup.get("peak_bytes")
+        cgroup = self.last_document["cgroup"] if self.last_document else None
+        peak = cgroup.get("peak_bytes") if cgroup else None  # absent from an older package
         return KernelPeak(cgroup_bytes=int(peak)) if isinstance(peak, int) else NOT_READ

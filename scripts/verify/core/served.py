@@ -12,8 +12,8 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
+from app.memory.document import NotAStatus, StatusDocument, read_status
 from scripts.verify.core.errors import RunNotMade
 
 HEALTH_PATH = "/healthz"
@@ -100,9 +100,10 @@ class Served:
             time.sleep(0.2)
         raise RunNotMade(f"{self.kind} not healthy within {timeout:g} s: {self.log_tail()}")
 
-    def memory_status(self) -> dict[str, Any] | None:
+    def memory_status(self) -> StatusDocument | None:
         """The memory package's own view (its status route): allocator, limit, releases; None
-        where the service does not mount the route or refuses the token."""
+        where the service does not mount the route, refuses the token, or answers something
+        else."""
         try:
             status, body = http_get(f"{self.base_url}{self.status_path}", self.token)
         except OSError:
@@ -110,9 +111,8 @@ class Served:
         if status != 200:
             return None
         try:
-            document: dict[str, Any] = json.loads(body)
-            return document
-        except ValueError:
+            return read_status(json.loads(body))
+        except (ValueError, NotAStatus):
             return None
 
     def release_lines(self) -> int:
