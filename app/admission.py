@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from app.config import MB, ConfigError, Settings
+from app.config import ConfigError, Settings
 from app.frame import Guard, Held
 from app.memory import AdmissionConfig, BudgetError, MemoryBudget, MemoryManager, split_budget
-from app.memory.measure import fmt_mb
+from app.memory.measure import MB, fmt_mb
 
 
 def service_admission(

@@ -22,9 +22,9 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.memory.cgroup import read_cgroup_memory
+from app.memory.measure import MB
 from app.profiles import ProfileError, load_profiles
 
-MB = 1024 * 1024
 FALLBACK_LIMIT_MB = 500.0  # Railway's Free plan limit, used only when no cgroup limit is found
 MIN_ADMIN_TOKEN_CHARS = 16
 # Railway's edge documents no source address, so only a proxy on the same host is trusted.

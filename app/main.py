@@ -22,12 +22,13 @@ from pydantic_settings import BaseSettings
 
 from app import diagnostics
 from app.admission import service_admission
-from app.config import MB, ConfigError, Settings, load, load_settings, near_misses
+from app.config import ConfigError, Settings, load, load_settings, near_misses
 from app.edge.accesslog import AccessLogMiddleware
 from app.edge.protocol import EdgeCollector
 from app.errors import validation_error_handler
 from app.frame import Frame, StartupStep, Workload
 from app.memory import CleanupConfig, MemoryManager
+from app.memory.measure import MB
 from app.profiles import load_profiles
 from app.workload import BulkWorkload  # the reference workload: see README "Make it yours"
 

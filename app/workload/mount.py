@@ -18,8 +18,9 @@ import anyio
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from app.config import MB, load
+from app.config import load
 from app.frame import Frame
+from app.memory.measure import MB
 from app.workload.bulk import BulkService
 from app.workload.cache import BulkCache
 from app.workload.routes import GUARDED_ROUTES, Bulk, router, store_unavailable

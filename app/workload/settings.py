@@ -17,7 +17,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings
 
-from app.config import MB, SETTINGS_CONFIG
+from app.config import SETTINGS_CONFIG
+from app.memory.measure import MB
 
 
 class BulkSettings(BaseSettings):

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from app.admission import check_guard_fits
-from app.config import MB, ConfigError
+from app.config import ConfigError
 from app.frame import Guard
 from app.memory import GuardedRoute
+from app.memory.measure import MB
 
 
 def guard(*routes: GuardedRoute, max_body_mb: float = 8) -> Guard:
