@@ -33,7 +33,7 @@ from scripts.verify import flags
 from scripts.verify.core import compare, plot, report
 from scripts.verify.core.context import command_lines, started_line
 from scripts.verify.core.errors import EXIT_NOT_MADE, RunNotMade, exit_for
-from scripts.verify.core.loadrun import LOCUSTFILE, LoadStats, is_ours
+from scripts.verify.core.loadrun import LOCUSTFILE, LoadStats, is_ours, scenario_problem
 from scripts.verify.core.modes import OwnService, run_local, run_own, run_remote
 from scripts.verify.core.postgres import make_cluster
 from scripts.verify.core.presets import PRESETS
@@ -332,6 +332,8 @@ def not_made(run: Callable[[], int]) -> int:
 
 
 def run_one(args: argparse.Namespace, started: datetime) -> int:
+    if (why := scenario_problem(args.locustfile)) is not None:
+        raise RunNotMade(why)
     out = out_of(args, started)
     if args.url:
         settings = settings_for(args, "remote", out / "remote")
@@ -405,6 +407,8 @@ def compare_own(args: argparse.Namespace, started: datetime) -> int:
 
 
 def compare_all(args: argparse.Namespace, started: datetime) -> int:
+    if (why := scenario_problem(args.locustfile)) is not None:
+        raise RunNotMade(why)
     if args.command_line:
         return compare_own(args, started)
     out = out_of(args, started)

@@ -144,3 +144,24 @@ def test_the_documented_workload_mounts_as_written(
         assert document["notes"] == {"count": 1}
         assert "cache" not in document and "/bulk/sync" not in app.openapi()["paths"]
     assert [route.path for route in frame(app).guards[0].routes] == ["/notes"]
+
+
+def test_the_verifier_in_a_fork_without_the_workload_says_what_to_pass(tmp_path: Path) -> None:
+    """`make verify` after deleting app/workload: one line, exit 2, naming --locustfile, and no
+    server started (this service's users send the reference workload's requests)."""
+    root = without_workload(tmp_path / "fork")
+    ignore = shutil.ignore_patterns("__pycache__")
+    for folder in ("scripts", "loadtest"):
+        shutil.copytree(REPO / folder, root / folder, ignore=ignore)
+    environ = service_free_environ()
+    environ.pop("PYTHONPATH", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "scripts.verify", "run", "--preset", "short",
+         "--out", str(tmp_path / "out")],
+        cwd=root, env=environ, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("verify: run not made: this checkout has no app/workload"), line
+    assert "--locustfile FILE" in line
+    assert not (tmp_path / "out").exists()  # nothing was started or written

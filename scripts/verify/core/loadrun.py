@@ -23,6 +23,7 @@ from scripts.verify.core.errors import RunNotMade
 REPO_ROOT = Path(__file__).resolve().parents[3]
 LOCUSTFILE = REPO_ROOT / "loadtest" / "locustfile.py"
 SHAPE_FILE = REPO_ROOT / "loadtest" / "shape.py"
+WORKLOAD = REPO_ROOT / "app" / "workload"  # the reference workload this scenario drives
 BULK_NAMES = ("/bulk/sync", "/bulk/async")
 # A scenario whose every request failed for this long into the load cannot reach the service:
 # the run stops there, with the failures, rather than after the whole spike.
@@ -34,6 +35,19 @@ SHOWN_FAILURES = 3  # the most frequent kinds named in the reason
 def is_ours(locustfile: Path) -> bool:
     """Whether ``locustfile`` is this service's own scenario, with its bulk submits."""
     return locustfile.resolve() == LOCUSTFILE.resolve()
+
+
+def scenario_problem(locustfile: Path, workload: Path = WORKLOAD) -> str | None:
+    """Why the scenario cannot run in this checkout, or None: this service's users send the
+    reference workload's requests and read its settings, so a fork that removed app/workload
+    (as the README says) names its own users."""
+    if is_ours(locustfile) and not workload.is_dir():
+        return (
+            f"this checkout has no {workload.relative_to(REPO_ROOT)}, whose requests "
+            f"{LOCUSTFILE.relative_to(REPO_ROOT)} sends: pass your users with --locustfile FILE "
+            "(Locust users, no shape of their own)"
+        )
+    return None
 
 
 @dataclass(frozen=True)
