@@ -192,6 +192,11 @@ def check_compare(parser: flags.Parser, args: argparse.Namespace) -> None:
         parser.error("--command runs your service: its workers are its own (--web-concurrency)")
     if args.rounds < 2:
         parser.error("--rounds must be at least 2: one round cannot show the spread")
+    check_own_service(parser, args)
+
+
+def check_own_service(parser: flags.Parser, args: argparse.Namespace) -> None:
+    """The options add_own_service defines, as run and compare both take them."""
     if args.locustfile != LOCUSTFILE and not args.locustfile.is_file():
         parser.error(f"--locustfile {args.locustfile}: no such file")
     if not (args.health.startswith("/") and args.status_path.startswith("/")):
@@ -213,10 +218,7 @@ def check_run(parser: flags.Parser, args: argparse.Namespace) -> None:
         parser.error("--command runs here: --limit-mode none or cgroup (for docker, --image)")
     if args.image and args.limit_mode == "cgroup":
         parser.error("--image runs under docker --memory: --limit-mode cgroup does not apply")
-    if args.locustfile != LOCUSTFILE and not args.locustfile.is_file():
-        parser.error(f"--locustfile {args.locustfile}: no such file")
-    if not (args.health.startswith("/") and args.status_path.startswith("/")):
-        parser.error("--health and --status-path are paths: they start with /")
+    check_own_service(parser, args)
     if args.reads_per_second < 1:
         parser.error("--reads-per-second must be at least 1")
 
