@@ -162,7 +162,7 @@ def judged(label: str, passed: bool, rss_peak_mb: float) -> compare.Outcome:
     result = RunResult(label, Timeline({}, [], []), None, [
         SeriesResult("server", figures, Verdict(passed, [] if passed else ["kept it"]))
     ])  # fmt: skip
-    return compare.Outcome(label, True, result)
+    return compare.Outcome(label, True, result, allocator_profile=label.split(" #")[0])
 
 
 def test_the_recommendation_is_the_lowest_peak_among_profiles_passing_every_round() -> None:

@@ -76,10 +76,15 @@ VARIANTS: tuple[Run, ...] = (
 
 @dataclass
 class Outcome:
-    profile: str
+    profile: str  # the row's label: the profile, a variant, or a profile's round ("glibc #2")
     deploy: bool
     result: RunResult | None = None
     not_made: str | None = None
+    allocator_profile: str = ""  # the profile the row ran (the label where they are one)
+
+    def __post_init__(self) -> None:
+        if not self.allocator_profile:
+            self.allocator_profile = self.profile
 
     def rows(self) -> list[Row]:
         if self.result is None:
@@ -152,7 +157,7 @@ def recommendation(outcomes: Sequence[Outcome], profiles: ProfileSet, rounds: in
     every one; or that none did."""
     by_profile: dict[str, list[Outcome]] = {}
     for outcome in outcomes:
-        by_profile.setdefault(outcome.profile.rsplit(" #", 1)[0], []).append(outcome)
+        by_profile.setdefault(outcome.allocator_profile, []).append(outcome)
     candidates: list[tuple[float, str, str]] = []
     for name, runs in by_profile.items():
         if not profiles.get(name).deploy or len(runs) < rounds:
@@ -194,7 +199,7 @@ def run_all(runs: Sequence[Run], run_one: Callable[[Run], RunResult]) -> list[Ou
     run."""
     outcomes = []
     for run in runs:
-        outcome = Outcome(run.label, run.deploy)
+        outcome = Outcome(run.label, run.deploy, allocator_profile=run.profile)
         try:
             outcome.result = run_one(run)
         except RunNotMade as exc:
