@@ -47,6 +47,26 @@ class CleanupDocument(TypedDict):
     requests_seen: int
 
 
+class SiteDocument(TypedDict):
+    where: str
+    size_bytes: int
+    blocks: int
+
+
+class HoldingsDocument(TypedDict):
+    anonymous_bytes: int | None
+    file_bytes: int | None
+    live_objects_bytes: int | None
+    allocator_free_bytes: int | None
+    pymalloc_arenas_bytes: int | None
+    pymalloc_free_bytes: int | None
+    malloc_in_use_bytes: int | None
+    malloc_free_bytes: int | None
+    gc_objects: int
+    traced_bytes: int | None
+    top_sites: list[SiteDocument]
+
+
 class StatusDocument(TypedDict):
     pid: int
     rss_bytes: int | None
@@ -65,6 +85,8 @@ class StatusDocument(TypedDict):
     release_totals: dict[str, object]
     cleanup: CleanupDocument
     cgroup_note: str | None
+    holdings: HoldingsDocument | None
+    holdings_advice: str | None
 
 
 class NotAStatus(ValueError):

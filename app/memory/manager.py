@@ -23,6 +23,7 @@ from .cgroup import unlimited_note
 from .cleanup import CleanupConfig, CleanupHook, CleanupLoop, ExpirySource
 from .gate import AdmissionConfig, AdmissionGate
 from .guard import Activity, MemoryGuard, MemoryMiddleware
+from .holdings import Holdings, pymalloc_report, reach_line
 from .interpreter import Interpreter, running_interpreter
 from .logs import show_logs
 from .measure import fmt_mb
@@ -243,6 +244,7 @@ class MemoryManager:
             else unlimited_note(cgroup),
             fmt_mb(self._rss_or_none()),
         )
+        log.info("[memory] %s", self.reach_line())
         for line in self.interpreter.warnings():
             log.warning("[memory] %s", line)
         if self.budget is not None and self.admission is not None:
@@ -256,6 +258,14 @@ class MemoryManager:
                 fmt_mb(pressure.high_water_bytes if pressure else None),
             )
         self.loop.start()
+
+    def reach_line(self) -> str:
+        """What this process's allocator setup can give back, and what not, in one line."""
+        try:
+            pymalloc = pymalloc_report() is not None
+        except (OSError, AttributeError, ValueError):
+            pymalloc = False
+        return reach_line(self.allocator.name, pymalloc, self.interpreter.free_threaded)
 
     def _rss_or_none(self) -> int | None:
         try:
@@ -295,6 +305,7 @@ class MemoryManager:
             replica_id=self.replica_id,
             limit_bytes=self.limit_bytes,
             cgroup_note=note,
+            holdings=self._holdings(detail),
             cgroup=None
             if cgroup is None
             else CgroupStatus(
@@ -347,6 +358,14 @@ class MemoryManager:
             return os.getpid(), self.read_rss(), None, None
         except Exception:
             return os.getpid(), None, None, None
+
+    def _holdings(self, detail: bool) -> Holdings | None:
+        if not detail:
+            return None
+        try:
+            return self.readers.holdings(self.allocator.heap_usage)
+        except Exception:
+            return None
 
     def _breakdown(self, detail: bool) -> tuple[MappingUsage, ...] | None:
         if not detail:

@@ -17,6 +17,7 @@ from prometheus_client import Histogram
 from .admission import Admission
 from .budget import MemoryBudget
 from .document import AllocatorDocument, CgroupDocument, CleanupDocument, StatusDocument
+from .holdings import Holdings, help_line
 from .interpreter import Interpreter
 from .measure import MB, HeapUsage
 from .outbound import Outbound
@@ -251,6 +252,8 @@ class MemoryStatus:
     # Why ``cgroup`` is None where a cgroup was found: it has no memory limit of its own, so its
     # usage is the enclosing group's (a desktop session, a host), not this service's.
     cgroup_note: str | None = None
+    # What the process holds, split by why (holdings.py); with detail only.
+    holdings: Holdings | None = None
 
     @property
     def limit_mb(self) -> float:
@@ -277,5 +280,9 @@ class MemoryStatus:
             "releases": [result.as_dict() for result in self.releases],
             "release_totals": self.release_totals.as_dict(),
             "cleanup": self.cleanup.as_dict(),
-            "cgroup_note": self.cgroup_note,  # last: readers of the keys before it keep them
+            "cgroup_note": self.cgroup_note,  # added keys follow: readers of those before keep them
+            "holdings": self.holdings.as_dict() if self.holdings else None,
+            "holdings_advice": help_line(self.holdings, self.allocator.name)
+            if self.holdings
+            else None,
         }

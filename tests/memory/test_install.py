@@ -102,4 +102,7 @@ def test_a_plain_process_prints_the_start_line_without_logging_setup() -> None:
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "[memory] allocator " in done.stderr
+    # Then what this setup can give back, in one line: here glibc, and pymalloc unless the
+    # environment turned it off.
+    assert "[memory] glibc with" in done.stderr and "pymalloc: a release returns" in done.stderr
     assert "[memory-cleanup] Background cleanup task running every 60s" in done.stderr

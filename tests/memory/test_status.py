@@ -27,7 +27,7 @@ TOKEN = "0123456789abcdef0123"
 KEYS = [
     "pid", "rss_bytes", "uss_bytes", "pss_bytes", "replica_id", "limit_mb", "cgroup",
     "allocator", "interpreter", "budget", "admission", "outbound", "breakdown", "releases",
-    "release_totals", "cleanup", "cgroup_note",
+    "release_totals", "cleanup", "cgroup_note", "holdings", "holdings_advice",
 ]
 CLEANUP_KEYS = [
     "enabled", "running", "interval_seconds", "threshold_bytes", "idle_release_seconds",
@@ -61,6 +61,7 @@ def test_status_is_frozen_and_its_json_keeps_every_key() -> None:
     assert list(document["cleanup"]) == CLEANUP_KEYS  # type: ignore[call-overload]
     assert document["limit_mb"] == 512 and status.limit_bytes == 512 * MB
     assert document["rss_bytes"] == 60 * MB and document["breakdown"] is None
+    assert document["holdings"] is None  # the split walks arenas and gc's lists: detail only
     assert document["release_totals"] == {
         "freed_bytes": 0,
         "by_outcome": [{"trigger": "admin", "outcome": "ok", "count": 1}],
@@ -164,6 +165,9 @@ def test_the_served_document_reads_back_as_the_status_and_others_do_not() -> Non
     assert document["cleanup"]["interval_seconds"] == CleanupConfig().interval_seconds
     assert document["allocator"]["name"] == "glibc" and document["replica_id"] == "r-1"
     assert section(document, "jobs") == {"count": 2} and section(document, "none") == {}
+    held = document["holdings"]  # the split, read in this process
+    assert held is not None and held["gc_objects"] > 0 and held["file_bytes"]
+    assert document["holdings_advice"]
     for other, why in (([], "not an object"), ({"pid": 1}, "'allocator'"), ({}, "'pid'")):
         with pytest.raises(NotAStatus, match=why):
             read_status(other)
