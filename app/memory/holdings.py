@@ -244,7 +244,10 @@ def read_holdings(heap: Callable[[], HeapUsage | None]) -> Holdings:
     anonymous, file_pages = read_proc_status()
     pymalloc = read_pymalloc()
     in_use, free = malloc_figures(heap(), anonymous, pymalloc)
-    return Holdings(anonymous, file_pages, pymalloc, in_use, free, len(gc.get_objects()), traced())
+    # gc.freeze() (a service may call it after start-up) moves objects out of get_objects()'s
+    # view into a permanent generation: they are still live, so they count.
+    objects = len(gc.get_objects()) + gc.get_freeze_count()
+    return Holdings(anonymous, file_pages, pymalloc, in_use, free, objects, traced())
 
 
 def largest(parts: dict[str, int | None]) -> str | None:

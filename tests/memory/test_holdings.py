@@ -186,3 +186,17 @@ def test_each_setup_says_what_it_can_give_back() -> None:
     }
     assert len(lines) == 6  # one line per setup, none shared
     assert "PYTHONMALLOC=malloc" in reach_line("glibc", True)
+
+
+def test_objects_frozen_by_gc_freeze_still_count() -> None:
+    body = """
+    import gc
+    kept = [[i] for i in range(50_000)]
+    before = split()
+    gc.freeze()  # as a service does after start-up: out of get_objects()'s view, still live
+    after = split()
+    gc.unfreeze()
+    print(json.dumps({"before": before, "after": after}))
+    """
+    figures = run_child(body)
+    assert abs(grew(figures, "gc_objects")) < 1_000, figures
