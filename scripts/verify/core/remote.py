@@ -19,6 +19,7 @@ from scripts.verify.core.errors import RunNotMade
 from scripts.verify.core.kernel_peak import NOT_READ, KernelPeak
 from scripts.verify.core.sampling import Sample
 from scripts.verify.core.served import HEALTH_PATH, STATUS_PATH
+from scripts.verify.core.stayed import Split, split_from_status
 
 USER_AGENT = "lean-memory-verify/1"
 
@@ -127,6 +128,13 @@ class RemoteService:
 
     def failure(self) -> str | None:
         return None  # a replica that dies shows up as a series that stops answering
+
+    def split(self) -> Split | None:
+        """The split one replica's status route gives; None where it gives none."""
+        try:
+            return split_from_status(self.fetch())
+        except (OSError, ValueError, RunNotMade):
+            return None
 
     def take_peak(self) -> KernelPeak:
         """The cgroup's high-water mark as the last status read gave it (one replica's, over

@@ -43,6 +43,8 @@ class Row:
     load_mb: float | None = None
     cgroup_peak_mb: float | None = None
     rss_peak_mb: float | None = None
+    # Where what stayed after the load sits and what would help (stayed.py); None before it.
+    stayed: str | None = None
 
     @classmethod
     def not_made(cls, label: str, why: str) -> Row:
@@ -99,6 +101,7 @@ def rows_for(result: RunResult) -> list[Row]:
                 load_mb=in_mb(figures.load_level_bytes) if figures else None,
                 cgroup_peak_mb=in_mb(figures.cgroup_peak_bytes) if figures else None,
                 rss_peak_mb=in_mb(figures.rss_peak_bytes) if figures else None,
+                stayed=result.timeline.extra.get("stayed"),
             )
         )
     return rows
@@ -216,6 +219,8 @@ def render_text(rows: Sequence[Row], baseline: str | None = None) -> str:
         lines.append(said)
     for row in rows:
         lines.extend(f"{row.label}: {reason}" for reason in row.reasons)
+        if row.stayed:
+            lines.append(f"{row.label}: {row.stayed}")
     return "\n".join(lines)
 
 
@@ -259,6 +264,7 @@ def summary_markdown(
     if (said := kernel_peak_line(rows)) is not None:
         lines += ["", said]
     reasons = [f"- {row.label}: {reason}" for row in rows for reason in row.reasons]
+    reasons += [f"- {row.label}: {row.stayed}" for row in rows if row.stayed]
     if reasons:
         lines += ["", *reasons]
     return "\n".join(lines) + "\n"

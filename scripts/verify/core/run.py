@@ -28,6 +28,7 @@ from scripts.verify.core.loadrun import LoadStats
 from scripts.verify.core.presets import WARMUP_SIZES, Preset
 from scripts.verify.core.progress import Progress
 from scripts.verify.core.sampling import Clock, Sample, Sampler
+from scripts.verify.core.stayed import Split, stayed_line
 from scripts.verify.core.timeline import Timeline
 from scripts.verify.core.verdict import (
     Criteria,
@@ -55,6 +56,8 @@ class Target(Protocol):
     def failure(self) -> str | None: ...
 
     def take_peak(self) -> KernelPeak: ...
+
+    def split(self) -> Split | None: ...
 
 
 @dataclass
@@ -296,6 +299,7 @@ def execute(
     locust: subprocess.Popen[bytes] | None = None
     healthz: HealthFigures | None = None
     peaks: dict[str, KernelPeak] = {}
+    splits: dict[str, Split | None] = {}
     warmup_start: float | None = None
     try:
         warm = f"a {preset.warmup_seconds:g} s warm-up, " if preset.warmup_seconds else ""
@@ -315,6 +319,7 @@ def execute(
         watch.until(ph.BASELINE, preset.baseline_seconds, lambda: watch.died is not None)
         load_start = load_end = idle_end = clock.now()
         peaks[ph.BASELINE] = target.take_peak()
+        splits[ph.BASELINE] = target.split()
         if watch.died is None:  # a server that died before the load gets no load
             probe = HealthProbe(target.base_url, target.health_path).start()
             try:
@@ -331,6 +336,7 @@ def execute(
         idle_end = clock.now()
         if watch.died is None:
             peaks[ph.IDLE] = target.take_peak()
+            splits[ph.IDLE] = target.split()
     finally:
         samples = sampler.stop()
         if locust is not None:
@@ -382,10 +388,17 @@ def execute(
             baseline_start, load_start, plan.ramp_seconds, load_end, idle_end, warmup_start
         ),
         samples=samples,
-        extra={"kernel_peaks": {name: peak.as_dict() for name, peak in peaks.items()}},
+        extra={
+            "kernel_peaks": {name: peak.as_dict() for name, peak in peaks.items()},
+            "holdings": {name: s.as_dict() if s else None for name, s in splits.items()},
+        },
     )
     results = judge_timeline(
         timeline, settings.criteria, settings.metric, preset.idle_tail_seconds, load, watch.died
+    )
+    figures = results[0].figures if len(results) == 1 else None
+    timeline.extra["stayed"] = stayed_line(
+        splits.get(ph.BASELINE), splits.get(ph.IDLE), figures.spike_bytes if figures else 0
     )
     timeline.extra = {
         **timeline.extra,

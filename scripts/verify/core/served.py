@@ -15,6 +15,7 @@ from pathlib import Path
 
 from app.memory.document import NotAStatus, StatusDocument, read_status
 from scripts.verify.core.errors import RunNotMade
+from scripts.verify.core.stayed import Split, read_split
 
 HEALTH_PATH = "/healthz"
 # Where the memory package's status route is mounted: memory.install(app, status_token=...)
@@ -114,6 +115,14 @@ class Served:
             return read_status(json.loads(body))
         except (ValueError, NotAStatus):
             return None
+
+    def pids(self) -> list[int]:
+        """The service's processes as this host sees them; none where it cannot."""
+        return []
+
+    def split(self) -> Split | None:
+        """What the service holds, by part: its status route's split, else /proc's."""
+        return read_split(self.memory_status, self.pids)
 
     def release_lines(self) -> int:
         """How many "Memory Release:" lines the service logged."""

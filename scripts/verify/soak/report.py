@@ -67,6 +67,8 @@ def _lines(outcome: SoakOutcome) -> list[str]:
     lines = []
     if outcome.drift is not None:
         lines.append(f"drift: {outcome.drift.describe()}")
+    if outcome.stayed is not None:
+        lines.append(f"stayed: {outcome.stayed}")
     lines.append(f"end: {outcome.end.describe()}")
     status = "PASS" if outcome.verdict.passed else "FAIL"
     lines.append(f"verdict: {status}")

@@ -14,6 +14,7 @@ from typing import Any
 
 import psutil
 
+from scripts.verify.core import phases as ph
 from scripts.verify.core.errors import RunNotMade
 from scripts.verify.core.phases import Phase
 from scripts.verify.core.progress import Progress
@@ -109,6 +110,13 @@ class CycleRunner:
             },
             phases=phases,
             samples=samples,
-            extra={"loads": [r.load.as_dict() if r.load else None for r in runs]},
+            extra={
+                "loads": [r.load.as_dict() if r.load else None for r in runs],
+                # Each cycle's split at its idle end, and what each cycle left behind.
+                "idle_holdings": [
+                    (r.timeline.extra.get("holdings") or {}).get(ph.IDLE) for r in runs
+                ],
+                "stayed": [r.timeline.extra.get("stayed") for r in runs],
+            },
         )
         return RunResult(settings.label, timeline, total_load([r.load for r in runs]))

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from app.memory.measure import MB
+from scripts.verify.core.stayed import Split, across_cycles
 from scripts.verify.core.timeline import Timeline
 from scripts.verify.core.verdict import Verdict
 from scripts.verify.soak.cycles import Cycle, cycles_of, loads_of
@@ -231,6 +232,8 @@ class SoakOutcome:
     drift: Drift | None
     end: EndState
     verdict: Verdict
+    # What each cycle left behind, by part, and the remedy (core/stayed.py); None unread.
+    stayed: str | None = None
 
     @property
     def passed(self) -> bool:
@@ -244,6 +247,7 @@ class SoakOutcome:
             "drift": self.drift.as_dict() if self.drift else None,
             "end": asdict(self.end),
             "verdict": self.verdict.as_dict(),
+            "stayed": self.stayed,
         }
 
 
@@ -259,4 +263,7 @@ def assess(timeline: Timeline, criteria: SoakCriteria, metric: str) -> SoakOutco
         drift=drift_of(cycles, criteria.drift),
         end=end,
         verdict=judge_soak(cycles, criteria, end),
+        stayed=across_cycles(
+            [Split.from_dict(s) if s else None for s in timeline.extra.get("idle_holdings", [])]
+        ),
     )
