@@ -146,8 +146,11 @@ def entry_of_runs(
 def table(kind: str, entry: Mapping[str, Any]) -> str:
     """The Markdown table of a published entry, exactly as the run printed it."""
     kind = kind_of(kind)
-    if kind == "bench":
-        return report.render_markdown(report.rows_of(entry), entry.get("baseline"))
+    if kind == "bench":  # with what stayed after each row's load, and what would help
+        rows = report.rows_of(entry)
+        stayed = [f"- {row.label}: {row.stayed}" for row in rows if row.stayed]
+        rendered = report.render_markdown(rows, entry.get("baseline"))
+        return "\n".join([rendered, "", *stayed]) if stayed else rendered
     if kind == "soak":
         return soak_report.render_cells(entry["header"], entry["rows"])
     if kind == "flood":
@@ -159,7 +162,7 @@ def table(kind: str, entry: Mapping[str, Any]) -> str:
 
 def cells(kind: str, entry: Mapping[str, Any]) -> list[str]:
     """Every cell of the entry's table, a figure and its bracketed ratio apart."""
-    lines = table(kind, entry).splitlines()[2:]
+    lines = [line for line in table(kind, entry).splitlines()[2:] if line.startswith("|")]
     found = []
     for line in lines:
         for cell in line.strip("|").split("|"):
@@ -174,6 +177,9 @@ def figures(data: Mapping[str, Any]) -> set[str]:
     for name, entry in entries(data).items():
         found |= set(cells(name, entry))
         said = [*entry["context"], *entry.get("lines", [])]  # a soak's drift and verdict
+        said += [
+            str(row.get("stayed") or "") for row in entry.get("rows", []) if isinstance(row, dict)
+        ]
         numbers = [n for line in said for n in re.findall(r"\d+(?:\.\d+)?%?", line)]
         found |= {*numbers, *(n.removesuffix("%") for n in numbers)}  # "+3.2%" holds 3.2%
     return found
@@ -250,7 +256,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(flood:hostile)",
     )  # fmt: skip
     parser.add_argument(
-        "--command", dest="made_by",
+        "--command",
+        dest="made_by",
         help="the command that made the run, when its context does not name it",
     )
 

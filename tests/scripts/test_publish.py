@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from scripts.verify.publish import (
     cells,
     entry_of,
     entry_of_runs,
+    figures,
     kind_of,
     publish,
     rewrite,
@@ -46,6 +48,22 @@ def test_a_published_bench_holds_the_command_and_prints_the_runs_table(tmp_path:
         "| jemalloc-nopymalloc | 50.0 (1.00x) | 200.0 (1.00x) | 62.5 (0.22x) | 1.25 |"
     )
     assert {"62.5", "0.22x", "1.25", "90%", "132"} <= set(cells("bench", entry))
+
+
+def test_what_stayed_is_published_under_the_table_and_its_numbers_are_figures(
+    tmp_path: Path,
+) -> None:
+    stayed = "what stayed (status route): live objects +1.0 MB, free memory +40.7 MB; try it"
+    rows = [dataclasses.replace(a_row("glibc", 86.6), stayed=stayed), a_row("default", 55.0)]
+    run_dir = tmp_path / "20261205-200000"
+    run_dir.mkdir()
+    summary = summary_json("own service", rows, ["command: `verify compare`"], None)
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    entry = entry_of(run_dir, "bench")
+    lines = table("bench", entry).splitlines()
+    assert lines[-1] == f"- glibc: {stayed}" and lines[-2] == ""
+    assert len([line for line in lines if line.startswith("|")]) == 4  # header, rule, two rows
+    assert "40.7" in figures({"bench": entry}) and "40.7" not in cells("bench", entry)
 
 
 def test_a_run_that_does_not_name_its_command_needs_one(tmp_path: Path) -> None:
