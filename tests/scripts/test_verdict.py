@@ -225,3 +225,11 @@ def test_a_kernel_peak_near_the_limit_is_said(tmp_path: Path) -> None:
     result = judged(written(tmp_path, values, kernel_peak_mb=470))
     assert result.verdict.passed
     assert any("within 10% of the 500 MB limit" in n for n in result.verdict.notes)
+
+
+def test_memory_that_never_went_over_the_target_has_no_time_to_target() -> None:
+    # Start 50 MB, target 75 MB: the load never took it there, so there was nothing to return
+    # from, and a 0 would say it came back at once.
+    calm = [60, 62, 65, 70, 68, 66, 64, 62, 60, 60, 60]
+    figures = compute(made_up([*BASE, 70, 72, 74, 74, 72, 70, 70, *calm]), PHASES, "pss", 5)
+    assert figures.seconds_to_target is None

@@ -178,7 +178,10 @@ def compute(
 
 
 def _settled(series: Sequence[tuple[float, int]], load_end: float, level: float) -> float | None:
-    """Seconds after ``load_end`` from which the series stays at or under ``level``."""
+    """Seconds after ``load_end`` from which the series stays at or under ``level``; None where
+    it never went over (a 0 would claim a return that never had to happen) or never came back."""
+    if all(value <= level for _, value in series):
+        return None
     since: float | None = None
     for t, value in series:
         if t < load_end:
