@@ -390,7 +390,7 @@ def compare_own(args: argparse.Namespace, started: datetime) -> int:
     def one(run: compare.Run) -> RunResult:
         settings = settings_for(args, run.label, out / compare.folder_of(run.label))
         allocator = compare.allocator_environment(profiles.get(run.profile))
-        overrides = {**allocator, **flags.overrides_of(args)}
+        overrides = {**allocator, **run.overrides, **flags.overrides_of(args)}
         result = run_own(own, settings, args.limit_mode, overrides=overrides)
         write_run(result, settings.out_dir, not args.no_plot)
         return result

@@ -117,23 +117,23 @@ def test_the_verifier_reads_the_lifted_service_by_its_status_route(
 def test_compare_runs_each_profile_on_the_lifted_service_and_recommends_one(
     project: Path, tmp_path: Path
 ) -> None:
-    """Two profiles, two rounds each (A B A B): each row is the profile's variables set for the
-    service's own command, and the table ends with the recommendation."""
+    """Two rows, two rounds each (A B A B): each row is the profile's variables set for the
+    service's own command, with the row's own settings over them (the default profile with its
+    cleanup loop off), and the table ends with the recommendation."""
     limit = ["--limit-mode", "cgroup"] if CGROUP_V1 else []
     env = {k: v for k, v in os.environ.items() if k != "ADMIN_TOKEN"}
     done = subprocess.run(
         [sys.executable, "-m", "scripts.verify", "compare", "--preset", "short",
          "--command", serve_command(project), "--locustfile", str(project / "locustfile.py"),
-         "--rows", "baseline,jemalloc-nopymalloc", "--rounds", "2", "--no-plot", *limit,
+         "--rows", "baseline,jemalloc-nopymalloc-cleanup-off", "--rounds", "2", "--no-plot", *limit,
          "--out", str(tmp_path)],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert done.returncode in (0, 1), done.stdout + done.stderr
     summary = json.loads((tmp_path / "summary.json").read_text())
     labels = [row["label"] for row in summary["rows"]]
-    assert labels == [
-        "baseline #1", "jemalloc-nopymalloc #1", "baseline #2", "jemalloc-nopymalloc #2"
-    ]
+    off = "jemalloc-nopymalloc-cleanup-off"
+    assert labels == ["baseline #1", f"{off} #1", "baseline #2", f"{off} #2"]
     assert all(row["rss_peak_mb"] for row in summary["rows"])  # the kernel's, in every row
     # Each row ran under its profile: the service's own status says which allocator it found.
     for label in labels:
@@ -141,6 +141,7 @@ def test_compare_runs_each_profile_on_the_lifted_service_and_recommends_one(
         meta = json.loads((folder / "timeline.json").read_text())["meta"]
         allocator = meta["service_at_start"]["allocator"]
         assert allocator == ("glibc" if label.startswith("baseline") else "jemalloc"), label
-    baseline = json.loads((tmp_path / "baseline-1" / "timeline.json").read_text())["meta"]
-    assert baseline["service_at_start"]["cleanup"]["enabled"] is False  # MEMORY_CLEANUP=0
+    for folder in ("baseline-1", f"{off}-2"):  # the profile's MEMORY_CLEANUP=0, and the row's
+        meta = json.loads((tmp_path / folder / "timeline.json").read_text())["meta"]
+        assert meta["service_at_start"]["cleanup"]["enabled"] is False, folder
     assert done.stdout.strip().splitlines()[-1].startswith("recommendation: ")

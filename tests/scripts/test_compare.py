@@ -80,10 +80,14 @@ def test_variants_follow_the_profiles_and_a_failing_one_does_not_fail_the_compar
         "baseline",
         "glibc",
         "jemalloc",
+        "jemalloc-cleanup-off",  # PROFILES' default with its cleanup loop off
         "baseline-recycle",
         "granian-max-rss",
     ]
-    recycle, granian = runs[3:]
+    off, recycle, granian = runs[3:]
+    assert (off.profile, dict(off.overrides), off.deploy) == (
+        "jemalloc", {"MEMORY_CLEANUP": "0"}, False,
+    )  # fmt: skip
     assert (recycle.profile, recycle.web_concurrency) == ("baseline", 2)
     assert int(recycle.overrides["LIMIT_MAX_REQUESTS"]) > 0
     assert (granian.profile, granian.overrides["SERVER"]) == ("baseline", "granian")
@@ -97,7 +101,7 @@ def test_variants_follow_the_profiles_and_a_failing_one_does_not_fail_the_compar
 
 def test_a_variant_of_a_profile_that_is_not_defined_is_left_out() -> None:
     only = ProfileSet(default="glibc", profiles={"glibc": Profile("glibc", "", "glibc")})
-    assert [r.label for r in compare.plan(only)] == ["glibc"]
+    assert [r.label for r in compare.plan(only)] == ["glibc", "glibc-cleanup-off"]
 
 
 def test_every_variant_is_a_configuration_the_launcher_accepts() -> None:
@@ -123,7 +127,7 @@ def test_the_postgres_row_is_the_default_profile_with_a_database() -> None:
         default="jemalloc-nopymalloc",
         profiles={"jemalloc-nopymalloc": Profile("jemalloc-nopymalloc", "", "jemalloc")},
     )
-    (plain, postgres) = compare.plan(default)
+    (plain, _cleanup_off, postgres) = compare.plan(default)
     assert (plain.database, postgres.database) == (None, "postgres")
     assert postgres.profile == plain.profile == "jemalloc-nopymalloc"
     assert postgres.deploy
@@ -135,9 +139,11 @@ def test_the_postgres_row_is_the_default_profile_with_a_database() -> None:
 def test_on_a_command_each_profile_runs_in_rounds_a_b_a_b() -> None:
     runs = compare.own_plan(PROFILES, rounds=2)
     assert [r.label for r in runs] == [
-        "baseline #1", "glibc #1", "jemalloc #1", "baseline #2", "glibc #2", "jemalloc #2",
+        "baseline #1", "glibc #1", "jemalloc #1", "jemalloc-cleanup-off #1",
+        "baseline #2", "glibc #2", "jemalloc #2", "jemalloc-cleanup-off #2",
     ]
-    assert [r.profile for r in runs[:3]] == ["baseline", "glibc", "jemalloc"]
+    assert [r.profile for r in runs[:4]] == ["baseline", "glibc", "jemalloc", "jemalloc"]
+    assert runs[3].overrides == {"MEMORY_CLEANUP": "0"} and not runs[3].deploy
     assert compare.folder_of("jemalloc #2") == "jemalloc-2"
 
 

@@ -92,19 +92,34 @@ class Outcome:
         return rows_for(self.result)
 
 
+# The memory manager's cleanup loop off (CleanupConfig.from_env reads it, here and lifted).
+CLEANUP_OFF: Mapping[str, str] = {"MEMORY_CLEANUP": "0"}
+
+
+def cleanup_off(profile: str) -> Run:
+    """``profile`` with the cleanup loop off: beside the profile's own row, what the loop adds on
+    top of the allocator. Each row's split says how much of that is the service's data that the
+    loop's hooks expired (live objects) and how much the loop's releases returned (free memory
+    inside the allocators)."""
+    return Run(f"{profile}-cleanup-off", profile, overrides=CLEANUP_OFF, deploy=False)
+
+
 def plan(
     profiles: ProfileSet,
     names: Sequence[str] | None = None,
-    variants: Sequence[Run] = VARIANTS,
+    variants: Sequence[Run] | None = None,
     only: Sequence[str] | None = None,
 ) -> list[Run]:
-    """Baseline first (so ratios exist early), the other profiles, then the variants; with
-    ``only``, just the rows of those labels, in that order."""
+    """Baseline first (so ratios exist early), the other profiles, then the variants (by
+    default the default profile with its cleanup loop off and VARIANTS); with ``only``, just the
+    rows of those labels, in that order."""
     ordered = list(names or profiles.names)
     if BASELINE in ordered:
         ordered.remove(BASELINE)
         ordered.insert(0, BASELINE)
     runs = [Run(name, name, deploy=profiles.get(name).deploy) for name in ordered]
+    if variants is None:
+        variants = (cleanup_off(profiles.default), *VARIANTS)
     runs += [v for v in variants if v.profile in profiles.names]
     if only is None:
         return runs
@@ -136,11 +151,12 @@ def allocator_environment(profile: Profile) -> dict[str, str]:
 def own_plan(
     profiles: ProfileSet, rounds: int, only: Sequence[str] | None = None
 ) -> list[Run]:
-    """Every profile (baseline first) on the user's command, ``rounds`` times in turn: A B A B.
-    Each run's environment is the profile's (allocator_environment), made when it runs."""
-    chosen = plan(profiles, only=only, variants=())
+    """Every profile (baseline first) and the default with its cleanup loop off on the user's
+    command, ``rounds`` times in turn: A B A B. Each run's environment is the profile's
+    (allocator_environment), made when it runs, with the row's settings over it."""
+    chosen = plan(profiles, only=only, variants=(cleanup_off(profiles.default),))
     return [
-        Run(f"{run.label} #{number}", run.profile, deploy=run.deploy)
+        Run(f"{run.label} #{number}", run.profile, overrides=run.overrides, deploy=run.deploy)
         for number in range(1, rounds + 1)
         for run in chosen
     ]
