@@ -7,7 +7,7 @@ import random
 from locust import FastHttpUser, between, task
 
 CATEGORIES = 50  # as examples/catalogue/store.py
-PRODUCTS = 50_000  # the service's default CATALOGUE_PRODUCTS
+PRODUCTS = 100_000  # the service's default CATALOGUE_PRODUCTS
 
 
 class Shopper(FastHttpUser):
@@ -16,8 +16,8 @@ class Shopper(FastHttpUser):
     @task(4)
     def page(self) -> None:
         category = random.randrange(CATEGORIES)
-        offset = random.choice((0, 0, 500))  # a category holds 1,000
-        self.client.get(f"/products?category={category}&offset={offset}&limit=1000",
+        offset = random.choice((0, 0, 1000))  # a category holds 2,000
+        self.client.get(f"/products?category={category}&offset={offset}&limit=2000",
                         name="/products")  # fmt: skip
 
     @task(8)
