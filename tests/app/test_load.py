@@ -16,6 +16,7 @@ from app.load import (
     WorkloadLoad,
     declared_load,
 )
+from app.main import workloads
 
 
 def _body(shape: BodyShape) -> bytes:
@@ -73,3 +74,14 @@ def test_a_body_shape_is_records_and_an_optional_note() -> None:
         with pytest.raises(ValueError):
             BodyShape.parse(bad)
 
+
+def test_the_reference_workload_declares_its_users_and_its_floods() -> None:
+    """What `make verify` and `verify overload` drive as this repository stands: the users
+    file beside the workload, its submits counted by name, and a submit whose result is read."""
+    found = declared_load(workloads())
+    assert found.users is not None and found.users.file.is_file()
+    assert found.users.file.is_relative_to(Path(__file__).parents[2] / "app" / "workload")
+    assert found.users.heavy_names == tuple(request.path for request in found.heavy)
+    assert [request.result_path for request in found.heavy] == [None, "/bulk/{id}"]
+    largest = found.heavy[0].body(found.heavy[0].largest)
+    assert 7 * 2**20 < len(largest) < 8 * 2**20  # under MAX_BODY_MB: accepted whole

@@ -47,13 +47,23 @@ def test_the_workload_is_named_once_in_main() -> None:
     main = (REPO / "app" / "main.py").read_text()
     assert len(WORKLOAD_LINES.findall(main)) == 2
     assert "app.workload" not in main.replace("from app.workload import BulkWorkload", "")
-    frame = ["admission.py", "diagnostics.py", "config.py", "launch.py", "frame.py"]
+    frame = ["admission.py", "diagnostics.py", "config.py", "launch.py", "frame.py", "load.py"]
     frame += [f"edge/{path.name}" for path in (REPO / "app" / "edge").glob("*.py")]
     frame += [f"memory/{path.name}" for path in (REPO / "app" / "memory").glob("*.py")]
     for module in frame:
         source = (REPO / "app" / module).read_text()
         assert "app.workload" not in source, module
         assert "bulk" not in source.lower(), module
+
+
+def test_the_verifier_and_the_load_tools_never_name_the_workload() -> None:
+    """The verifier drives what the workloads declare (app/load.py, read through app.main): no
+    module of scripts/ or loadtest/ imports the reference workload or names its routes."""
+    for folder in ("scripts", "loadtest"):
+        for path in (REPO / folder).rglob("*.py"):
+            source = path.read_text()
+            assert "app.workload" not in source, path
+            assert "/bulk" not in source, path
 
 
 def test_the_service_runs_without_the_workload(tmp_path: Path) -> None:
@@ -148,7 +158,7 @@ def test_the_documented_workload_mounts_as_written(
 
 def test_the_verifier_in_a_fork_without_the_workload_says_what_to_pass(tmp_path: Path) -> None:
     """`make verify` after deleting app/workload: one line, exit 2, naming --locustfile, and no
-    server started (this service's users send the reference workload's requests)."""
+    server started (the users were the reference workload's, and went with it)."""
     root = without_workload(tmp_path / "fork")
     ignore = shutil.ignore_patterns("__pycache__")
     for folder in ("scripts", "loadtest"):
@@ -162,6 +172,7 @@ def test_the_verifier_in_a_fork_without_the_workload_says_what_to_pass(tmp_path:
     )  # fmt: skip
     assert done.returncode == 2, done.stdout + done.stderr
     (line,) = done.stderr.strip().splitlines()
-    assert line.startswith("verify: run not made: this checkout has no app/workload"), line
+    assert line.startswith("verify: run not made: no workload"), line
+    assert "declares its Locust users" in line
     assert "--locustfile FILE" in line
     assert not (tmp_path / "out").exists()  # nothing was started or written
