@@ -8,6 +8,7 @@ started for real (`python -m app.launch`, its own `app` package first on the pat
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import secrets
 import shutil
@@ -176,3 +177,51 @@ def test_the_verifier_in_a_fork_without_the_workload_says_what_to_pass(tmp_path:
     assert "declares its Locust users" in line
     assert "--locustfile FILE" in line
     assert not (tmp_path / "out").exists()  # nothing was started or written
+
+
+def with_notes(root: Path) -> Path:
+    """A fork: the tree without app/workload, with the notes workload of tests/app/fork mounted
+    in its place (its import and its line in workloads(), as the README says), and what
+    `make verify` needs beside app/: the Makefile, the verifier, the spike shape, the venv."""
+    without_workload(root)
+    ignore = shutil.ignore_patterns("__pycache__")
+    shutil.copytree(Path(__file__).parent / "fork" / "notes", root / "app" / "notes", ignore=ignore)
+    main = root / "app" / "main.py"
+    text = main.read_text()
+    text = text.replace(
+        "from app.profiles import load_profiles\n",
+        "from app.notes import Notes\nfrom app.profiles import load_profiles\n",
+    )
+    text = text.replace("    return [\n    ]", "    return [\n        Notes(),\n    ]")
+    assert "Notes()," in text and "from app.notes import Notes" in text
+    main.write_text(text)
+    for folder in ("scripts", "loadtest"):
+        shutil.copytree(REPO / folder, root / folder, ignore=ignore)
+    for name in ("Makefile", "requirements.lock", "requirements-dev.lock"):
+        shutil.copy2(REPO / name, root / name)
+    (root / ".venv").symlink_to((REPO / ".venv").resolve())
+    return root
+
+
+@pytest.mark.slow
+def test_a_fork_whose_workload_declares_its_users_verifies_with_no_flags(tmp_path: Path) -> None:
+    """`make verify` in the fork: the notes workload's own users, found through app.main, driven
+    under the spike shape; the run passes and records whose users it ran (about a minute)."""
+    root = with_notes(tmp_path / "fork")
+    environ = service_free_environ()
+    environ.pop("PYTHONPATH", None)
+    environ.pop("VERIFY_ARGS", None)
+    # -o: the venv is shared and ready; make must never install into it from the copy.
+    done = subprocess.run(
+        ["make", "-o", ".venv/.dev", "-o", ".venv/.runtime", "verify"],
+        cwd=root, env=environ, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "PASS" in done.stdout
+    (timeline,) = (root / "results").glob("*/*/timeline.json")
+    meta = json.loads(timeline.read_text())["meta"]
+    assert meta["locustfile"] == str(root / "app" / "notes" / "locustfile.py")
+    (summary,) = (root / "results").glob("*/summary.md")
+    assert "notes added and counted" in summary.read_text()
+    stats = (timeline.parent / "locust_stats.csv").read_text()
+    assert "/notes/count" in stats and "/bulk" not in stats
