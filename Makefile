@@ -33,10 +33,12 @@ test: $(VENV)/.dev
 test-fast: $(VENV)/.dev
 	$(BIN)/python -m pytest $(XDIST) -m "not container and not slow" $(PYTEST_ARGS)
 
-## load: the spike-then-idle Locust scenario against LOCUST_HOST (default http://127.0.0.1:8000)
+## load: the workload's declared users, spike-then-idle, against LOCUST_HOST (default
+##   http://127.0.0.1:8000); none declared: one line saying what to run, exit 2
 load: $(VENV)/.dev
 	mkdir -p results
-	$(BIN)/locust -f loadtest/locustfile.py --headless --host $${LOCUST_HOST:-http://127.0.0.1:8000} \
+	files=$$($(BIN)/python -m scripts.verify.core.declared) && \
+	$(BIN)/locust -f $$files --headless --host $${LOCUST_HOST:-http://127.0.0.1:8000} \
 		--csv results/load --only-summary $(LOAD_ARGS)
 
 ## verify: start the service, spike it, prove memory comes back (short preset, ~1 min; exit 0/1/2);

@@ -74,7 +74,11 @@ class Frame:
 
 class Workload(Protocol):
     """What app/main.py mounts: a settings class (checked at launch, typos warned about) and a
-    ``mount`` that adds the workload's routes and declarations to the frame."""
+    ``mount`` that adds the workload's routes and declarations to the frame.
+
+    A workload may also declare its load, ``load: app.load.WorkloadLoad`` (its Locust users,
+    its heavy requests): optional, so it is no member here; the verifier reads it through
+    ``app.load.declared_load(app.main.workloads())`` and drives whatever is mounted."""
 
     @property
     def settings_type(self) -> type[BaseSettings]: ...

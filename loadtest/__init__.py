@@ -1,1 +1,2 @@
-"""The Locust scenario of a traffic spike followed by silence (loadtest/locustfile.py)."""
+"""The spike-then-idle shape any Locust users run under (loadtest/shape.py); the users are the
+workload's own, declared beside it (app/load.py), or a --locustfile."""

@@ -4,8 +4,9 @@ Everything the bulk routes need comes in here and nowhere else: their settings, 
 (SQLite, or PostgreSQL with DATABASE_URL; its schema and catalogue made at startup), the hot
 copies of recent results, the cleanup hook that deletes expired results, metrics and the
 /debug/memory section, the limiter on concurrent submissions, what a submission costs for
-admission control, and the 503 for a database that is down. Delete app/workload and its line
-in app/main.py and the service runs on without it.
+admission control, and the 503 for a database that is down; and, for the verifier, the load
+that drives it (app/workload/load). Delete app/workload and its line in app/main.py and the
+service runs on without it.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ from prometheus_client.registry import Collector
 
 from app.config import load
 from app.frame import Frame
+from app.load import WorkloadLoad
 from app.memory.measure import MB
 from app.workload.bulk import BulkService
 from app.workload.cache import BulkCache
+from app.workload.load import LOAD
 from app.workload.routes import GUARDED_ROUTES, Bulk, router, store_unavailable
 from app.workload.settings import BulkSettings
 from app.workload.store import Store, StoreUnavailable, open_store
@@ -57,6 +60,7 @@ class BulkWorkload:
     """The bulk routes; ``settings`` None reads BULK_*, CACHE_*, ... from the environment."""
 
     settings_type = BulkSettings
+    load: WorkloadLoad = LOAD  # its Locust users and heavy requests, for the verifier
 
     def __init__(self, settings: BulkSettings | None = None) -> None:
         self.settings = settings

@@ -1,8 +1,9 @@
 """The bulk spike: ``posts`` bulk submissions of ``records`` records, ``at_once`` in flight,
 half to /bulk/sync and half to /bulk/async; how long serving all of them takes.
 
-Bodies are the load scenario's (loadtest.payloads), built before the server starts; each post is
-sent whole on a fresh connection before its reply is read (flood.py's `post`). A 503 is the
+Bodies are the load scenario's (app/workload/load/payloads.py), built before the server
+starts; each post is sent whole on a fresh connection before its reply is read (flood.py's
+`post`). A 503 is the
 admission gate asking to wait: the post waits out Retry-After and is sent again, and its latency
 runs from its first send to its accepted reply, as its client would see it.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from loadtest.payloads import VARIANTS, body
+from app.workload.load.payloads import VARIANTS, body
 from scripts.verify.overload.flood import FloodResult, post
 
 PATHS = ("/bulk/sync", "/bulk/async")

@@ -14,7 +14,7 @@ import contextlib
 import random
 import time
 
-from loadtest.payloads import KNOWN_SKUS
+from app.workload.load.payloads import KNOWN_SKUS
 from scripts.verify.overload.flood import FloodResult, read_reply
 
 REPLY_TIMEOUT = 10.0

@@ -15,7 +15,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from loadtest import payloads
+from app.workload.load import payloads
 from scripts.verify.core.errors import RunNotMade
 
 REQUEST_TIMEOUT_S = 10.0

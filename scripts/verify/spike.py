@@ -2,8 +2,8 @@
 deployed one) and `compare` (every profile in turn, one table).
 
 Starts the service (this one through its launcher, yours with --command or --image, or reads a
-deployed one with --url), runs a Locust spike against it (this service's scenario, or yours
-with --locustfile, under the same spike-then-idle shape), samples memory
+deployed one with --url), runs a Locust spike against it (the users the workload declares, or
+yours with --locustfile, under the same spike-then-idle shape), samples memory
 every second, waits an idle window of at least two cleanup intervals, and judges:
 
   exit 0  idle memory under --limit-mb and at least --min-returned of what the load raised it by
@@ -28,12 +28,14 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 
+from app.load import LocustUsers
 from app.profiles import ProfileError, load_profiles
 from scripts.verify import flags
 from scripts.verify.core import compare, plot, report
 from scripts.verify.core.context import command_lines, started_line
+from scripts.verify.core.declared import users_for
 from scripts.verify.core.errors import EXIT_NOT_MADE, RunNotMade, exit_for
-from scripts.verify.core.loadrun import LOCUSTFILE, LoadStats, is_ours, scenario_problem
+from scripts.verify.core.loadrun import LoadStats
 from scripts.verify.core.modes import OwnService, run_local, run_own, run_remote
 from scripts.verify.core.postgres import make_cluster
 from scripts.verify.core.presets import PRESETS
@@ -118,10 +120,10 @@ def add_own_service(own: argparse._ActionsContainer) -> None:
     own.add_argument(
         "--locustfile",
         type=Path,
-        default=LOCUSTFILE,
+        default=None,
         metavar="FILE",
-        help="your Locust users, run under the spike-then-idle shape (default: this service's "
-        "scenario, loadtest/locustfile.py)",
+        help="your Locust users, run under the spike-then-idle shape (default: the users the "
+        "workload declares, app/load.py)",
     )
     own.add_argument(
         "--health",
@@ -181,7 +183,7 @@ def check_common(parser: flags.Parser, args: argparse.Namespace, remote: bool = 
 def check_compare(parser: flags.Parser, args: argparse.Namespace) -> None:
     check_common(parser, args)
     if args.command_line is None:
-        own = [f for f, given in (("--locustfile", args.locustfile != LOCUSTFILE),
+        own = [f for f, given in (("--locustfile", args.locustfile is not None),
                                   ("--rounds", args.rounds != 2)) if given]  # fmt: skip
         if own:
             parser.error(f"{', '.join(own)} go with --command: this service runs its own")
@@ -197,7 +199,7 @@ def check_compare(parser: flags.Parser, args: argparse.Namespace) -> None:
 
 def check_own_service(parser: flags.Parser, args: argparse.Namespace) -> None:
     """The options add_own_service defines, as run and compare both take them."""
-    if args.locustfile != LOCUSTFILE and not args.locustfile.is_file():
+    if args.locustfile is not None and not args.locustfile.is_file():
         parser.error(f"--locustfile {args.locustfile}: no such file")
     if not (args.health.startswith("/") and args.status_path.startswith("/")):
         parser.error("--health and --status-path are paths: they start with /")
@@ -256,7 +258,7 @@ def context_lines(
         f"idle window {plan.idle_seconds:g} s",
         f"metric: {args.metric}; limit {args.limit_mb:g} MB; of what the load raised memory by, "
         f"give back >= {args.min_returned:.0%}; failures <= {args.max_failures:.1%}",
-        f"scenario: {scenario_of(getattr(args, 'locustfile', LOCUSTFILE))}",
+        f"scenario: {scenario_of(users_for(getattr(args, 'locustfile', None)))}",
         started_line(started) + f"; {pythons(results)}",
     ]
 
@@ -273,20 +275,21 @@ def pythons(results: Sequence[RunResult]) -> str:
     return f"the verifier Python {platform.python_version()}, {service}"
 
 
-def scenario_of(locustfile: Path) -> str:
-    if is_ours(locustfile):
-        return "this service's (loadtest/locustfile.py: bulk submits, read-backs, products)"
-    return f"{locustfile} under the spike-then-idle shape (loadtest/shape.py)"
+def scenario_of(users: LocustUsers) -> str:
+    about = f" ({users.about})" if users.about else ""
+    return f"{users.file}{about} under the spike-then-idle shape (loadtest/shape.py)"
 
 
 def settings_for(args: argparse.Namespace, label: str, out_dir: Path) -> RunSettings:
+    """The run's settings, its users resolved now: a missing declaration stops the run before
+    any server starts."""
     return RunSettings(
         label=label,
         preset=PRESETS[args.preset],
         criteria=criteria_of(args),
         metric=args.metric,
         out_dir=out_dir,
-        locustfile=getattr(args, "locustfile", LOCUSTFILE),
+        users=users_for(getattr(args, "locustfile", None)),
     )
 
 
@@ -334,8 +337,7 @@ def not_made(run: Callable[[], int]) -> int:
 
 
 def run_one(args: argparse.Namespace, started: datetime) -> int:
-    if (why := scenario_problem(args.locustfile)) is not None:
-        raise RunNotMade(why)
+    users_for(args.locustfile)  # no users to run: one line, before anything is started
     out = out_of(args, started)
     if args.url:
         settings = settings_for(args, "remote", out / "remote")
@@ -409,8 +411,7 @@ def compare_own(args: argparse.Namespace, started: datetime) -> int:
 
 
 def compare_all(args: argparse.Namespace, started: datetime) -> int:
-    if (why := scenario_problem(args.locustfile)) is not None:
-        raise RunNotMade(why)
+    users_for(args.locustfile)  # no users to run: one line, before anything is started
     if args.command_line:
         return compare_own(args, started)
     out = out_of(args, started)

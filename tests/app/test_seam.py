@@ -8,6 +8,7 @@ started for real (`python -m app.launch`, its own `app` package first on the pat
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import secrets
 import shutil
@@ -47,13 +48,23 @@ def test_the_workload_is_named_once_in_main() -> None:
     main = (REPO / "app" / "main.py").read_text()
     assert len(WORKLOAD_LINES.findall(main)) == 2
     assert "app.workload" not in main.replace("from app.workload import BulkWorkload", "")
-    frame = ["admission.py", "diagnostics.py", "config.py", "launch.py", "frame.py"]
+    frame = ["admission.py", "diagnostics.py", "config.py", "launch.py", "frame.py", "load.py"]
     frame += [f"edge/{path.name}" for path in (REPO / "app" / "edge").glob("*.py")]
     frame += [f"memory/{path.name}" for path in (REPO / "app" / "memory").glob("*.py")]
     for module in frame:
         source = (REPO / "app" / module).read_text()
         assert "app.workload" not in source, module
         assert "bulk" not in source.lower(), module
+
+
+def test_the_verifier_and_the_load_tools_never_name_the_workload() -> None:
+    """The verifier drives what the workloads declare (app/load.py, read through app.main): no
+    module of scripts/ or loadtest/ imports the reference workload or names its routes."""
+    for folder in ("scripts", "loadtest"):
+        for path in (REPO / folder).rglob("*.py"):
+            source = path.read_text()
+            assert "app.workload" not in source, path
+            assert "/bulk" not in source, path
 
 
 def test_the_service_runs_without_the_workload(tmp_path: Path) -> None:
@@ -148,7 +159,7 @@ def test_the_documented_workload_mounts_as_written(
 
 def test_the_verifier_in_a_fork_without_the_workload_says_what_to_pass(tmp_path: Path) -> None:
     """`make verify` after deleting app/workload: one line, exit 2, naming --locustfile, and no
-    server started (this service's users send the reference workload's requests)."""
+    server started (the users were the reference workload's, and went with it)."""
     root = without_workload(tmp_path / "fork")
     ignore = shutil.ignore_patterns("__pycache__")
     for folder in ("scripts", "loadtest"):
@@ -162,6 +173,55 @@ def test_the_verifier_in_a_fork_without_the_workload_says_what_to_pass(tmp_path:
     )  # fmt: skip
     assert done.returncode == 2, done.stdout + done.stderr
     (line,) = done.stderr.strip().splitlines()
-    assert line.startswith("verify: run not made: this checkout has no app/workload"), line
+    assert line.startswith("verify: run not made: no workload"), line
+    assert "declares its Locust users" in line
     assert "--locustfile FILE" in line
     assert not (tmp_path / "out").exists()  # nothing was started or written
+
+
+def with_notes(root: Path) -> Path:
+    """A fork: the tree without app/workload, with the notes workload of tests/app/fork mounted
+    in its place (its import and its line in workloads(), as the README says), and what
+    `make verify` needs beside app/: the Makefile, the verifier, the spike shape, the venv."""
+    without_workload(root)
+    ignore = shutil.ignore_patterns("__pycache__")
+    shutil.copytree(Path(__file__).parent / "fork" / "notes", root / "app" / "notes", ignore=ignore)
+    main = root / "app" / "main.py"
+    text = main.read_text()
+    text = text.replace(
+        "from app.profiles import load_profiles\n",
+        "from app.notes import Notes\nfrom app.profiles import load_profiles\n",
+    )
+    text = text.replace("    return [\n    ]", "    return [\n        Notes(),\n    ]")
+    assert "Notes()," in text and "from app.notes import Notes" in text
+    main.write_text(text)
+    for folder in ("scripts", "loadtest"):
+        shutil.copytree(REPO / folder, root / folder, ignore=ignore)
+    for name in ("Makefile", "requirements.lock", "requirements-dev.lock"):
+        shutil.copy2(REPO / name, root / name)
+    (root / ".venv").symlink_to((REPO / ".venv").resolve())
+    return root
+
+
+@pytest.mark.slow
+def test_a_fork_whose_workload_declares_its_users_verifies_with_no_flags(tmp_path: Path) -> None:
+    """`make verify` in the fork: the notes workload's own users, found through app.main, driven
+    under the spike shape; the run passes and records whose users it ran (about a minute)."""
+    root = with_notes(tmp_path / "fork")
+    environ = service_free_environ()
+    environ.pop("PYTHONPATH", None)
+    environ.pop("VERIFY_ARGS", None)
+    # -o: the venv is shared and ready; make must never install into it from the copy.
+    done = subprocess.run(
+        ["make", "-o", ".venv/.dev", "-o", ".venv/.runtime", "verify"],
+        cwd=root, env=environ, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "PASS" in done.stdout
+    (timeline,) = (root / "results").glob("*/*/timeline.json")
+    meta = json.loads(timeline.read_text())["meta"]
+    assert meta["locustfile"] == str(root / "app" / "notes" / "locustfile.py")
+    (summary,) = (root / "results").glob("*/summary.md")
+    assert "notes added and counted" in summary.read_text()
+    stats = (timeline.parent / "locust_stats.csv").read_text()
+    assert "/notes/count" in stats and "/bulk" not in stats

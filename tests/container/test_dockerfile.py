@@ -162,7 +162,8 @@ def dockerignored(path: str) -> bool:
     "path",
     [".env", "app/.env", ".env.production", ".venv/bin/python", ".git/config",
      "tests/container/test_image.py", "data/service.db", ".cache/base/debian.tar",
-     "app/__pycache__/main.cpython-313.pyc", "results/run.json", "loadtest/locustfile.py"],
+     "app/__pycache__/main.cpython-313.pyc", "results/run.json", "loadtest/shape.py",
+     "app/workload/load/locustfile.py"],
 )
 def test_dockerignore_keeps_out(path: str) -> None:
     assert dockerignored(path)

@@ -21,7 +21,7 @@ from fastapi import FastAPI
 
 from app.main import create_app
 from app.workload.bulk import SLICE_RECORDS, WHOLE
-from loadtest import payloads
+from app.workload.load import payloads
 from tests.integration.conftest import REPO, Server, free_port
 
 JSON = {"content-type": "application/json"}

@@ -16,6 +16,7 @@ import pytest
 from app.launch import library_available
 from app.memory.cgroup import CGROUP_ROOT
 from app.profiles import load_profiles
+from scripts.verify.core.declared import users_for
 from scripts.verify.core.kernel_peak import KernelPeak, recorded_peak
 from scripts.verify.core.loadrun import locust_available, read_stats
 from scripts.verify.core.sampling import exited_during
@@ -58,7 +59,7 @@ def check_outputs(run_dir: Path, out: Path, profile: str) -> None:
     with (run_dir / "timeline.csv").open() as handle:
         assert len(list(csv.DictReader(handle))) == len(timeline.samples)
     assert (run_dir / "memory.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    stats = read_stats(run_dir / "locust_stats.csv")
+    stats = read_stats(run_dir / "locust_stats.csv", users_for(None))
     assert stats.bulk_submits > 0 and stats.readbacks > 0
     assert timeline.meta["service_at_start"]["cache"]["ttl_seconds"] == 10  # the short preset's
     assert f"| {profile} |" in (out / "summary.md").read_text()
@@ -98,7 +99,7 @@ def test_workers_restarted_during_a_run_are_counted_and_take_no_result_with_them
     timeline = read_json(tmp_path / "baseline" / "timeline.json")
     restarts = exited_during(timeline.samples)
     assert restarts is not None and restarts >= 2
-    stats = read_stats(tmp_path / "baseline" / "locust_stats.csv")
+    stats = read_stats(tmp_path / "baseline" / "locust_stats.csv", users_for(None))
     assert stats.readbacks > 0 and stats.readbacks_lost == 0
     table = [t for t in (tmp_path / "summary.md").read_text().splitlines() if t.startswith("|")]
     header, _, line = table

@@ -2,8 +2,10 @@
 
 Locust's gevent monkey-patches the interpreter it runs in, so it never shares a process with the
 server or the sampler; its own summary table goes to a log file, the verifier reads the CSV.
-The users are this service's scenario (loadtest/locustfile.py) or the user's own locustfile,
-run under the same spike shape (loadtest/shape.py); only ours has bulk submits to count.
+The users are the ones the workload declares (app/load.py, read by scripts.verify.core.declared)
+or the user's own locustfile, either run under the same spike shape (loadtest/shape.py). What is
+counted by name (heavy requests, read-backs) is what the users declare; a --locustfile declares
+nothing, so only its requests as a whole are judged.
 """
 
 from __future__ import annotations
@@ -12,42 +14,22 @@ import csv
 import importlib.util
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from loadtest.results import LOST_NAME, READBACK_NAMES
+from app.load import LocustUsers
 from loadtest.spike import SpikePlan
+from scripts.verify.core.declared import locust_files
 from scripts.verify.core.errors import RunNotMade
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-LOCUSTFILE = REPO_ROOT / "loadtest" / "locustfile.py"
-SHAPE_FILE = REPO_ROOT / "loadtest" / "shape.py"
-WORKLOAD = REPO_ROOT / "app" / "workload"  # the reference workload this scenario drives
-BULK_NAMES = ("/bulk/sync", "/bulk/async")
 # A scenario whose every request failed for this long into the load cannot reach the service:
 # the run stops there, with the failures, rather than after the whole spike.
 UNREACHABLE_SECONDS = 5.0
 UNREACHABLE_MIN_REQUESTS = 5
 SHOWN_FAILURES = 3  # the most frequent kinds named in the reason
-
-
-def is_ours(locustfile: Path) -> bool:
-    """Whether ``locustfile`` is this service's own scenario, with its bulk submits."""
-    return locustfile.resolve() == LOCUSTFILE.resolve()
-
-
-def scenario_problem(locustfile: Path, workload: Path = WORKLOAD) -> str | None:
-    """Why the scenario cannot run in this checkout, or None: this service's users send the
-    reference workload's requests and read its settings, so a fork that removed app/workload
-    (as the README says) names its own users."""
-    if is_ours(locustfile) and not workload.is_dir():
-        return (
-            f"this checkout has no {workload.relative_to(REPO_ROOT)}, whose requests "
-            f"{LOCUSTFILE.relative_to(REPO_ROOT)} sends: pass your users with --locustfile FILE "
-            "(Locust users, no shape of their own)"
-        )
-    return None
 
 
 @dataclass(frozen=True)
@@ -59,9 +41,9 @@ class LoadStats:
     requests_per_second: float
     p50_ms: float | None
     p99_ms: float | None
-    bulk_submits: int
+    bulk_submits: int  # the declared heavy requests (LocustUsers.heavy_names); the name is kept
     bulk_failures: int
-    readbacks: int = 0  # GET /bulk/{id} of a result the client was handed
+    readbacks: int = 0  # reads of a result the client was handed (LocustUsers.readback_names)
     readbacks_lost: int = 0  # of those, 404 while the result was inside its TTL
 
     @property
@@ -90,29 +72,27 @@ def locust_argv(
     host: str,
     plan: SpikePlan,
     csv_prefix: Path,
-    think_time: str,
-    bulk_sizes: str,
+    users: LocustUsers,
+    options: Sequence[str] = (),
     cache_ttl_seconds: float | None = None,
-    locustfile: Path = LOCUSTFILE,
 ) -> list[str]:
     """The command line: the spike without its idle window, which the verifier waits out itself
     (Locust's clock starts a second or two after the process, the verifier's does not).
 
-    ``cache_ttl_seconds`` is the service's own (from its status route); None leaves Locust's
-    default, the service's default TTL. A user's ``locustfile`` runs with the spike shape
-    beside it; the traffic options (think time, bulk sizes, TTL) are this scenario's own."""
-    if is_ours(locustfile):
-        ttl = ["--cache-ttl", f"{cache_ttl_seconds:g}"] if cache_ttl_seconds else []
-        files = str(LOCUSTFILE)
-        traffic = ["--think-time", think_time, "--bulk-sizes", bulk_sizes, *ttl]
-    else:
-        files, traffic = f"{locustfile.resolve()},{SHAPE_FILE}", []
+    ``options`` are the users' own for this load (their declared spike or warm-up options; none
+    for a --locustfile). ``cache_ttl_seconds`` is the service's own (from its status route),
+    given with the users' ``ttl_option`` where they declare one; None leaves their default."""
+    ttl = (
+        [users.ttl_option, f"{cache_ttl_seconds:g}"]
+        if users.ttl_option and cache_ttl_seconds
+        else []
+    )
     return [
         sys.executable,
         "-m",
         "locust",
         "-f",
-        files,
+        locust_files(users),
         "--headless",
         "--host",
         host,
@@ -131,7 +111,8 @@ def locust_argv(
         f"{plan.hold_seconds:g}",
         "--spike-idle",
         "0",
-        *traffic,
+        *options,
+        *ttl,
     ]
 
 
@@ -161,8 +142,9 @@ def _number(raw: str | None) -> float | None:
         return None
 
 
-def read_stats(stats_csv: Path) -> LoadStats:
-    """The Aggregated row of <prefix>_stats.csv, plus the bulk submits' own counts."""
+def read_stats(stats_csv: Path, users: LocustUsers | None = None) -> LoadStats:
+    """The Aggregated row of <prefix>_stats.csv, plus the counts of what ``users`` name: their
+    heavy requests and their read-backs (zero for users that name none)."""
     try:
         with stats_csv.open(newline="") as handle:
             rows = list(csv.DictReader(handle))
@@ -171,8 +153,9 @@ def read_stats(stats_csv: Path) -> LoadStats:
     aggregated = next((r for r in rows if r.get("Name") == "Aggregated"), None)
     if aggregated is None:
         raise RunNotMade(f"{stats_csv} has no Aggregated row")
-    bulk = [r for r in rows if r.get("Name") in BULK_NAMES]
-    readbacks = [r for r in rows if r.get("Name") in READBACK_NAMES]
+    named = users or LocustUsers(Path())
+    bulk = [r for r in rows if r.get("Name") in named.heavy_names]
+    readbacks = [r for r in rows if r.get("Name") in named.readback_names]
     return LoadStats(
         requests=int(aggregated["Request Count"]),
         failures=int(aggregated["Failure Count"]),
@@ -182,7 +165,9 @@ def read_stats(stats_csv: Path) -> LoadStats:
         bulk_submits=sum(int(r["Request Count"]) for r in bulk),
         bulk_failures=sum(int(r["Failure Count"]) for r in bulk),
         readbacks=sum(int(r["Request Count"]) for r in readbacks),
-        readbacks_lost=sum(int(r["Request Count"]) for r in readbacks if r["Name"] == LOST_NAME),
+        readbacks_lost=sum(
+            int(r["Request Count"]) for r in readbacks if r["Name"] == named.lost_name
+        ),
     )
 
 
@@ -218,17 +203,20 @@ def unreachable(csv_prefix: Path, load_seconds: float) -> str | None:
     )
 
 
-def check_delivered(stats: LoadStats, ours: bool = True, failures_csv: Path | None = None) -> None:
-    """A run whose requests all failed made no spike: nothing was verified. This service's
-    scenario must also have had a bulk submit through, the spike it exists for."""
+def check_delivered(
+    stats: LoadStats, users: LocustUsers, failures_csv: Path | None = None
+) -> None:
+    """A run whose requests all failed made no spike: nothing was verified. Users that declare
+    heavy requests must also have had one through: the spike they exist for."""
     kinds = failure_kinds(failures_csv) if failures_csv else ""
     if stats.requests - stats.failures <= 0:
         raise RunNotMade(
             f"no request succeeded ({stats.requests} sent, {stats.failures} failed)"
             + (f": {kinds}" if kinds else "")
         )
-    if ours and stats.bulk_submits - stats.bulk_failures <= 0:
+    if users.heavy_names and stats.bulk_submits - stats.bulk_failures <= 0:
         raise RunNotMade(
-            f"no bulk submit succeeded ({stats.bulk_submits} sent, {stats.bulk_failures} failed): "
-            "the spike was not delivered"
+            f"no heavy request ({', '.join(users.heavy_names)}) succeeded "
+            f"({stats.bulk_submits} sent, {stats.bulk_failures} failed): the spike was not "
+            "delivered"
         )

@@ -6,17 +6,13 @@ from dataclasses import dataclass
 
 from loadtest.spike import SpikePlan
 
-# A spike is heavier than everyday traffic (loadtest's defaults): shorter think time and more of
-# the largest bodies, still mostly small ones.
-SPIKE_THINK = "0.1,0.5"
-SPIKE_SIZES = "200:40,1000:25,5000:20,20000:15"
-# The warm-up sends our scenario's smallest bodies only (a user's scenario runs as it is).
-WARMUP_SIZES = "200:1"
-
 
 @dataclass(frozen=True)
 class Preset:
     """A spike, how long to watch the silence after it, and the cleanup cadence to run with.
+
+    What the users send is theirs: a workload declares the options its users take in a spike
+    and in the warm-up (app/load.py), so a preset says how long and how many, never what.
 
     ``plan.idle_seconds`` is the idle window the verifier waits after Locust has stopped; it must
     cover two cleanup intervals, so a release that is due is seen at least once whatever the
@@ -33,8 +29,6 @@ class Preset:
     # One user of the scenario before the baseline (0: none), so the start is a warm service's.
     warmup_seconds: float = 0.0
     idle_tail_seconds: float = 10.0  # the end of the idle window; its median is "idle"
-    think_time: str = SPIKE_THINK  # Locust --think-time: min,max seconds between requests
-    bulk_sizes: str = SPIKE_SIZES  # Locust --bulk-sizes: records:weight,...
     health_timeout_seconds: float = 60.0
 
     def __post_init__(self) -> None:

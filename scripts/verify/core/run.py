@@ -18,14 +18,16 @@ from typing import Any, Protocol
 
 import psutil
 
+from app.load import LocustUsers
 from loadtest.spike import SpikePlan
 from scripts.verify.core import loadrun
 from scripts.verify.core import phases as ph
+from scripts.verify.core.declared import users_for
 from scripts.verify.core.errors import RunNotMade
 from scripts.verify.core.health import HealthFigures, HealthProbe
 from scripts.verify.core.kernel_peak import KernelPeak, recorded_peak
 from scripts.verify.core.loadrun import LoadStats
-from scripts.verify.core.presets import WARMUP_SIZES, Preset
+from scripts.verify.core.presets import Preset
 from scripts.verify.core.progress import Progress
 from scripts.verify.core.sampling import Clock, Sample, Sampler
 from scripts.verify.core.stayed import Split, stayed_line
@@ -95,7 +97,8 @@ class RunSettings:
     metric: str
     out_dir: Path
     sample_interval: float = 1.0
-    locustfile: Path = loadrun.LOCUSTFILE  # the users of the spike: ours, or the user's own
+    # The users of the spike: a --locustfile's, or None for the ones the workload declares.
+    users: LocustUsers | None = None
 
 
 def host_description() -> dict[str, Any]:
@@ -209,11 +212,12 @@ def cache_ttl(meta: dict[str, Any]) -> float | None:
 
 @dataclass(frozen=True)
 class Load:
-    """One Locust run of the scenario: its plan, the sizes of our bulk bodies, and where its
-    statistics (``<name>_stats.csv``) and log (``<name>.log``) go."""
+    """One Locust run of the scenario: its plan, which of the users' declared options it takes
+    (the spike's or the warm-up's), and where its statistics (``<name>_stats.csv``) and log
+    (``<name>.log``) go."""
 
     plan: SpikePlan
-    bulk_sizes: str
+    warmup: bool
     name: str
     phase: Callable[[float], str]  # the phase's name, from seconds since this load began
 
@@ -221,16 +225,17 @@ class Load:
 def spike_of(preset: Preset) -> Load:
     ramp = preset.plan.ramp_seconds
     return Load(
-        preset.plan, preset.bulk_sizes, "locust", lambda s: ph.RAMP if s < ramp else ph.HOLD
+        preset.plan, False, "locust", lambda s: ph.RAMP if s < ramp else ph.HOLD
     )
 
 
 def warmup_of(preset: Preset) -> Load:
-    """One user for the warm-up's seconds, our scenario with its smallest bodies only: the
-    service's pools, threads and first-request caches are made before the start is measured,
-    and what it caches of the warm-up is small beside what the spike adds."""
+    """One user for the warm-up's seconds, with the users' declared warm-up options (the
+    reference workload's: its smallest bodies only): the service's pools, threads and
+    first-request caches are made before the start is measured, and what it caches of the
+    warm-up is small beside what the spike adds."""
     plan = SpikePlan(users=1, ramp_seconds=0, hold_seconds=preset.warmup_seconds, idle_seconds=0)
-    return Load(plan, WARMUP_SIZES, "warmup", lambda _s: ph.WARMUP)
+    return Load(plan, True, "warmup", lambda _s: ph.WARMUP)
 
 
 def _run_load(
@@ -241,14 +246,15 @@ def _run_load(
     load_start: float,
     ttl_seconds: float | None,
     load: Load,
+    users: LocustUsers,
 ) -> subprocess.Popen[bytes]:
     """Locust from start to exit; RunNotMade if it hangs or fails other than by failed requests."""
-    preset, plan = settings.preset, load.plan
+    plan = load.plan
     run_dir = settings.out_dir
+    options = users.warmup_options if load.warmup else users.spike_options
     argv = loadrun.locust_argv(
-        target.base_url, plan, run_dir / load.name, preset.think_time, load.bulk_sizes,
-        ttl_seconds, settings.locustfile,
-    )  # fmt: skip
+        target.base_url, plan, run_dir / load.name, users, options, ttl_seconds
+    )
     locust = loadrun.start_locust(argv, run_dir / f"{load.name}.log")
     cut_short: list[str] = []
 
@@ -287,6 +293,7 @@ def execute(
     target: Target, settings: RunSettings, meta: dict[str, Any], progress: Progress
 ) -> RunResult:
     """Baseline, spike, idle window; the timeline and the verdict. RunNotMade if it cannot."""
+    users = settings.users or users_for(None)
     preset, plan = settings.preset, settings.preset.plan
     run_dir = settings.out_dir
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -311,7 +318,8 @@ def execute(
         if preset.warmup_seconds and watch.died is None:
             warmup_start = clock.now()
             warming = _run_load(
-                target, settings, watch, clock, warmup_start, cache_ttl(meta), warmup_of(preset)
+                target, settings, watch, clock, warmup_start, cache_ttl(meta), warmup_of(preset),
+                users,
             )
             _stop(warming)
             peaks[ph.WARMUP] = target.take_peak()
@@ -324,7 +332,8 @@ def execute(
             probe = HealthProbe(target.base_url, target.health_path).start()
             try:
                 locust = _run_load(
-                    target, settings, watch, clock, load_start, cache_ttl(meta), spike_of(preset)
+                    target, settings, watch, clock, load_start, cache_ttl(meta), spike_of(preset),
+                    users,
                 )
             finally:
                 healthz = probe.stop()
@@ -347,14 +356,14 @@ def execute(
         raise RunNotMade(f"no memory samples were taken ({sampler.last_error or 'target gone'})")
     load: LoadStats | None
     try:
-        load = loadrun.read_stats(run_dir / "locust_stats.csv")
+        load = loadrun.read_stats(run_dir / "locust_stats.csv", users)
     except RunNotMade:
         if watch.died is None:
             raise
         load = None
     if load is not None and watch.died is None:
         loadrun.check_delivered(
-            load, loadrun.is_ours(settings.locustfile), run_dir / "locust_failures.csv"
+            load, users, run_dir / "locust_failures.csv"
         )
 
     timeline = Timeline(
@@ -372,7 +381,7 @@ def execute(
             "idle_tail_seconds": preset.idle_tail_seconds,
             "warmup_seconds": preset.warmup_seconds,
             "metric": settings.metric,
-            "locustfile": str(settings.locustfile),
+            "locustfile": str(users.file),
             "started_at_unix": clock.started_wall,
             "limit_mb": settings.criteria.limit_mb,
             "min_returned": settings.criteria.min_returned,

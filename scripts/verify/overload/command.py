@@ -4,10 +4,12 @@
 Needs root and a memory controller (--limit-mode cgroup, the only mode here). For each
 profile (`baseline` and the default unless --profile names one) and each level of --levels,
 starts the service as the verifier does inside a memory cgroup of --limit-mb (memory and
-memory+swap), and has ``level x BULK_CONCURRENCY`` clients post large valid bodies (20,000
-records, 7.7 MB) for --seconds, half to /bulk/sync and half to /bulk/async, each sending its
-whole body before reading the reply and, refused, waiting out the 503's Retry-After (or
-not: --ignore-retry-after), while /healthz is probed every 100 ms. Records every
+memory+swap), and has ``level x BULK_CONCURRENCY`` clients send large valid bodies for
+--seconds: the heavy requests the workload declares (app/load.py), each with its largest body,
+shared out among the clients (the reference workload's: 20,000 records, 7.7 MB, half to its sync
+route and half to its async one), each client sending its whole body before reading the reply
+and, refused, waiting out the 503's Retry-After (or not: --ignore-retry-after), while /healthz
+is probed every 100 ms. Records every
 answer, goodput (accepted per second), p50 and p99 of accepted requests, the peak working set,
 OOM kills and /healthz. Judged for every profile but `baseline` (shown for contrast): no OOM
 kill at any level, the peak working set under the limit less the headroom, and goodput at the
@@ -45,8 +47,8 @@ from app.memory.measure import MB
 from app.profiles import ProfileError, load_profiles
 from scripts.verify import flags
 from scripts.verify.core.context import command_lines, started_line
+from scripts.verify.core.declared import heavy_requests, readable
 from scripts.verify.core.errors import EXIT_NOT_MADE, RunNotMade, exit_for
-from scripts.verify.overload.cost import PATH as PATH_COST
 from scripts.verify.overload.cost import BodyShape, run_cost
 from scripts.verify.overload.run import OverloadRun, OverloadSettings, large_body, run_overload
 from scripts.verify.overload.slowread import SlowReadRun, SlowReadSettings, run_slow_readers
@@ -244,7 +246,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         profiles = load_profiles()
         names = [profiles.get(args.profile).name] if args.profile else [BASELINE, profiles.default]
-    except ProfileError as exc:
+        heavy = heavy_requests()  # nothing declared to flood: one line, before any server
+        if levels_of(args.slow_readers):
+            readable()
+        body = large_body()  # built once, before any server runs
+    except (ProfileError, RunNotMade) as exc:
         sys.stderr.write(f"overload: run not made: {exc}\n")
         return EXIT_NOT_MADE
     overrides = flags.overrides_of(args)
@@ -252,7 +258,6 @@ def run(args: argparse.Namespace) -> int:
     rows: list[list[str]] = []
     reasons: list[str] = []
     figures: list[dict[str, object]] = []
-    large_body()  # built once, before any server runs
     for name in names:
         runs = []
         for level in levels_of(args.levels):
@@ -282,7 +287,7 @@ def run(args: argparse.Namespace) -> int:
                 web_concurrency=args.web_concurrency, overrides=overrides,
             )
             try:
-                slow = run_slow_readers(name, settings_slow, large_body(), out / name)
+                slow = run_slow_readers(name, settings_slow, body, out / name)
             except RunNotMade as exc:
                 sys.stderr.write(f"overload: run not made: {exc}\n")
                 return EXIT_NOT_MADE
@@ -303,13 +308,13 @@ def run(args: argparse.Namespace) -> int:
             cost_rows.append(cost_cells(figures[-1]))
     context = [
         *command_lines(args.argv),
-        f"bodies of {len(large_body()) / 2**20:.1f} MB (20,000 records), "
+        f"bodies of {len(body) / 2**20:.1f} MB ({heavy[0].largest.records:,} records), "
         f"{'chunked' if args.chunked else 'with Content-Length'}; refused clients retry "
         f"{'after 50 ms' if args.ignore_retry_after else 'after Retry-After'}; "
         f"{args.seconds:g} s per level; "
         f"a {args.limit_mb:g} MB memory cgroup; {at_once} served at once; slow readers: "
         f"{args.slow_readers}, 5 bytes a second on a 4 KB receive buffer; body cost: "
-        f"{args.body_cost}, one submission to {PATH_COST} of a fresh server each",
+        f"{args.body_cost}, one submission to {heavy[0].path} of a fresh server each",
         started_line(started),
     ]
     table = render(rows) if rows else ""

@@ -6,57 +6,35 @@ floods: the first submission is the costly one (validators and caches are built 
 kernel keeps each process's peak resident set (``VmHWM``); it is reset just before the request
 (``/proc/<pid>/clear_refs``, 5), so the growth is the peak during the submission less the RSS
 before it, exact, with no sampler racing the allocator. One worker, so the process that
-answers is the one measured.
+answers is the one measured. The body goes to the first heavy request the workload declares
+(app/load.py), built by the workload to the shape asked for.
 """
 
 from __future__ import annotations
 
-import json
-import random
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import httpx
 import psutil
 
+from app.load import BodyShape, HeavyRequest
 from app.memory.measure import MB
-from loadtest.payloads import make_record
+from scripts.verify.core.declared import heavy_requests
 from scripts.verify.core.errors import RunNotMade
 from scripts.verify.overload.run import limited_server
 
-PATH = "/bulk/sync"
+__all__ = ["BodyShape", "CostRun", "body_of", "measured", "run_cost"]
 
 
-@dataclass(frozen=True)
-class BodyShape:
-    """``records`` records, each with a note of ``note_chars`` characters (0: the load test's
-    own records, ~130 bytes)."""
-
-    records: int
-    note_chars: int = 0
-
-    @classmethod
-    def parse(cls, text: str) -> BodyShape:
-        """``RECORDS`` or ``RECORDS:NOTE_CHARS``; ValueError otherwise."""
-        records, _, note = text.strip().partition(":")
-        shape = cls(int(records), int(note) if note else 0)
-        if shape.records < 1 or shape.note_chars < 0:
-            raise ValueError(text)
-        return shape
+def measured() -> HeavyRequest:
+    """The request one submission is measured on: the first the workload declares."""
+    return heavy_requests()[0]
 
 
-@lru_cache(maxsize=8)
 def body_of(shape: BodyShape) -> bytes:
-    """The body, deterministic per shape; built before any server starts."""
-    rng = random.Random(shape.records * 31 + shape.note_chars)
-    rows = []
-    for _ in range(shape.records):
-        row = make_record(rng)
-        if shape.note_chars:
-            row["note"] = "x" * shape.note_chars
-        rows.append(row)
-    return json.dumps({"records": rows}, separators=(",", ":")).encode()
+    """The declared request's body of ``shape`` (the workload builds it; deterministic)."""
+    return measured().body(shape)
 
 
 @dataclass(frozen=True)
@@ -107,7 +85,8 @@ def run_cost(
 ) -> CostRun:
     """One submission of ``shape`` to a fresh server; RunNotMade when none can be started or the
     submission is not stored (a 503 or a 422 would measure a refusal, not a submission)."""
-    body = body_of(shape)
+    request = measured()
+    body = request.body(shape)
     server, cgroup = limited_server(
         profile, f"cost-{shape.records}-{shape.note_chars}", limit_mb, 1, overrides, out
     )
@@ -119,7 +98,10 @@ def run_cost(
         reset_peak(pid)
         before = psutil.Process(pid).memory_info().rss
         with httpx.Client(base_url=server.base_url, timeout=120.0) as client:
-            reply = client.post(PATH, content=body, headers={"content-type": "application/json"})
+            reply = client.request(
+                request.method, request.path, content=body,
+                headers={"content-type": request.content_type},
+            )  # fmt: skip
         peak = peak_rss(pid)
         if reply.status_code != 201:
             raise RunNotMade(f"the submission got {reply.status_code}: {reply.text[:200]}")

@@ -1,5 +1,6 @@
-"""The client side of an overload run: many clients posting large bodies in a loop, and a
-/healthz probe beside them, on raw asyncio sockets so every byte on the wire is under control.
+"""The client side of an overload run: many clients sending large bodies in a loop (the heavy
+requests the workload declares, app/load.py), and a /healthz probe beside them, on raw asyncio
+sockets so every byte on the wire is under control.
 
 Each client behaves as most HTTP clients do: it sends its whole request, body included, and only
 then reads the reply; a fresh connection per request. A body is sent with Content-Length or
@@ -15,6 +16,8 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+
+from app.load import HeavyRequest
 
 CHUNK = 64 * 1024
 REPLY_CAP = 1024 * 1024  # read at most this much of a reply body
@@ -60,8 +63,15 @@ class HealthResult:
         return max(self.latencies, default=0.0)
 
 
-def request_head(path: str, host: str, length: int | None, extra: Sequence[str] = ()) -> bytes:
-    lines = [f"POST {path} HTTP/1.1", f"Host: {host}", "Content-Type: application/json"]
+def request_head(
+    path: str,
+    host: str,
+    length: int | None,
+    extra: Sequence[str] = (),
+    method: str = "POST",
+    content_type: str = "application/json",
+) -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}", f"Content-Type: {content_type}"]
     framing = "Transfer-Encoding: chunked" if length is None else f"Content-Length: {length}"
     lines.append(framing)
     lines += [*extra, "Connection: close", "", ""]
@@ -83,13 +93,22 @@ async def read_reply(reader: asyncio.StreamReader) -> Reply:
 
 
 async def post(
-    host: str, port: int, path: str, body: bytes, chunked: bool = False, timeout: float = 60.0
+    host: str,
+    port: int,
+    path: str,
+    body: bytes,
+    chunked: bool = False,
+    timeout: float = 60.0,
+    method: str = "POST",
+    content_type: str = "application/json",
 ) -> Reply:
-    """One POST, sent whole before the reply is read."""
+    """One request with a body (a POST unless ``method`` says otherwise), sent whole before the
+    reply is read."""
     async with asyncio.timeout(timeout):
         reader, writer = await asyncio.open_connection(host, port)
         try:
-            writer.write(request_head(path, host, None if chunked else len(body)))
+            length = None if chunked else len(body)
+            writer.write(request_head(path, host, length, (), method, content_type))
             if chunked:
                 for start in range(0, len(body), CHUNK):
                     piece = body[start : start + CHUNK]
@@ -121,25 +140,28 @@ def _error_name(exc: BaseException) -> str:
 async def flood(
     host: str,
     port: int,
-    paths: Sequence[str],
-    body: bytes,
+    sends: Sequence[tuple[HeavyRequest, bytes]],
     clients: int,
     seconds: float,
     chunked: bool = False,
     honour_retry_after: bool = False,
 ) -> FloodResult:
-    """``clients`` loops posting ``body`` until ``seconds`` have passed; client i uses path i
-    modulo the paths given (the sync and async routes side by side). A refused client tries
-    again after 50 ms, as a hostile one would, or after the reply's Retry-After."""
+    """``clients`` loops sending until ``seconds`` have passed; client i sends request i modulo
+    the requests given, with its body (the reference workload's sync and async routes side by
+    side). A refused client tries again after 50 ms, as a hostile one would, or after the
+    reply's Retry-After."""
     result = FloodResult()
     deadline = time.monotonic() + seconds
 
     async def client(index: int) -> None:
-        path = paths[index % len(paths)]
+        request, body = sends[index % len(sends)]
         while time.monotonic() < deadline:
             started = time.monotonic()
             try:
-                reply = await post(host, port, path, body, chunked)
+                reply = await post(
+                    host, port, request.path, body, chunked,
+                    method=request.method, content_type=request.content_type,
+                )  # fmt: skip
             except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
                 result.errors[_error_name(exc)] += 1
                 await asyncio.sleep(0.05)

@@ -1,26 +1,27 @@
 """One overload run: the service started as the verifier starts it, inside a real memory cgroup,
-flooded by ``clients`` posting large valid bodies for ``seconds`` while /healthz is probed and
+flooded by ``clients`` sending large valid bodies for ``seconds`` while /healthz is probed and
 the cgroup's working set is sampled; then what it did: answers, goodput, latencies, peak, OOM
 kills, whether it is still alive, and whether every reservation came back.
+
+What is sent is what the workload declares (app/load.py): each heavy request with its largest
+body, built before any server starts.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import random
 import re
 import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from functools import lru_cache
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from app.load import HeavyRequest
 from app.memory.measure import MB
-from loadtest.payloads import make_record
 from scripts.verify.core.cgroup_limit import MemoryCgroup
+from scripts.verify.core.declared import heavy_requests
 from scripts.verify.core.errors import RunNotMade
 from scripts.verify.core.local import LocalServer, http_get
 from scripts.verify.core.percentile import percentile_or_none as percentile
@@ -31,21 +32,21 @@ from scripts.verify.overload.flood import (
     probe_health,
 )
 
-PATHS = ("/bulk/sync", "/bulk/async")
 HOST = "127.0.0.1"
 
 
-@lru_cache(maxsize=4)
-def large_body(records: int = 20_000, note_chars: int = 300) -> bytes:
-    """A valid body of ~7.7 MB at the defaults: the most records allowed, each with a long note,
-    under MAX_BODY_MB (8)."""
-    rng = random.Random(records)
-    rows = []
-    for _ in range(records):
-        row = make_record(rng)
-        row["note"] = "x" * note_chars
-        rows.append(row)
-    return json.dumps({"records": rows}, separators=(",", ":")).encode()
+def large_body(records: int | None = None) -> bytes:
+    """The first declared heavy request's largest body (the reference workload's: the most
+    records a submission takes, each with a long note, ~7.7 MB, under MAX_BODY_MB); with
+    ``records``, the same shape with that many records."""
+    request = heavy_requests()[0]
+    shape = request.largest
+    return request.body(shape if records is None else replace(shape, records=records))
+
+
+def flood_sends() -> list[tuple[HeavyRequest, bytes]]:
+    """Each declared heavy request with its largest body, built now: before any server runs."""
+    return [(request, request.body(request.largest)) for request in heavy_requests()]
 
 
 @dataclass(frozen=True)
@@ -174,7 +175,7 @@ def reserved_bytes(server: LocalServer) -> float | None:
 
 
 async def _load(
-    port: int, settings: OverloadSettings, body: bytes
+    port: int, settings: OverloadSettings, sends: list[tuple[HeavyRequest, bytes]]
 ) -> tuple[FloodResult, HealthResult]:
     stop = asyncio.Event()
     health = asyncio.create_task(probe_health(HOST, port, stop))
@@ -182,8 +183,7 @@ async def _load(
         result = await flood(
             HOST,
             port,
-            PATHS,
-            body,
+            sends,
             settings.clients,
             settings.seconds,
             settings.chunked,
@@ -196,7 +196,7 @@ async def _load(
 
 def run_overload(profile: str, settings: OverloadSettings, out: Path | None = None) -> OverloadRun:
     """One run; RunNotMade when the service cannot be started or no cgroup can be made."""
-    body = large_body()
+    sends = flood_sends()
     server, cgroup = limited_server(
         profile, str(settings.clients), settings.limit_mb, settings.web_concurrency,
         settings.overrides, out,
@@ -206,7 +206,7 @@ def run_overload(profile: str, settings: OverloadSettings, out: Path | None = No
         server.start()
         server.wait_healthy(60)
         sampler.start()
-        result, health = asyncio.run(_load(server.port, settings, body))
+        result, health = asyncio.run(_load(server.port, settings, sends))
         time.sleep(1.0)  # reservations of the last replies are returned after they are sent
         alive = server.exit_code() is None and _healthy(server)
         reserved = reserved_bytes(server) if alive else None

@@ -7,6 +7,9 @@ own, on plain non-blocking sockets: a reader does nothing but wait, so thousands
 thread, and none of them shares the /healthz probe's process (the probe runs in a child
 process: a client busy with 300 sockets must not be what the probe measures).
 
+What is stored and read is what the workload declares (app/load.py): its first heavy request
+whose result can be read back, at that request's ``result_path``.
+
 One run stores ``results`` large results, reads the cgroup's usage, lets the readers hang on for
 ``seconds`` while the working set is sampled, and then checks what a user would: no OOM kill, the
 server alive, /healthz answering, and a normal client reading a result whole.
@@ -31,8 +34,10 @@ from pathlib import Path
 
 import httpx
 
+from app.load import HeavyRequest
 from app.memory.measure import MB
 from scripts.verify.core.cgroup_limit import MemoryCgroup
+from scripts.verify.core.declared import readable
 from scripts.verify.core.errors import RunNotMade
 from scripts.verify.overload.flood import HealthResult, probe_health
 from scripts.verify.overload.run import CgroupPeaks, limited_server
@@ -205,15 +210,20 @@ class HealthProbe:
         return found
 
 
-def store_results(base_url: str, body: bytes, count: int) -> list[str]:
-    """Post ``count`` bodies and return the stored results' ids; RunNotMade if one is refused."""
+def store_results(
+    base_url: str, body: bytes, count: int, request: HeavyRequest | None = None
+) -> list[str]:
+    """Send ``count`` bodies as ``request`` (default: the declared one whose result is read
+    back) and return the stored results' ids; RunNotMade if one is refused."""
+    request = request or readable()
     ids = []
     with httpx.Client(base_url=base_url, timeout=120.0) as client:
         for _ in range(count):
             for _attempt in range(20):
-                reply = client.post(
-                    "/bulk/async", content=body, headers={"content-type": "application/json"}
-                )
+                reply = client.request(
+                    request.method, request.path, content=body,
+                    headers={"content-type": request.content_type},
+                )  # fmt: skip
                 if reply.status_code != 503:
                     break
                 time.sleep(float(reply.headers.get("retry-after", "1")))
@@ -223,15 +233,18 @@ def store_results(base_url: str, body: bytes, count: int) -> list[str]:
     return ids
 
 
-def read_whole(base_url: str, ids: Sequence[str], tries: int = 8) -> tuple[bool, int]:
+def read_whole(
+    base_url: str, ids: Sequence[str], tries: int = 8, request: HeavyRequest | None = None
+) -> tuple[bool, int]:
     """A normal client reads each result whole: (all whole, the largest reply's size). A 404 is
     tried again on a new connection: with several workers a result lives in the one that made it."""
+    request = request or readable()
     largest = 0
     try:
         for result_id in ids:
             for _ in range(tries):
                 with httpx.Client(base_url=base_url, timeout=60.0) as client:
-                    reply = client.get(f"/bulk/{result_id}")
+                    reply = client.get(request.result_of(result_id))
                 if reply.status_code != 404:
                     break
             if reply.status_code != 200:
@@ -297,7 +310,7 @@ def run_slow_readers(
         start_usage = _usage(cgroup)
         probe = HealthProbe(server.port, settings.seconds)
         readers = SlowReaders(
-            server.port, [f"/bulk/{i}" for i in ids], settings.readers, settings
+            server.port, [readable().result_of(i) for i in ids], settings.readers, settings
         )
         probe.start()
         peaks.start()

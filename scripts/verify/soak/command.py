@@ -26,6 +26,7 @@ from app.profiles import ProfileError, load_profiles
 from scripts.verify import flags
 from scripts.verify.core import plot
 from scripts.verify.core.context import command_lines, started_line
+from scripts.verify.core.declared import users_for
 from scripts.verify.core.errors import EXIT_NOT_MADE, RunNotMade, exit_for
 from scripts.verify.core.modes import run_local
 from scripts.verify.core.progress import Progress
@@ -160,6 +161,7 @@ def run(args: argparse.Namespace) -> int:
             criteria=Criteria(limit_mb=args.limit_mb),
             metric=args.metric,
             out_dir=out,
+            users=users_for(None),
         )
         result = run_local(
             profile,

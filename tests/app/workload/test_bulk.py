@@ -27,9 +27,9 @@ from app.workload.bulk import (
     TooManyRecords,
 )
 from app.workload.cache import BulkCache
+from app.workload.load import payloads
 from app.workload.models import bulk_request_model
 from app.workload.sqlite import SqliteStore
-from loadtest import payloads
 from tests.app.workload.records import body, record
 
 MB = 1024 * 1024
@@ -342,7 +342,7 @@ from app.workload import database
 from app.workload.bulk import BulkService, InvalidBulk
 from app.workload.cache import BulkCache
 from app.workload.sqlite import SqliteStore
-from loadtest import payloads
+from app.workload.load import payloads
 path = tempfile.mkdtemp() + "/db.sqlite"
 database.initialize(path)
 service = BulkService(SqliteStore(path), BulkCache(300, 16, 64 * 2**20), 20_000)

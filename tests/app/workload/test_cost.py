@@ -22,9 +22,9 @@ import pytest
 from app.workload import database
 from app.workload.bulk import BulkService, InvalidBulk
 from app.workload.cache import BulkCache
+from app.workload.load import payloads
 from app.workload.routes import COST_FACTOR
 from app.workload.sqlite import SqliteStore
-from loadtest import payloads
 
 MB = 1024 * 1024
 

@@ -2,7 +2,8 @@
 
 The server and Locust share two cores here; encoding 20,000 records per request in the client
 would make Locust the bottleneck and the spike smaller than the one being tested. No Locust
-import, so tests and the verifier can use it freely.
+import: the workload's load declaration (app/workload/load/__init__.py) builds the verifier's
+heavy bodies from it too.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ and its 404 says which ("expired", "evicted"). Either is the cache working as pr
 that names neither, for a result younger than the TTL, is state the service dropped: a worker
 replaced (its cache went with it), or a read-back reaching a worker that never had the result.
 Read-backs are reported under four names, so Locust's statistics count each kind. No Locust
-import, so the verifier reads the names from here.
+import: the workload's load declaration hands the names to the verifier, which counts them.
 """
 
 from __future__ import annotations

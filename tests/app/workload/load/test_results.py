@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from loadtest.results import (
+from app.workload.load.results import (
     CLOCK_MARGIN_SECONDS,
     EVICTED_NAME,
     EXPIRED_NAME,

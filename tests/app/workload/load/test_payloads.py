@@ -7,9 +7,7 @@ import random
 
 import pytest
 
-from app.workload.models import bulk_request_model
-from app.workload.settings import BulkSettings
-from loadtest.payloads import (
+from app.workload.load.payloads import (
     DEFAULT_SIZES,
     KNOWN_SKUS,
     PayloadBank,
@@ -18,6 +16,8 @@ from loadtest.payloads import (
     parse_buckets,
     parse_think,
 )
+from app.workload.models import bulk_request_model
+from app.workload.settings import BulkSettings
 
 MAX_RECORDS = BulkSettings.model_fields["max_bulk_records"].default
 MAX_BODY_BYTES = BulkSettings.model_fields["max_body_mb"].default * 1024 * 1024

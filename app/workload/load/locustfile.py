@@ -1,11 +1,14 @@
-"""Clients of the service during a traffic spike, then silence.
+"""The reference workload's clients: `make load`, or under the spike shape by hand,
 
-    locust -f loadtest/locustfile.py --headless --host http://127.0.0.1:8000 --csv results/run
+    locust -f app/workload/load/locustfile.py,loadtest/shape.py --headless \
+        --host http://127.0.0.1:8000 --csv results/run
 
 Each user submits bulk orders of varied sizes (mostly small, now and then the maximum) to both
 the sync and the async path, reads back results it created, looks up products and checks health,
-with think time between requests. The spike's size and timing come from the --spike-* arguments
-or SPIKE_* variables (loadtest.shape); --bulk-sizes and --think-time shape the traffic.
+with think time between requests. No shape here: the workload declares this file
+(app/workload/load/__init__.py) and the verifier runs it beside loadtest/shape.py, whose
+--spike-* arguments or SPIKE_* variables size and time the spike, as it runs anyone's users;
+--bulk-sizes and --think-time shape the traffic.
 """
 
 from __future__ import annotations
@@ -18,8 +21,8 @@ from locust.argument_parser import LocustArgumentParser
 from locust.contrib.fasthttp import FastResponse
 from locust.env import Environment
 
-from app.workload.settings import BulkSettings
-from loadtest.payloads import (
+from app.workload.load import SUBMIT_PATHS
+from app.workload.load.payloads import (
     DEFAULT_SIZES,
     DEFAULT_THINK,
     KNOWN_SKUS,
@@ -27,10 +30,8 @@ from loadtest.payloads import (
     parse_buckets,
     parse_think,
 )
-from loadtest.results import READ_NAME, KeptResults
-from loadtest.shape import SpikeShape
-
-__all__ = ["ServiceClient", "SpikeShape"]
+from app.workload.load.results import READ_NAME, KeptResults
+from app.workload.settings import BulkSettings
 
 JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 KEPT_RESULTS = 16  # ids a client remembers to read back; older ones it forgets, as real ones do
@@ -44,7 +45,7 @@ _ttl_seconds = SERVICE_TTL_SECONDS
 # locust's event hooks are not typed.
 @events.init_command_line_parser.add_listener  # type: ignore[untyped-decorator]
 def _add_arguments(parser: LocustArgumentParser) -> None:
-    group = parser.add_argument_group("traffic", "this service's requests (loadtest.payloads)")
+    group = parser.add_argument_group("traffic", "the bulk workload's requests (payloads.py)")
     group.add_argument(
         "--bulk-sizes",
         env_var="BULK_SIZES",
@@ -116,11 +117,11 @@ class ServiceClient(FastHttpUser):
 
     @task(3)
     def submit_sync(self) -> None:
-        self._submit("/bulk/sync")
+        self._submit(SUBMIT_PATHS[0])
 
     @task(3)
     def submit_async(self) -> None:
-        self._submit("/bulk/async")
+        self._submit(SUBMIT_PATHS[1])
 
     @task(4)
     def read_result(self) -> None:
