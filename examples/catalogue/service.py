@@ -23,7 +23,7 @@ from memory import MB, CleanupConfig, MemoryManager
 
 PRODUCTS = int(os.environ.get("CATALOGUE_PRODUCTS", "100000"))
 POOL_SIZE = int(os.environ.get("CATALOGUE_POOL_SIZE", "4"))
-CACHE_ENTRIES = int(os.environ.get("CATALOGUE_CACHE_ENTRIES", "20000"))
+CACHE_ENTRIES = int(os.environ.get("CATALOGUE_CACHE_ENTRIES", "50000"))
 CACHE_TTL_SECONDS = float(os.environ.get("CACHE_TTL_SECONDS", "300"))
 
 # Read through: every product a route reads is kept here, the page routes' included.

@@ -18,8 +18,10 @@ REPO = Path(__file__).resolve().parents[2]
 CGROUP_V1 = (CGROUP_ROOT / "memory" / "memory.limit_in_bytes").exists() and os.geteuid() == 0
 # The verifier's limit flags: a real cgroup of the verifier's default limit, where one can be made.
 LIMIT = ["--limit-mode", "cgroup", "--limit-mb", "500"] if CGROUP_V1 else []
-# The glibc yardstick and the default profile: two rows keep a compare short enough for CI.
+# Two rows keep a compare short enough for CI: the glibc yardstick and the default profile, or
+# the default with its cleanup loop on and off (what the loop adds on top of the allocator).
 COMPARED = ("baseline", "jemalloc-nopymalloc")
+LOOP_ON_AND_OFF = ("jemalloc-nopymalloc", "jemalloc-nopymalloc-cleanup-off")
 
 
 def lift(example: str, root: Path) -> Path:
@@ -72,16 +74,20 @@ def meta_of(folder: Path) -> dict[str, Any]:
     return meta
 
 
-def assert_compared(done: subprocess.CompletedProcess[str], out: Path) -> list[dict[str, Any]]:
-    """A compare of COMPARED, two rounds in turn, each row under its own profile's allocator,
+def assert_compared(
+    done: subprocess.CompletedProcess[str], out: Path, compared: tuple[str, ...] = COMPARED
+) -> list[dict[str, Any]]:
+    """A compare of ``compared``, two rounds in turn, each row under its own profile's allocator
+    and with its own cleanup setting (the baseline profile's MEMORY_CLEANUP=0, or the row's),
     ending with the recommendation."""
     rows = verdict_rows(done, out)
     labels = [row["label"] for row in rows]
-    assert labels == [f"{name} #{n}" for n in (1, 2) for name in COMPARED]
+    assert labels == [f"{name} #{n}" for n in (1, 2) for name in compared]
     for label in labels:
         meta = meta_of(out / label.replace(" #", "-"))
         allocator = meta["service_at_start"]["allocator"]
         assert allocator == ("glibc" if label.startswith("baseline") else "jemalloc"), label
-        assert meta["service_at_start"]["cleanup"]["enabled"] is not label.startswith("baseline")
+        loop_off = label.startswith("baseline") or "-cleanup-off" in label
+        assert meta["service_at_start"]["cleanup"]["enabled"] is not loop_off, label
     assert done.stdout.strip().splitlines()[-1].startswith("recommendation: ")
     return rows
