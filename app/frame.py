@@ -18,17 +18,17 @@ from prometheus_client import CollectorRegistry
 from pydantic_settings import BaseSettings
 
 from app.config import Settings
-from app.memory import GuardedRoute, MemoryManager
+from app.memory import MemoryManager, RouteCost
 from app.memory.status_route import StatusSource
 
 StartupStep = Callable[[], Awaitable[None]]
 
 
 @dataclass(frozen=True)
-class Guard:
+class Admitted:
     """Routes whose requests reserve memory before their body is read (admission control)."""
 
-    routes: tuple[GuardedRoute, ...]
+    routes: tuple[RouteCost, ...]
     max_body_bytes: int  # the largest body they take: it must fit the in-flight budget
     limit_name: str  # the setting behind max_body_bytes, named in a 413 and at startup
 
@@ -47,16 +47,14 @@ class Frame:
     settings: Settings  # the frame's: WEB_CONCURRENCY, the limit, ...
     memory: MemoryManager
     registry: CollectorRegistry  # what /metrics serves: register collectors here
-    guards: list[Guard] = field(default_factory=list)
+    admitted: list[Admitted] = field(default_factory=list)
     held: list[Held] = field(default_factory=list)
     startup: list[StartupStep] = field(default_factory=list)
 
-    def guard(
-        self, routes: Sequence[GuardedRoute], *, max_body_bytes: int, limit_name: str
-    ) -> None:
+    def admit(self, routes: Sequence[RouteCost], *, max_body_bytes: int, limit_name: str) -> None:
         """Put admission control in front of ``routes``; each reserves its body size times its
         cost factor from the in-flight budget before the body is read."""
-        self.guards.append(Guard(tuple(routes), max_body_bytes, limit_name))
+        self.admitted.append(Admitted(tuple(routes), max_body_bytes, limit_name))
 
     def hold(self, nbytes: int, setting: str) -> None:
         """Declare long-lived memory (per worker): the budget sets it aside before in-flight."""

@@ -24,7 +24,7 @@ from app.profiles import Profile, ProfileError, load_profiles
 
 log = logging.getLogger("launch")
 
-GUARDED_PROTOCOL = "app.edge.protocol:GuardedH11Protocol"
+EDGE_PROTOCOL = "app.edge.protocol:EdgeH11Protocol"
 # Free-threaded CPython stops with a fatal error at start on PYTHONMALLOC=malloc; this profile
 # keeps jemalloc for C-level allocations without it (Python's objects live in mimalloc there).
 FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
@@ -137,7 +137,7 @@ def uvicorn_argv(settings: Settings) -> list[str]:
     # they are installed (the dev venv has them), so a service run from a checkout would
     # measure another stack than the image's (lab/stack/README.md). With admission on, h11 with
     # a header deadline and a connection cap (uvicorn has neither); h11 caps a head at 16 KB.
-    protocol = GUARDED_PROTOCOL if settings.memory_admission else "h11"
+    protocol = EDGE_PROTOCOL if settings.memory_admission else "h11"
     argv += ["--loop", "asyncio", "--http", protocol]
     if settings.limit_max_requests:
         argv += ["--limit-max-requests", str(settings.limit_max_requests)]

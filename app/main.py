@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry, GCCollector, ProcessCollector
 from pydantic_settings import BaseSettings
 
 from app import diagnostics
-from app.admission import service_admission
+from app.budget import service_admission
 from app.config import ConfigError, Settings, load, load_settings, near_misses
 from app.edge.accesslog import AccessLogMiddleware
 from app.edge.protocol import EdgeCollector
@@ -155,7 +155,7 @@ def build_app(settings: Settings, mounted: Sequence[Workload] | None = None) -> 
         workload.mount(frame)
     startup.extend(frame.startup)
     admission = (
-        service_admission(settings, memory, frame.guards, frame.held)
+        service_admission(settings, memory, frame.admitted, frame.held)
         if settings.memory_admission
         else None
     )

@@ -1,6 +1,6 @@
 """uvicorn's h11 protocol with the limits uvicorn lacks: a deadline for a request's headers, a cap
 on open connections, minimum data rates both ways, and a bounded kernel send buffer.
-`uvicorn --http app.edge.protocol:GuardedH11Protocol`.
+`uvicorn --http app.edge.protocol:EdgeH11Protocol`.
 
 uvicorn closes a keep-alive connection that stays silent (``--timeout-keep-alive``), but not a
 new connection that sends nothing, nor one that sends its headers a byte at a time, nor one that
@@ -70,7 +70,7 @@ class EdgeStats:
     header_timeouts: int = 0
     slow_body: int = 0  # closed: sent the request body slower than the floor
     slow_read: int = 0  # closed: read the reply slower than the floor
-    connections: set[GuardedH11Protocol] = field(default_factory=set, repr=False)
+    connections: set[EdgeH11Protocol] = field(default_factory=set, repr=False)
 
     def write_buffer_bytes(self) -> int:
         """Reply bytes written by the server that the kernel has not taken yet."""
@@ -223,7 +223,7 @@ class _Watch:
 _WATCH = _Watch()
 
 
-class GuardedH11Protocol(H11Protocol):
+class EdgeH11Protocol(H11Protocol):
     def __init__(self, *args: object, **kwargs: object) -> None:
         # uvicorn's own arguments, passed through untouched: their types are uvicorn's to check.
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
@@ -355,7 +355,7 @@ class GuardedH11Protocol(H11Protocol):
     def _make_room(self) -> bool:
         """Close the connection doing least for its client: the one that has waited longest for
         headers, else the slowest below a data-rate floor; False if every one makes progress."""
-        others = [c for c in self.connections if c is not self and isinstance(c, GuardedH11Protocol)
+        others = [c for c in self.connections if c is not self and isinstance(c, EdgeH11Protocol)
                   and not c.transport.is_closing()]
         idle = [c for c in others if c._header_timer is not None]
         if idle:

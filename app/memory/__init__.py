@@ -10,7 +10,7 @@ standard library, psutil, prometheus-client and Starlette.
 from .budget import BudgetError, MemoryBudget, split_budget
 from .cleanup import CleanupConfig
 from .document import StatusDocument, read_status
-from .gate import AdmissionConfig, GuardedRoute
+from .gate import AdmissionConfig, RouteCost
 from .manager import MemoryManager
 from .measure import MB
 from .outbound import StoredResponse
@@ -18,12 +18,16 @@ from .readers import Readers
 from .release import ReleaseResult, force_release_memory
 from .status import MemoryStatus
 
+# RouteCost's name until 2026-12: a service that lifted an older copy keeps importing it.
+GuardedRoute = RouteCost
+
 __all__ = [
     "MB",
     "AdmissionConfig",
     "BudgetError",
     "CleanupConfig",
     "GuardedRoute",
+    "RouteCost",
     "MemoryBudget",
     "MemoryManager",
     "MemoryStatus",

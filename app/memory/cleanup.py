@@ -28,9 +28,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .guard import Activity
 from .measure import MB, fmt_mb, rss_bytes
 from .release import Releaser, ReleaseResult
+from .traffic import Activity
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
-"""The ASGI side of admission control: a guarded route reserves its cost before its body is read.
+"""The ASGI side of admission control: an admitted route reserves its cost before its body is read.
 
-The app names the routes it guards and what each costs per body byte (parsed, validated and
+The app names the routes it admits and what each costs per body byte (parsed, validated and
 processed, a request holds several times its body). A request with a declared length reserves
 ``length x factor``; a chunked one reserves for the largest body it may grow to and gives back
 what it did not use once the body has ended (reserving as it streams could leave several
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class GuardedRoute:
+class RouteCost:
     """A route and what a request to it costs: ``cost_factor`` bytes per body byte (a body
     parsed and worked on), plus ``reply_bytes`` for a reply built per request, held until it
     has been sent (a report rendered for each caller; not a stored value sent in slices).
@@ -59,7 +59,7 @@ class AdmissionConfig:
     """Everything ``MemoryManager.install`` needs to put admission control in front of routes."""
 
     budget: MemoryBudget  # this worker's split; admission spends its in-flight part
-    routes: Sequence[GuardedRoute]
+    routes: Sequence[RouteCost]
     max_body_bytes: int
     queue_limit: int = 16
     max_wait_seconds: float = 5.0
@@ -103,13 +103,13 @@ class _ClientGone(Exception):
 
 
 class AdmissionGate:
-    """Pure ASGI middleware; routes it does not guard pass straight through."""
+    """Pure ASGI middleware; routes it does not admit pass straight through."""
 
     def __init__(
         self,
         app: ASGIApp,
         admission: Admission,
-        routes: Iterable[GuardedRoute],
+        routes: Iterable[RouteCost],
         max_body_bytes: int,
         body_timeout_seconds: float = 30.0,
         retry_after_seconds: int = 2,
@@ -127,7 +127,7 @@ class AdmissionGate:
         self.body_timeout_seconds = body_timeout_seconds
         self.retry_after_seconds = retry_after_seconds
 
-    def _route(self, scope: Scope) -> GuardedRoute | None:
+    def _route(self, scope: Scope) -> RouteCost | None:
         if scope["type"] != "http":
             return None
         method, path = scope["method"], scope["path"]

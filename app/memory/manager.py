@@ -22,13 +22,12 @@ from .budget import MemoryBudget
 from .cgroup import unlimited_note
 from .cleanup import CleanupConfig, CleanupHook, CleanupLoop, ExpirySource
 from .gate import AdmissionConfig, AdmissionGate
-from .guard import Activity, MemoryGuard, MemoryMiddleware
 from .holdings import Holdings, pymalloc_report, reach_line
 from .interpreter import Interpreter, running_interpreter
 from .logs import show_logs
 from .measure import fmt_mb
 from .metrics import MemoryCollector
-from .outbound import Outbound, OutboundGuard
+from .outbound import Outbound, ReplySlicer
 from .pressure import Pressure
 from .readers import Readers
 from .release import Releaser, ReleaseResult
@@ -44,6 +43,7 @@ from .status import (
     ReleaseTotals,
 )
 from .status_route import StatusSource, status_endpoint
+from .traffic import Activity, ThresholdCheck, TrafficMiddleware
 
 DEFAULT_STATUS_PATH = "/debug/memory"
 
@@ -76,8 +76,8 @@ class MemoryManager:
         self.releaser = Releaser(self.allocator, self.read_rss)
         self.activity = Activity()
         self.loop = CleanupLoop(config, self.releaser, self.activity, read_rss=self.read_rss)
-        self.guard = (
-            MemoryGuard(config.threshold_bytes, self.loop.wake, check_min_seconds, self.read_rss)
+        self.threshold_check = (
+            ThresholdCheck(config.threshold_bytes, self.loop.wake, check_min_seconds, self.read_rss)
             if config.enabled
             else None
         )
@@ -96,8 +96,8 @@ class MemoryManager:
         status_path: str = DEFAULT_STATUS_PATH,
         slice_replies: bool = True,
     ) -> None:
-        """Wire the manager into a Starlette or FastAPI app: count its traffic, optionally guard
-        routes with admission control, run the cleanup loop inside the app's own lifespan
+        """Wire the manager into a Starlette or FastAPI app: count its traffic, optionally put
+        admission control in front of routes, run the cleanup loop inside the app's own lifespan
         (started after the app's startup, stopped before its shutdown), and with a
         ``status_token`` serve the status at ``status_path`` (GET, bearer token, not in the
         schema; a quiet path). Without a token there is no such route. Large replies go out in
@@ -108,17 +108,16 @@ class MemoryManager:
                 raise ValueError("status_token is empty: give a token, or None for no route")
             self.quiet_paths = self.quiet_paths | {status_path}  # polling it is not traffic
             endpoint = status_endpoint(status_token.encode(), self.status_document)
-            app.router.add_route(
-                status_path, endpoint, methods=["GET"], include_in_schema=False
-            )
+            app.router.add_route(status_path, endpoint, methods=["GET"], include_in_schema=False)
         if slice_replies:  # added first: innermost, it sees the app's own reply messages
-            app.add_middleware(
-                OutboundGuard, outbound=self.outbound, quiet_paths=self.quiet_paths
-            )
+            app.add_middleware(ReplySlicer, outbound=self.outbound, quiet_paths=self.quiet_paths)
         if admission is not None:  # inside the traffic counter
             app.add_middleware(AdmissionGate, **self._gate_options(admission))
         app.add_middleware(
-            MemoryMiddleware, activity=self.activity, guard=self.guard, quiet_paths=self.quiet_paths
+            TrafficMiddleware,
+            activity=self.activity,
+            check=self.threshold_check,
+            quiet_paths=self.quiet_paths,
         )
         inner = app.router.lifespan_context
 
@@ -156,8 +155,8 @@ class MemoryManager:
 
     def middleware(self, app: ASGIApp) -> ASGIApp:
         """The traffic counter around any ASGI app, for frameworks other than Starlette's."""
-        sliced = OutboundGuard(app, self.outbound, self.quiet_paths)
-        return MemoryMiddleware(sliced, self.activity, self.guard, self.quiet_paths)
+        sliced = ReplySlicer(app, self.outbound, self.quiet_paths)
+        return TrafficMiddleware(sliced, self.activity, self.threshold_check, self.quiet_paths)
 
     def enable_admission(
         self, budget: MemoryBudget, queue_limit: int = 4, max_wait_seconds: float = 2.0
@@ -174,7 +173,10 @@ class MemoryManager:
         )
         if budget.outbound_bytes > 0:  # large replies wait or are refused, never shed
             self.outbound.pool = Admission(
-                budget.outbound_bytes, queue_limit, max_wait_seconds, namespace=self.namespace,
+                budget.outbound_bytes,
+                queue_limit,
+                max_wait_seconds,
+                namespace=self.namespace,
                 label="outbound",
             )
         return self.admission
@@ -225,8 +227,8 @@ class MemoryManager:
 
     @property
     def failures(self) -> int:
-        guard = self.guard.failures if self.guard is not None else 0
-        return self.loop.failures + self.releaser.failures + guard
+        check = self.threshold_check.failures if self.threshold_check is not None else 0
+        return self.loop.failures + self.releaser.failures + check
 
     def start(self) -> None:
         show_logs()

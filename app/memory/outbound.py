@@ -49,7 +49,7 @@ class Outbound:
         self.refused = 0  # large replies answered 503 for want of room
 
 
-class OutboundGuard:
+class ReplySlicer:
     """Pure ASGI middleware: slices large reply bodies and awaits each slice."""
 
     def __init__(

@@ -140,7 +140,7 @@ class AdmissionStatus:
     max_wait_seconds: float
     admitted: int  # since start
     rejections: Mapping[str, int]  # 503s since start, by reason: budget, queue_timeout, pressure
-    shedding: bool  # usage is over the high-water mark: new guarded work is refused
+    shedding: bool  # usage is over the high-water mark: new work on admitted routes is refused
     pressure_usage_bytes: int | None  # the last usage reading of the pressure check
     pressure_source: str | None  # "cgroup working set" or "RSS"
     high_water_bytes: int | None

@@ -26,7 +26,7 @@ from app.memory.measure import MB
 from app.workload.bulk import BulkService
 from app.workload.cache import BulkCache
 from app.workload.load import LOAD
-from app.workload.routes import GUARDED_ROUTES, Bulk, router, store_unavailable
+from app.workload.routes import ADMITTED_ROUTES, Bulk, router, store_unavailable
 from app.workload.settings import BulkSettings
 from app.workload.store import Store, StoreUnavailable, open_store
 
@@ -78,8 +78,8 @@ class BulkWorkload:
         frame.registry.register(CacheCollector(cache))
         frame.add_status("cache", lambda: cache_status(cache, store))
         frame.hold(cache_bytes, "CACHE_MAX_MB")
-        frame.guard(
-            GUARDED_ROUTES, max_body_bytes=settings.max_body_bytes, limit_name="MAX_BODY_MB"
+        frame.admit(
+            ADMITTED_ROUTES, max_body_bytes=settings.max_body_bytes, limit_name="MAX_BODY_MB"
         )
         concurrency = settings.worker_bulk_concurrency(workers)
         frame.app.state.bulk = Bulk(

@@ -7,7 +7,7 @@ parsing and validation allocate on the path being measured, not on the loop for 
 Both paths share one limiter (BULK_CONCURRENCY, split across workers): a submission holds tens
 of MB while it runs, and in one process held by the GIL, more of them at once do not finish
 sooner; they only raise the peak. The others wait their turn with their bodies read. How many
-may wait is the memory manager's admission control: GUARDED_ROUTES tells it what a submission
+may wait is the memory manager's admission control: ADMITTED_ROUTES tells it what a submission
 costs, and it reserves that before a byte of the body is read.
 """
 
@@ -28,7 +28,7 @@ from starlette.convertors import StringConvertor, register_url_convertor
 from starlette.requests import ClientDisconnect
 
 from app.errors import PartialValidationError
-from app.memory.gate import GuardedRoute
+from app.memory.gate import RouteCost
 from app.memory.outbound import StoredResponse
 from app.workload.bulk import BulkService, InvalidBulk, TooManyRecords
 from app.workload.models import SKU_PATTERN, BulkSummary, Product, Record, inline_schema
@@ -44,9 +44,9 @@ log = logging.getLogger(__name__)
 # a few MB (the headroom and the pressure check take that), and keeps one MAX_BODY_MB body
 # (8 MB: 96 MB) well within a 2-worker share of 500 MB.
 COST_FACTOR = 12.0
-GUARDED_ROUTES = (
-    GuardedRoute("POST", "/bulk/sync", COST_FACTOR),
-    GuardedRoute("POST", "/bulk/async", COST_FACTOR),
+ADMITTED_ROUTES = (
+    RouteCost("POST", "/bulk/sync", COST_FACTOR),
+    RouteCost("POST", "/bulk/async", COST_FACTOR),
 )
 CLOSE = {"Connection": "close"}  # a refused body is not read on: the client must reconnect
 

@@ -3,7 +3,7 @@
 For each workload of --workloads, for each of --rounds rounds, for each stack of --stacks, a
 fresh server (glibc as shipped, access log off, one worker, a free port, a temporary database),
 started as app.launch starts it but with the stack's --http and --loop; so the runs go A B A B
-and drift over the batch falls on every stack alike. Stacks: h11-asyncio (the shipped guarded
+and drift over the batch falls on every stack alike. Stacks: h11-asyncio (the shipped edge
 h11 protocol on asyncio), httptools-uvloop (what uvicorn[standard] gives), h11-uvloop.
 
   light  --connections keep-alive connections for --seconds, each sending GET /healthz and

@@ -1,7 +1,7 @@
 """The HTTP stacks compared, by name, and the order they run in.
 
 A stack is uvicorn's HTTP parser (``--http``) and event loop (``--loop``). The shipped one is the
-guarded h11 protocol on asyncio (app/launch.py); the others are what ``uvicorn[standard]`` would
+edge h11 protocol on asyncio (app/launch.py); the others are what ``uvicorn[standard]`` would
 give, and uvloop alone under the same h11 parser, which keeps h11's bound on a request head.
 """
 
@@ -11,7 +11,7 @@ import importlib.util
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from app.launch import GUARDED_PROTOCOL
+from app.launch import EDGE_PROTOCOL
 from scripts.verify.core.errors import RunNotMade
 
 
@@ -33,11 +33,11 @@ class Stack:
 STACKS: dict[str, Stack] = {
     stack.name: stack
     for stack in (
-        Stack("h11-asyncio", GUARDED_PROTOCOL, "asyncio", "h11 + asyncio (shipped)"),
+        Stack("h11-asyncio", EDGE_PROTOCOL, "asyncio", "h11 + asyncio (shipped)"),
         Stack(
             "httptools-uvloop", "httptools", "uvloop", "httptools + uvloop", ("httptools", "uvloop")
         ),
-        Stack("h11-uvloop", GUARDED_PROTOCOL, "uvloop", "h11 + uvloop", ("uvloop",)),
+        Stack("h11-uvloop", EDGE_PROTOCOL, "uvloop", "h11 + uvloop", ("uvloop",)),
     )
 }
 DEFAULT_STACKS = "h11-asyncio,httptools-uvloop"

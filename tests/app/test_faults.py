@@ -80,7 +80,7 @@ def test_requests_are_served_while_psutil_cannot_read_proc(
     assert LOOP_FAILED in caplog.text and "NoSuchProcess" in caplog.text
 
 
-def test_guard_survives_an_unreadable_rss(
+def test_threshold_check_survives_an_unreadable_rss(
     serve: Callable[..., TestClient], broken_proc: BrokenProc
 ) -> None:
     client = serve(memory_check_min_seconds=0.001)

@@ -329,7 +329,7 @@ def test_the_http_stack_is_named_whatever_is_installed(admission: bool) -> None:
     # uvicorn's "auto" would take httptools and uvloop from the dev venv, not the image's stack.
     params = parse_uvicorn(launch.uvicorn_argv(load_settings(memory_admission=admission)))
     assert params["loop"] == "asyncio"
-    assert params["http"] == ("app.edge.protocol:GuardedH11Protocol" if admission else "h11")
+    assert params["http"] == ("app.edge.protocol:EdgeH11Protocol" if admission else "h11")
 
 
 @pytest.mark.parametrize(

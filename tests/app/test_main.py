@@ -85,7 +85,7 @@ def test_cleanup_off_runs_no_loop_and_no_guard(
     client = serve(memory_cleanup=False)
     memory = frame(client.app).memory
     assert not memory.loop.running
-    assert memory.guard is None
+    assert memory.threshold_check is None
     assert client.get("/products/SKU-00001").status_code == 200
     assert memory.activity.requests == 1  # traffic is still counted
 
@@ -121,7 +121,7 @@ def test_settings_reach_the_manager_and_the_cache(make_settings: Callable[..., S
     assert (config.interval_seconds, config.threshold_bytes) == (12, 50 * mb)
     assert (config.idle_release_seconds, config.release_min_bytes) == (2, 8 * mb)
     assert memory.limit_bytes == 300 * mb
-    assert memory.guard.threshold_bytes == 50 * mb
+    assert memory.threshold_check.threshold_bytes == 50 * mb
     cache = app.state.bulk.service.cache
     assert (cache.ttl, cache.max_entries, cache.max_bytes) == (30, 9, 3 * mb)
     assert app.state.bulk.service.max_records == 77

@@ -48,7 +48,7 @@ def test_the_workload_is_named_once_in_main() -> None:
     main = (REPO / "app" / "main.py").read_text()
     assert len(WORKLOAD_LINES.findall(main)) == 2
     assert "app.workload" not in main.replace("from app.workload import BulkWorkload", "")
-    frame = ["admission.py", "diagnostics.py", "config.py", "launch.py", "frame.py", "load.py"]
+    frame = ["budget.py", "diagnostics.py", "config.py", "launch.py", "frame.py", "load.py"]
     frame += [f"edge/{path.name}" for path in (REPO / "app" / "edge").glob("*.py")]
     frame += [f"memory/{path.name}" for path in (REPO / "app" / "memory").glob("*.py")]
     for module in frame:
@@ -154,7 +154,7 @@ def test_the_documented_workload_mounts_as_written(
         document = client.get("/debug/memory", headers=auth).json()
         assert document["notes"] == {"count": 1}
         assert "cache" not in document and "/bulk/sync" not in app.openapi()["paths"]
-    assert [route.path for route in frame(app).guards[0].routes] == ["/notes"]
+    assert [route.path for route in frame(app).admitted[0].routes] == ["/notes"]
 
 
 def test_the_verifier_in_a_fork_without_the_workload_says_what_to_pass(tmp_path: Path) -> None:

@@ -12,8 +12,8 @@ import pytest
 
 from app.memory.allocator import Allocator
 from app.memory.cleanup import CleanupConfig, CleanupHook, CleanupLoop
-from app.memory.guard import Activity
 from app.memory.release import Releaser
+from app.memory.traffic import Activity
 from tests.memory.conftest import BlockingTrim
 
 MB = 1024 * 1024

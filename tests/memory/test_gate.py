@@ -11,7 +11,7 @@ import pytest
 from starlette.types import Message, Receive, Scope, Send
 
 from app.memory.admission import Admission
-from app.memory.gate import AdmissionGate, GuardedRoute
+from app.memory.gate import AdmissionGate, RouteCost
 
 LIMIT = 1000
 FACTOR = 4.0
@@ -91,7 +91,7 @@ class Client:
 
 def gate(pool: Admission, app: App, body_timeout: float = 5.0) -> AdmissionGate:
     return AdmissionGate(
-        app, pool, [GuardedRoute("POST", "/bulk", FACTOR)], LIMIT, body_timeout,
+        app, pool, [RouteCost("POST", "/bulk", FACTOR)], LIMIT, body_timeout,
         limit_name="MAX_BODY_MB",
     )
 
@@ -210,7 +210,7 @@ def test_other_routes_pass_through_untouched() -> None:
 
 def report_gate(pool: Admission, app: App) -> AdmissionGate:
     """A GET whose reply is built per request declares that reply's size as its cost."""
-    routes = [GuardedRoute("GET", "/reports/{id}/pdf", reply_bytes=4_000)]
+    routes = [RouteCost("GET", "/reports/{id}/pdf", reply_bytes=4_000)]
     return AdmissionGate(app, pool, routes, LIMIT)
 
 

@@ -1,4 +1,4 @@
-"""The one wiring call: traffic counted, admission in front of guarded routes, the loop inside
+"""The one wiring call: traffic counted, admission in front of admitted routes, the loop inside
 the app's own lifespan; and the manager's lines shown where no one configured logging."""
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from app.memory import (
     MB,
     AdmissionConfig,
     CleanupConfig,
-    GuardedRoute,
     MemoryManager,
     Readers,
+    RouteCost,
     split_budget,
 )
 from app.memory.allocator import Allocator
@@ -65,7 +65,7 @@ def test_install_runs_the_loop_inside_the_apps_own_lifespan() -> None:
 def test_install_puts_admission_in_front_of_the_guarded_routes() -> None:
     memory = make()
     budget = split_budget(512 * MB, base_bytes=60 * MB, cache_bytes=0, inflight_bytes=1 * MB)
-    route = GuardedRoute("POST", "/echo", cost_factor=4.0)
+    route = RouteCost("POST", "/echo", cost_factor=4.0)
     app = Starlette(routes=[Route("/echo", echo, methods=["POST"])])
     memory.install(app, AdmissionConfig(budget, [route], max_body_bytes=2 * MB))
     with TestClient(app) as client:

@@ -1,4 +1,4 @@
-"""The memory manager: wiring of loop, guard and releaser, and the /debug/memory report."""
+"""The memory manager: wiring of loop, threshold check, releaser; the /debug/memory report."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 
 from app.memory.allocator import Allocator
 from app.memory.cleanup import CleanupConfig
-from app.memory.guard import MemoryMiddleware
 from app.memory.manager import MemoryManager
+from app.memory.traffic import TrafficMiddleware
 
 MB = 1024 * 1024
 
@@ -20,16 +20,16 @@ def make(enabled: bool = True, **options: Any) -> MemoryManager:
     return MemoryManager(config, 256 * MB, allocator=allocator, **options)
 
 
-def test_guard_wakes_the_loop_and_shares_the_threshold() -> None:
+def test_threshold_check_wakes_the_loop_and_shares_the_threshold() -> None:
     memory = make()
-    assert memory.guard is not None
-    assert memory.guard.threshold_bytes == 64 * MB
+    assert memory.threshold_check is not None
+    assert memory.threshold_check.threshold_bytes == 64 * MB
     assert memory.middleware(lambda: None).activity is memory.activity  # type: ignore[arg-type]
-    assert isinstance(memory.middleware(lambda: None), MemoryMiddleware)  # type: ignore[arg-type]
+    assert isinstance(memory.middleware(lambda: None), TrafficMiddleware)  # type: ignore[arg-type]
 
 
-def test_disabled_cleanup_has_no_guard() -> None:
-    assert make(enabled=False).guard is None
+def test_disabled_cleanup_has_no_threshold_check() -> None:
+    assert make(enabled=False).threshold_check is None
 
 
 def test_release_waits_and_returns_the_result() -> None:

@@ -10,7 +10,7 @@ import pytest
 from starlette.types import Message, Receive, Scope, Send
 
 from app.memory.admission import Admission
-from app.memory.outbound import Outbound, OutboundGuard, StoredResponse
+from app.memory.outbound import Outbound, ReplySlicer, StoredResponse
 
 SLICE = 1024
 
@@ -59,7 +59,7 @@ def test_a_large_body_goes_out_in_slices_whole_and_in_order() -> None:
     body = bytes(range(256)) * 20  # 5120 bytes: 5 slices
     outbound = Outbound(SLICE)
     sent = Recorder()
-    asyncio.run(OutboundGuard(replying(body), outbound)(scope(), no_body, sent))
+    asyncio.run(ReplySlicer(replying(body), outbound)(scope(), no_body, sent))
     bodies = [m for m in sent.messages if m["type"] == "http.response.body"]
     assert [len(m["body"]) for m in bodies] == [SLICE] * 5
     assert [m["more_body"] for m in bodies] == [True] * 4 + [False]
@@ -69,7 +69,7 @@ def test_a_large_body_goes_out_in_slices_whole_and_in_order() -> None:
 
 def test_a_small_body_passes_as_it_came() -> None:
     sent = Recorder()
-    asyncio.run(OutboundGuard(replying(b"ok"), Outbound(SLICE))(scope(), no_body, sent))
+    asyncio.run(ReplySlicer(replying(b"ok"), Outbound(SLICE))(scope(), no_body, sent))
     assert [m["type"] for m in sent.messages] == ["http.response.start", "http.response.body"]
     assert sent.body == b"ok"
 
@@ -77,7 +77,7 @@ def test_a_small_body_passes_as_it_came() -> None:
 def test_a_streamed_reply_is_sliced_message_by_message() -> None:
     sent = Recorder()
     app = replying(b"a" * 1500, more_after=[b"b" * 10, b"c" * 2048])
-    asyncio.run(OutboundGuard(app, Outbound(SLICE))(scope(), no_body, sent))
+    asyncio.run(ReplySlicer(app, Outbound(SLICE))(scope(), no_body, sent))
     sizes = [len(m["body"]) for m in sent.messages if m["type"] == "http.response.body"]
     assert sizes == [1024, 476, 10, 1024, 1024]
     assert sent.body == b"a" * 1500 + b"b" * 10 + b"c" * 2048
@@ -89,7 +89,7 @@ def test_a_slow_reader_holds_one_window_and_the_count_goes_back_to_zero() -> Non
         outbound = Outbound(SLICE)
         sent = Recorder(hold=True)
         task = asyncio.create_task(
-            OutboundGuard(replying(b"x" * 10 * SLICE), outbound)(scope(), no_body, sent)
+            ReplySlicer(replying(b"x" * 10 * SLICE), outbound)(scope(), no_body, sent)
         )
         await asyncio.sleep(0.01)
         while_held = (outbound.responses, outbound.queued_bytes)
@@ -108,7 +108,7 @@ def test_without_room_a_large_reply_is_503_with_retry_after_and_nothing_of_it_is
         pool = Admission(2 * SLICE, queue_limit=0, max_wait_seconds=0.1)
         outbound = Outbound(SLICE, pool)
         first, second = Recorder(hold=True), Recorder()
-        guard = OutboundGuard(replying(b"x" * 4 * SLICE), outbound)
+        guard = ReplySlicer(replying(b"x" * 4 * SLICE), outbound)
         task = asyncio.create_task(guard(scope(), no_body, first))
         await asyncio.sleep(0.01)  # the first reply holds the whole pool
         await guard(scope(), no_body, second)
@@ -132,7 +132,7 @@ def test_quiet_paths_are_never_refused() -> None:
     pool = Admission(1, queue_limit=0)  # room for nothing
     sent = Recorder()
     outbound = Outbound(SLICE, pool)
-    guard = OutboundGuard(replying(b"m" * 3 * SLICE), outbound, quiet_paths={"/metrics"})
+    guard = ReplySlicer(replying(b"m" * 3 * SLICE), outbound, quiet_paths={"/metrics"})
     asyncio.run(guard(scope("/metrics"), no_body, sent))
     assert sent.messages[0]["status"] == 200
     assert sent.body == b"m" * 3 * SLICE
@@ -147,7 +147,7 @@ def test_an_app_that_raises_gives_its_reservation_back() -> None:
     pool = Admission(10 * SLICE)
     outbound = Outbound(SLICE, pool)
     with pytest.raises(RuntimeError):
-        asyncio.run(OutboundGuard(app, outbound)(scope(), no_body, Recorder()))
+        asyncio.run(ReplySlicer(app, outbound)(scope(), no_body, Recorder()))
     assert (pool.reserved_bytes, outbound.responses, outbound.queued_bytes) == (0, 0, 0)
 
 

@@ -27,7 +27,7 @@ profile but `baseline`: no OOM kill, alive, /healthz answering 99% of probes, an
 client reading a result whole afterwards.
 
 Then, for each body of --body-cost, one submission to a fresh server: the peak RSS growth over
-it per body byte, the figure a guarded route's cost factor must cover (reported, not judged).
+it per body byte, the figure a admitted route's cost factor must cover (reported, not judged).
 
 Writes <out>/overload.md (the tables) and <out>/overload.json, and each server's log.
 """

@@ -1,4 +1,4 @@
-"""What one submission costs: the bytes a guarded route holds per body byte, the figure its cost
+"""What one submission costs: the bytes a admitted route holds per body byte, the figure its cost
 factor must cover (admission reserves ``Content-Length x factor`` before a body is read).
 
 Each body goes to a fresh server, as the verifier starts it, inside the same memory cgroup as the

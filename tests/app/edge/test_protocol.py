@@ -21,9 +21,9 @@ from app.edge.protocol import (
     BUSY_REPLY,
     SLOW_BODY_REPLY,
     WRITE_BUFFER_HIGH,
+    EdgeH11Protocol,
     EdgeLimits,
     EdgeStats,
-    GuardedH11Protocol,
 )
 from app.edge.rates import RateFloor
 
@@ -155,26 +155,26 @@ def limits(monkeypatch: pytest.MonkeyPatch) -> Callable[..., EdgeLimits]:
 
 
 @pytest.fixture
-def connect() -> Iterator[Callable[[], GuardedH11Protocol]]:
+def connect() -> Iterator[Callable[[], EdgeH11Protocol]]:
     """New connections to one server: the same loop and server state for all of them."""
     loop, state = Loop(), ServerState()
     config = Config(app=app, log_config=None)
 
-    def make() -> GuardedH11Protocol:
-        edge = GuardedH11Protocol(config=config, server_state=state, app_state={}, _loop=loop)
+    def make() -> EdgeH11Protocol:
+        edge = EdgeH11Protocol(config=config, server_state=state, app_state={}, _loop=loop)
         edge.connection_made(Transport())  # type: ignore[arg-type]  # the mock stands in
         return edge
 
     yield make
 
 
-def transport_of(edge: GuardedH11Protocol) -> Transport:
+def transport_of(edge: EdgeH11Protocol) -> Transport:
     found = edge.metered._transport
     assert isinstance(found, Transport)
     return found
 
 
-def loop_of(edge: GuardedH11Protocol) -> Loop:
+def loop_of(edge: EdgeH11Protocol) -> Loop:
     assert isinstance(edge.loop, Loop)
     return edge.loop
 

@@ -12,7 +12,7 @@ from pydantic_settings import BaseSettings
 from app.config import MB, SETTINGS_CONFIG, load
 from app.frame import Frame
 from app.load import LocustUsers, WorkloadLoad
-from app.memory import GuardedRoute
+from app.memory import RouteCost
 
 router = APIRouter(tags=["notes"])
 notes: deque[bytes] = deque(maxlen=1000)  # bounded: the newest thousand
@@ -47,8 +47,8 @@ class Notes:
     def mount(self, frame: Frame) -> None:
         settings = load(NoteSettings)
         frame.app.include_router(router)
-        frame.guard(
-            [GuardedRoute("POST", "/notes", cost_factor=3.0)],
+        frame.admit(
+            [RouteCost("POST", "/notes", cost_factor=3.0)],
             max_body_bytes=int(settings.notes_max_body_mb * MB),
             limit_name="NOTES_MAX_BODY_MB",
         )

@@ -2,7 +2,7 @@
 
 The check is sampled (RSS is read at most once per ``check_min_seconds``) and never releases
 inline: a release on the request path would add its pause to that request's latency, so the
-guard only wakes the cleanup loop.
+check only wakes the cleanup loop.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class Activity:
         return self._clock() - self.last_seen
 
 
-class MemoryGuard:
+class ThresholdCheck:
     """``check_memory_and_gc()`` of the seed guide, made cheap and non-blocking."""
 
     def __init__(
@@ -84,7 +84,7 @@ class MemoryGuard:
             self._on_over(rss)
 
 
-class MemoryMiddleware:
+class TrafficMiddleware:
     """Pure ASGI middleware (no per-request task or body copy): counts traffic and samples RSS.
 
     ``quiet_paths`` are not traffic: a health check, a scrape or an operator polling a debug
@@ -95,12 +95,12 @@ class MemoryMiddleware:
         self,
         app: ASGIApp,
         activity: Activity,
-        guard: MemoryGuard | None,
+        check: ThresholdCheck | None,
         quiet_paths: Iterable[str] = (),
     ) -> None:
         self.app = app
         self.activity = activity
-        self.guard = guard
+        self.check = check
         self.quiet_paths = frozenset(quiet_paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -121,5 +121,5 @@ class MemoryMiddleware:
             await self.app(scope, receive_counted, send)
         finally:
             self.activity.end()
-            if self.guard is not None:
-                self.guard.check()
+            if self.check is not None:
+                self.check.check()

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 from starlette.types import Message, Receive, Scope, Send
 
-from app.memory.guard import Activity, MemoryGuard, MemoryMiddleware
+from app.memory.traffic import Activity, ThresholdCheck, TrafficMiddleware
 from tests.memory.conftest import FakeClock
 
 QUIET = frozenset({"/healthz", "/metrics"})  # what a service passes in as not traffic
@@ -43,36 +43,36 @@ def test_activity_counts_requests_and_idle_time() -> None:
     assert activity.idle_for() == pytest.approx(2.5)
 
 
-def test_guard_reads_rss_at_most_once_per_interval() -> None:
+def test_threshold_check_reads_rss_at_most_once_per_interval() -> None:
     clock = FakeClock()
     rss = CountingRss(10 * MB)
     over: list[int] = []
-    guard = MemoryGuard(100 * MB, over.append, check_min_seconds=1.0, read_rss=rss, clock=clock)
+    check = ThresholdCheck(100 * MB, over.append, check_min_seconds=1.0, read_rss=rss, clock=clock)
     for _ in range(50):
-        guard.check()
+        check.check()
     assert rss.reads == 1
     clock.now += 0.999
-    guard.check()
+    check.check()
     assert rss.reads == 1
     clock.now += 0.001
-    guard.check()
-    guard.check()
-    assert (rss.reads, guard.checks) == (2, 2)
+    check.check()
+    check.check()
+    assert (rss.reads, check.checks) == (2, 2)
     assert over == []
 
 
-def test_guard_calls_back_over_the_threshold_only() -> None:
+def test_threshold_check_calls_back_over_the_threshold_only() -> None:
     clock = FakeClock()
     rss = CountingRss(100 * MB)
     over: list[int] = []
-    guard = MemoryGuard(100 * MB, over.append, check_min_seconds=1.0, read_rss=rss, clock=clock)
-    guard.check()
+    check = ThresholdCheck(100 * MB, over.append, check_min_seconds=1.0, read_rss=rss, clock=clock)
+    check.check()
     assert over == []  # at the threshold is not over it
     rss.value = 100 * MB + 1
     clock.now += 1
-    guard.check()
+    check.check()
     clock.now += 0.5
-    guard.check()  # sampled out: no second callback
+    check.check()  # sampled out: no second callback
     assert over == [100 * MB + 1]
 
 
@@ -109,58 +109,58 @@ class Inner:
         await send({"type": "http.response.body", "body": b""})
 
 
-def make_middleware(fail: bool = False) -> tuple[MemoryMiddleware, Inner, MemoryGuard]:
+def make_middleware(fail: bool = False) -> tuple[TrafficMiddleware, Inner, ThresholdCheck]:
     activity = Activity()
     inner = Inner(activity, fail)
-    guard = MemoryGuard(0, lambda rss: None, check_min_seconds=0.000001, read_rss=lambda: 1)
-    middleware = MemoryMiddleware(inner, activity, guard, quiet_paths=QUIET)  # type: ignore[arg-type]
-    return middleware, inner, guard
+    check = ThresholdCheck(0, lambda rss: None, check_min_seconds=0.000001, read_rss=lambda: 1)
+    middleware = TrafficMiddleware(inner, activity, check, quiet_paths=QUIET)  # type: ignore[arg-type]
+    return middleware, inner, check
 
 
 def test_middleware_counts_traffic_and_checks_memory() -> None:
-    middleware, inner, guard = make_middleware()
+    middleware, inner, check = make_middleware()
     sent = asgi_call(middleware, http("/bulk/sync"))
     assert sent[0]["status"] == 204
     assert inner.in_flight_seen == [1]
     assert (middleware.activity.requests, middleware.activity.in_flight) == (1, 0)
-    assert guard.checks == 1
+    assert check.checks == 1
 
 
 @pytest.mark.parametrize("path", sorted(QUIET))
 def test_middleware_ignores_probes_and_operator_calls(path: str) -> None:
-    middleware, inner, guard = make_middleware()
+    middleware, inner, check = make_middleware()
     asgi_call(middleware, http(path))
     assert inner.in_flight_seen == [0]
     assert middleware.activity.requests == 0
-    assert guard.checks == 0
+    assert check.checks == 0
 
 
 def test_no_path_is_quiet_unless_the_app_says_so() -> None:
     activity = Activity()
     inner = Inner(activity)
-    asgi_call(MemoryMiddleware(inner, activity, None), http("/healthz"))  # type: ignore[arg-type]
+    asgi_call(TrafficMiddleware(inner, activity, None), http("/healthz"))  # type: ignore[arg-type]
     assert inner.in_flight_seen == [1] and activity.requests == 1
 
 
 def test_middleware_ends_a_failed_request_too() -> None:
-    middleware, _, guard = make_middleware(fail=True)
+    middleware, _, check = make_middleware(fail=True)
     with pytest.raises(RuntimeError, match="handler failed"):
         asgi_call(middleware, http("/bulk/async"))
     assert (middleware.activity.requests, middleware.activity.in_flight) == (1, 0)
-    assert guard.checks == 1
+    assert check.checks == 1
 
 
 def test_middleware_passes_lifespan_through_untouched() -> None:
-    middleware, inner, guard = make_middleware()
+    middleware, inner, check = make_middleware()
     asgi_call(middleware, {"type": "lifespan"})
     assert inner.in_flight_seen == [0]
     assert middleware.activity.requests == 0
-    assert guard.checks == 0
+    assert check.checks == 0
 
 
 def test_middleware_without_a_guard_still_counts() -> None:
     activity = Activity()
-    middleware = MemoryMiddleware(Inner(activity), activity, None)  # type: ignore[arg-type]
+    middleware = TrafficMiddleware(Inner(activity), activity, None)  # type: ignore[arg-type]
     asgi_call(middleware, http("/bulk/sync"))
     assert activity.requests == 1
 
@@ -186,6 +186,6 @@ def test_a_request_waiting_on_its_client_does_not_count_as_work() -> None:
     async def send(message: Message) -> None:
         pass
 
-    middleware = MemoryMiddleware(app, activity, guard=None)
+    middleware = TrafficMiddleware(app, activity, check=None)
     asyncio.run(middleware({"type": "http", "path": "/bulk/sync"}, receive, send))
     assert calls == ["read"] and activity.waiting_on_client == 0

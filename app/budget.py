@@ -1,7 +1,7 @@
 """The service's memory budget and admission control, from its settings to the manager's parts.
 
 The manager knows nothing of this app: here the settings become a budget (each worker's share),
-with the long-lived memory the workloads hold set aside, and the routes they guard are checked
+with the long-lived memory the workloads hold set aside, and the routes they admit are checked
 to admit their largest body. The workloads declare both through the frame (app/frame.py); this
 module names none of them.
 """
@@ -11,24 +11,24 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from app.config import ConfigError, Settings
-from app.frame import Guard, Held
+from app.frame import Admitted, Held
 from app.memory import AdmissionConfig, BudgetError, MemoryBudget, MemoryManager, split_budget
 from app.memory.measure import MB, fmt_mb
 
 
 def service_admission(
-    settings: Settings, memory: MemoryManager, guards: Sequence[Guard], held: Sequence[Held]
+    settings: Settings, memory: MemoryManager, admitted: Sequence[Admitted], held: Sequence[Held]
 ) -> AdmissionConfig:
-    """Admission for the guarded routes, for ``memory.install``; parts that do not fit stop
+    """Admission for the admitted routes, for ``memory.install``; parts that do not fit stop
     startup."""
     budget = worker_budget(settings, memory.read_rss(), held)
-    for guard in guards:
-        check_guard_fits(guard, budget.inflight_bytes, [part.setting for part in held])
-    # The gate has one body limit: the largest guard's (each workload still checks its own).
-    widest = max(guards, key=lambda g: g.max_body_bytes, default=None)
+    for rule in admitted:
+        check_admission_fits(rule, budget.inflight_bytes, [part.setting for part in held])
+    # The gate has one body limit: the largest rule's (each workload still checks its own).
+    widest = max(admitted, key=lambda g: g.max_body_bytes, default=None)
     return AdmissionConfig(
         budget=budget,
-        routes=[route for guard in guards for route in guard.routes],
+        routes=[route for rule in admitted for route in rule.routes],
         max_body_bytes=widest.max_body_bytes if widest else 0,
         queue_limit=settings.admission_queue,
         max_wait_seconds=settings.admission_max_wait_seconds,
@@ -72,13 +72,13 @@ def worker_budget(settings: Settings, start_rss: int, held: Sequence[Held] = ())
         ) from None
 
 
-def check_guard_fits(guard: Guard, inflight_bytes: int, held: Sequence[str] = ()) -> None:
-    """The costliest request a guarded route takes (its largest body, or the reply it declares)
+def check_admission_fits(rule: Admitted, inflight_bytes: int, held: Sequence[str] = ()) -> None:
+    """The costliest request an admitted route takes (its largest body, or the reply it declares)
     must be admissible, or such requests would be refused forever."""
-    worst = max(guard.routes, key=lambda route: route.cost(guard.max_body_bytes), default=None)
+    worst = max(rule.routes, key=lambda route: route.cost(rule.max_body_bytes), default=None)
     if worst is None:
         return
-    largest = worst.cost(guard.max_body_bytes)
+    largest = worst.cost(rule.max_body_bytes)
     if largest <= inflight_bytes:
         return
     if worst.reply_bytes:
@@ -86,10 +86,10 @@ def check_guard_fits(guard: Guard, inflight_bytes: int, held: Sequence[str] = ()
         lower = [*held, "its reply_bytes"]
     else:
         what = (
-            f"{guard.limit_name}={guard.max_body_bytes / MB:g} needs {fmt_mb(largest)} "
+            f"{rule.limit_name}={rule.max_body_bytes / MB:g} needs {fmt_mb(largest)} "
             f"({worst.cost_factor:g}x its size)"
         )
-        lower = [guard.limit_name, *held]
+        lower = [rule.limit_name, *held]
     raise ConfigError(
         [
             f"configuration error: {what} in flight, more than this worker's in-flight budget "
