@@ -34,8 +34,8 @@ import pydantic_core
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from app.errors import SHOWN_ERRORS
-from app.workload import database
 from app.workload.cache import BulkCache
+from app.workload.catalogue import ProductRow
 from app.workload.models import BulkSummary, Record, bulk_envelope_model
 from app.workload.store import Store, StoreUnavailable, Submission
 
@@ -320,19 +320,19 @@ class _Catalogue:
     """Products fetched as the slices need them, each SKU asked for once per submission."""
 
     def __init__(self) -> None:
-        self.products: dict[str, database.Product] = {}
+        self.products: dict[str, ProductRow] = {}
         self.asked: set[str] = set()
 
     def missing(self, records: list[Record]) -> set[str]:
         """The SKUs of ``records`` not asked for yet."""
         return {r.sku for r in records} - self.asked
 
-    def add(self, asked: set[str], found: dict[str, database.Product]) -> None:
+    def add(self, asked: set[str], found: dict[str, ProductRow]) -> None:
         self.products.update(found)
         self.asked |= asked
 
 
-def _enrich(record: Record, product: database.Product | None) -> dict[str, Any]:
+def _enrich(record: Record, product: ProductRow | None) -> dict[str, Any]:
     net = round(record.quantity * record.unit_price, 2)
     tax_rate = product.tax_rate if product else 0.0
     tax = round(net * tax_rate, 2)
@@ -368,7 +368,7 @@ class _DocumentWriter:
         self.records = 0
         self.encode = json.JSONEncoder(separators=(",", ":")).encode
 
-    def add(self, records: list[Record], products: dict[str, database.Product]) -> None:
+    def add(self, records: list[Record], products: dict[str, ProductRow]) -> None:
         for record in records:
             line = _enrich(record, products.get(record.sku))
             bucket = self.totals[line["category"]]

@@ -26,8 +26,7 @@ import psycopg
 from psycopg.rows import TupleRow
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from app.workload import database
-from app.workload.database import Product
+from app.workload.catalogue import PRODUCT_COUNT, ProductRow, seed_rows
 from app.workload.store import Outage, Stored, Submission
 
 log = logging.getLogger(__name__)
@@ -116,9 +115,9 @@ class PostgresStore:
             count = int(row[0]) if row else 0
             if count == 0:
                 with conn.cursor().copy("COPY products FROM STDIN") as copy:
-                    for product in database.seed_rows():
+                    for product in seed_rows():
                         copy.write_row(product)
-                count = database.PRODUCT_COUNT
+                count = PRODUCT_COUNT
         self._ready = True
         return count
 
@@ -132,16 +131,16 @@ class PostgresStore:
         except UNREACHABLE as exc:
             raise self.outage.failed(exc) from None
 
-    def products_by_sku(self, skus: Iterable[str]) -> dict[str, Product]:
+    def products_by_sku(self, skus: Iterable[str]) -> dict[str, ProductRow]:
         wanted = sorted(set(skus))
         with self._connect() as conn:
             rows = conn.execute("SELECT * FROM products WHERE sku = ANY(%s)", (wanted,))
-            return {row[0]: Product(*row) for row in rows}
+            return {row[0]: ProductRow(*row) for row in rows}
 
-    def product(self, sku: str) -> Product | None:
+    def product(self, sku: str) -> ProductRow | None:
         with self._connect() as conn:
             row = conn.execute("SELECT * FROM products WHERE sku = %s", (sku,)).fetchone()
-        return Product(*row) if row else None
+        return ProductRow(*row) if row else None
 
     def save(self, submission: Submission, document: bytes, expires_at: float) -> None:
         s = submission

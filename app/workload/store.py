@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from app.workload.database import Product
+from app.workload.catalogue import ProductRow
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +86,9 @@ class Store(Protocol):
         start at the same moment; returns the product count."""
         ...
 
-    def products_by_sku(self, skus: Iterable[str]) -> dict[str, Product]: ...
+    def products_by_sku(self, skus: Iterable[str]) -> dict[str, ProductRow]: ...
 
-    def product(self, sku: str) -> Product | None: ...
+    def product(self, sku: str) -> ProductRow | None: ...
 
     def save(self, submission: Submission, document: bytes, expires_at: float) -> None:
         """Write the summary row and the result in one transaction; returns once committed."""

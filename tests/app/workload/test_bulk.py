@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from app.workload import database
+from app.workload import sqlite
 from app.workload.bulk import (
     MAX_ERRORS,
     SLICE_RECORDS,
@@ -39,7 +39,7 @@ REPO = Path(__file__).resolve().parents[3]
 @pytest.fixture
 def service(tmp_path: Path) -> BulkService:
     path = tmp_path / "db.sqlite"
-    database.initialize(path)
+    sqlite.initialize(path)
     return BulkService(SqliteStore(path), BulkCache(300, 16, 16 * MB), max_records=5)
 
 
@@ -181,7 +181,7 @@ def test_invalid_submit_stores_nothing(service: BulkService) -> None:
     with pytest.raises(TooManyRecords):
         service.submit(body(*[record()] * 6), "sync")
     with sqlite3.connect(service.store.path) as conn:
-        assert database.submission_count(conn) == 0
+        assert sqlite.submission_count(conn) == 0
     assert service.cache.stats().entries == 0
 
 
@@ -338,13 +338,13 @@ def test_the_async_path_gives_the_loop_back_between_slices(
 PEAK_SCRIPT = """
 import resource, sys, tempfile
 import psutil
-from app.workload import database
+from app.workload import catalogue, sqlite
 from app.workload.bulk import BulkService, InvalidBulk
 from app.workload.cache import BulkCache
 from app.workload.sqlite import SqliteStore
 from app.workload.load import payloads
 path = tempfile.mkdtemp() + "/db.sqlite"
-database.initialize(path)
+sqlite.initialize(path)
 service = BulkService(SqliteStore(path), BulkCache(300, 16, 64 * 2**20), 20_000)
 good = payloads.body(20_000)
 # As many records, as many bytes, as many errors as a record can carry without being cut.
@@ -389,5 +389,5 @@ def test_a_cancelled_async_submission_stores_nothing(service: BulkService) -> No
 
     asyncio.run(cancel_midway())
     with sqlite3.connect(service.store.path) as conn:
-        assert database.submission_count(conn) == 0
+        assert sqlite.submission_count(conn) == 0
     assert service.cache.stats().entries == 0

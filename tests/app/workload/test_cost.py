@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from app.workload import database
+from app.workload import sqlite
 from app.workload.bulk import BulkService, InvalidBulk
 from app.workload.cache import BulkCache
 from app.workload.load import payloads
@@ -39,7 +39,7 @@ def long_notes(records: int) -> bytes:
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> BulkService:
     path = Path(tmp_path_factory.mktemp("cost")) / "db.sqlite"
-    database.initialize(path)
+    sqlite.initialize(path)
     return BulkService(SqliteStore(path), BulkCache(300, 256, 256 * MB), 20_000)
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from app.workload import database, store
+from app.workload import catalogue, store
 from app.workload.bulk import BulkService
 from app.workload.cache import BulkCache
 from app.workload.postgres import PostgresStore, describe_url
@@ -65,9 +65,9 @@ def test_the_description_names_host_and_database_never_the_password() -> None:
 def test_the_catalogue_is_seeded_once_and_is_the_same_in_both(
     fresh: Store, tmp_path: Path
 ) -> None:
-    assert fresh.initialize() == database.PRODUCT_COUNT
-    assert fresh.initialize() == database.PRODUCT_COUNT
-    skus = [database.sku_for(i) for i in range(database.PRODUCT_COUNT)]
+    assert fresh.initialize() == catalogue.PRODUCT_COUNT
+    assert fresh.initialize() == catalogue.PRODUCT_COUNT
+    skus = [catalogue.sku_for(i) for i in range(catalogue.PRODUCT_COUNT)]
     reference = SqliteStore(tmp_path / "reference.db")
     reference.initialize()
     assert fresh.products_by_sku(skus) == reference.products_by_sku(skus)
@@ -95,9 +95,9 @@ def test_workers_initializing_together_seed_once(fresh: Store) -> None:
         thread.join(60)
     for each in others:
         each.close()
-    assert outcomes == [database.PRODUCT_COUNT] * len(others)
+    assert outcomes == [catalogue.PRODUCT_COUNT] * len(others)
     fresh.initialize()
-    assert len(fresh.products_by_sku(database.sku_for(i) for i in range(6000))) == 5000
+    assert len(fresh.products_by_sku(catalogue.sku_for(i) for i in range(6000))) == 5000
 
 
 def test_a_saved_result_is_found_and_read_back_a_slice_at_a_time(ready: Store) -> None:
