@@ -206,10 +206,11 @@ class MemoryManager:
             raise ValueError(f"status source {name!r}: the status already has that key")
         self.status_sources[name] = read
 
-    def status_document(self) -> dict[str, object]:
-        """The status route's JSON: ``status()`` with detail, then each source under its name.
-        Blocking (it walks smaps): run it off the event loop."""
-        document: dict[str, object] = dict(self.status().as_dict())
+    def status_document(self, holdings: bool = True) -> dict[str, object]:
+        """The status route's JSON: ``status()`` with detail (the split of what the process
+        holds unless ``holdings`` is False), then each source under its name. Blocking (it
+        walks smaps): run it off the event loop."""
+        document: dict[str, object] = dict(self.status(holdings=holdings).as_dict())
         for name, read in self.status_sources.items():
             try:
                 value = read()
@@ -284,7 +285,7 @@ class MemoryManager:
         assert result is not None
         return result
 
-    def status(self, detail: bool = True) -> MemoryStatus:
+    def status(self, detail: bool = True, holdings: bool = True) -> MemoryStatus:
         """Every figure the manager has: the status route shows it whole, the collector reads it
         without ``detail`` (no smaps walk). With ``detail``, run it off the event loop. A
         figure that cannot be read is None: a diagnostics page that fails exactly when something
@@ -307,7 +308,7 @@ class MemoryManager:
             replica_id=self.replica_id,
             limit_bytes=self.limit_bytes,
             cgroup_note=note,
-            holdings=self._holdings(detail),
+            holdings=self._holdings(detail and holdings),
             cgroup=None
             if cgroup is None
             else CgroupStatus(

@@ -43,9 +43,13 @@ def check_bearer(authorization: str, token: bytes) -> BearerRefusal | None:
 
 
 def status_endpoint(
-    token: bytes, document: Callable[[], dict[str, object]]
+    token: bytes, document: Callable[[bool], dict[str, object]]
 ) -> Callable[[Request], Awaitable[Response]]:
-    """The route's endpoint: ``document()`` (blocking: it walks smaps) runs in a thread."""
+    """The route's endpoint: ``document(holdings)`` (blocking: it walks smaps) runs in a thread.
+
+    ``?holdings=0`` leaves out the split of what the process holds (it walks gc's lists and
+    pymalloc's arenas, and builds a list of every object): a reader that polls every second,
+    as the verifier's --url sampler does, must not allocate in the service it measures."""
 
     async def status(request: Request) -> Response:
         refusal = check_bearer(request.headers.get("authorization", ""), token)
@@ -53,6 +57,7 @@ def status_endpoint(
             return JSONResponse(
                 {"detail": refusal.detail}, refusal.status_code, headers=dict(refusal.headers)
             )
-        return JSONResponse(await asyncio.to_thread(document))
+        holdings = request.query_params.get("holdings", "1") != "0"
+        return JSONResponse(await asyncio.to_thread(document, holdings))
 
     return status

@@ -89,6 +89,9 @@ def test_the_route_wants_the_token() -> None:
         assert found.status_code == 200
         assert list(found.json())[: len(KEYS)] == KEYS
         assert found.json()["breakdown"] is not None  # the detail, walked off the loop
+        assert found.json()["holdings"]["gc_objects"] > 0  # and the split of what it holds
+        polled = client.get("/ops/memory?holdings=0", headers=bearer(TOKEN)).json()
+        assert polled["holdings"] is None and polled["breakdown"] is not None
         client.get("/ping")
         assert memory.activity.requests == 1  # polling the status is not traffic
 

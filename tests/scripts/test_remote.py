@@ -63,6 +63,10 @@ def test_the_live_service_is_read_as_one_series(service: LocalServer) -> None:
     assert len(samples) == 1  # three reads, one process: one series
     assert samples[0].series == f"pid {service.process.pid}"  # type: ignore[union-attr]
     assert samples[0].rss_bytes and samples[0].pss_bytes
+    # The sampler's reads leave out the split; the two reads a run makes of it have it.
+    assert remote.last_document is not None and remote.last_document["holdings"] is None
+    split = remote.split()
+    assert split is not None and split.source == "status route" and split.live_bytes
 
 
 def test_a_wrong_token_is_a_run_not_made_with_the_reason(service: LocalServer) -> None:

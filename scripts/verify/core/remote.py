@@ -76,8 +76,10 @@ class RemoteService:
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read()
 
-    def fetch(self) -> StatusDocument:
-        status, body = self._get(self.status_path)
+    def fetch(self, holdings: bool = False) -> StatusDocument:
+        """The status; without the split of what the process holds unless ``holdings``: the
+        sampler reads it every second, and the split allocates in the service it measures."""
+        status, body = self._get(self.status_path + ("" if holdings else "?holdings=0"))
         if status != 200:
             raise OSError(f"{self.status_path} answered {status}")
         document = read_status(json.loads(body))  # NotAStatus is a ValueError
@@ -132,7 +134,7 @@ class RemoteService:
     def split(self) -> Split | None:
         """The split one replica's status route gives; None where it gives none."""
         try:
-            return split_from_status(self.fetch())
+            return split_from_status(self.fetch(holdings=True))
         except (OSError, ValueError, RunNotMade):
             return None
 
