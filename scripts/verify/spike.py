@@ -32,7 +32,7 @@ from app.load import LocustUsers
 from app.profiles import ProfileError, load_profiles
 from scripts.verify import flags
 from scripts.verify.core import compare, plot, report
-from scripts.verify.core.context import command_lines, started_line
+from scripts.verify.core.context import command_lines, shown_path, started_line
 from scripts.verify.core.declared import users_for
 from scripts.verify.core.errors import EXIT_NOT_MADE, RunNotMade, exit_for
 from scripts.verify.core.loadrun import LoadStats
@@ -277,7 +277,7 @@ def pythons(results: Sequence[RunResult]) -> str:
 
 def scenario_of(users: LocustUsers) -> str:
     about = f" ({users.about})" if users.about else ""
-    return f"{users.file}{about} under the spike-then-idle shape (loadtest/shape.py)"
+    return f"{shown_path(users.file)}{about} under the spike-then-idle shape (loadtest/shape.py)"
 
 
 def settings_for(args: argparse.Namespace, label: str, out_dir: Path) -> RunSettings:
