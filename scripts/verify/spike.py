@@ -173,9 +173,10 @@ def add_compare(parser: flags.Parser) -> None:
 
 
 def check_common(parser: flags.Parser, args: argparse.Namespace, remote: bool = False) -> None:
-    flags.check_service(parser, args)
-    flags.check_verdict(parser, args)
-    flags.needs_cgroup(parser, args, remote)
+    flags.check_service(parser, flags.ServiceOptions.of(args))
+    verdict = flags.VerdictOptions.of(args)
+    flags.check_verdict(parser, verdict)
+    flags.needs_cgroup(parser, verdict, args.limit_mode, remote)
     if not 0 <= args.min_returned <= 1:
         parser.error("--min-returned must be between 0 and 1")
 
@@ -355,7 +356,7 @@ def run_one(args: argparse.Namespace, started: datetime) -> int:
         limit_mode = "docker" if args.image else args.limit_mode
         result = run_own(
             own, settings_for(args, label, out / label), limit_mode,
-            overrides=flags.overrides_of(args),
+            overrides=flags.ServiceOptions.of(args).overrides(),
         )  # fmt: skip
         write_run(result, out / label, not args.no_plot)
         what = f"`{args.command_line}`" if args.command_line else f"image {args.image}"
@@ -367,7 +368,7 @@ def run_one(args: argparse.Namespace, started: datetime) -> int:
             settings_for(args, name, out / name),
             args.limit_mode,
             args.web_concurrency,
-            overrides=flags.overrides_of(args),
+            overrides=flags.ServiceOptions.of(args).overrides(),
         )
         write_run(result, out / name, not args.no_plot)
         title, mode = f"Memory verification: profile {name}", f"local, limit mode {args.limit_mode}"
@@ -392,7 +393,7 @@ def compare_own(args: argparse.Namespace, started: datetime) -> int:
     def one(run: compare.Run) -> RunResult:
         settings = settings_for(args, run.label, out / compare.folder_of(run.label))
         allocator = compare.allocator_environment(profiles.get(run.profile))
-        overrides = {**allocator, **run.overrides, **flags.overrides_of(args)}
+        overrides = {**allocator, **run.overrides, **flags.ServiceOptions.of(args).overrides()}
         result = run_own(own, settings, args.limit_mode, overrides=overrides)
         write_run(result, settings.out_dir, not args.no_plot)
         return result
@@ -415,6 +416,7 @@ def compare_all(args: argparse.Namespace, started: datetime) -> int:
     if args.command_line:
         return compare_own(args, started)
     out = out_of(args, started)
+    settings = flags.ServiceOptions.of(args).overrides()
 
     def one(run: compare.Run) -> RunResult:
         with database_for(run) as database:
@@ -423,7 +425,7 @@ def compare_all(args: argparse.Namespace, started: datetime) -> int:
                 settings_for(args, run.label, out / run.label),
                 args.limit_mode,
                 run.web_concurrency or args.web_concurrency,
-                overrides={**run.overrides, **database, **flags.overrides_of(args)},
+                overrides={**run.overrides, **database, **settings},
             )
         write_run(result, out / run.label, not args.no_plot)
         return result

@@ -136,7 +136,7 @@ def check_arguments(parser: flags.Parser, args: argparse.Namespace) -> None:
         parser.error("--seconds and --limit-mb must be positive")
     if not 0 <= args.min_goodput_share <= 1:
         parser.error("--min-goodput-share is a share: between 0 and 1")
-    flags.check_service(parser, args)
+    flags.check_service(parser, flags.ServiceOptions.of(args))
     if args.limit_mode != "cgroup":
         parser.error("overload runs in a memory cgroup made here: --limit-mode cgroup (root)")
 
@@ -253,7 +253,7 @@ def run(args: argparse.Namespace) -> int:
     except (ProfileError, RunNotMade) as exc:
         sys.stderr.write(f"overload: run not made: {exc}\n")
         return EXIT_NOT_MADE
-    overrides = flags.overrides_of(args)
+    overrides = flags.ServiceOptions.of(args).overrides()
     at_once = int(overrides.get("BULK_CONCURRENCY", SERVES_AT_ONCE))
     rows: list[list[str]] = []
     reasons: list[str] = []

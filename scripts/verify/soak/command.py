@@ -78,15 +78,16 @@ def add_arguments(parser: flags.Parser) -> None:
 
 
 def check_arguments(parser: flags.Parser, args: argparse.Namespace) -> None:
-    flags.check_service(parser, args)
-    flags.check_verdict(parser, args)
+    flags.check_service(parser, flags.ServiceOptions.of(args))
+    verdict = flags.VerdictOptions.of(args)
+    flags.check_verdict(parser, verdict)
     if args.cycles is not None and args.cycles < MIN_CYCLES:
         parser.error(f"--cycles must be at least {MIN_CYCLES}: a drift needs two cycles")
     if args.max_drift_mb < 0 or args.max_drift_share < 0:
         parser.error("--max-drift-mb and --max-drift-share must be >= 0")
     if args.metric is None and args.limit_mode == "none" and not args.from_timeline:
         parser.error("--metric cgroup (the default) needs a cgroup: --limit-mode docker|cgroup")
-    flags.needs_cgroup(parser, args)
+    flags.needs_cgroup(parser, verdict, args.limit_mode)
 
 
 def criteria_of(args: argparse.Namespace) -> SoakCriteria:
@@ -169,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
             args.limit_mode,
             args.web_concurrency,
             progress=Progress(label, soak.expected_seconds),
-            overrides=flags.overrides_of(args),
+            overrides=flags.ServiceOptions.of(args).overrides(),
             executor=CycleRunner(soak.cycles),
         )
     except (RunNotMade, ProfileError) as exc:
