@@ -178,4 +178,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 SUMMARY = "uvicorn's HTTP stacks compared, interleaved, on light requests and the bulk spike"
-COMMAND = flags.Command("stack", SUMMARY, __doc__, add_arguments, check_arguments, run)
+COMMAND = flags.Command(
+    "stack", SUMMARY, __doc__, add_arguments, flags.untyped, check_arguments, run
+)

@@ -167,4 +167,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 SUMMARY = "/healthz latency while releases run, against none: a release never stalls the loop"
-COMMAND = flags.Command("stall", SUMMARY, __doc__, add_arguments, check_arguments, run)
+COMMAND = flags.Command(
+    "stall", SUMMARY, __doc__, add_arguments, flags.untyped, check_arguments, run
+)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
+from typing import Generic, TypeVar
 
 from scripts.verify.core.modes import LIMIT_MODES
 from scripts.verify.core.sampling import METRICS
@@ -24,16 +25,30 @@ from scripts.verify.core.verdict import Criteria
 Parser = argparse.ArgumentParser
 
 
+Options = TypeVar("Options")
+
+
 @dataclass(frozen=True)
-class Command:
-    """One subcommand of `python -m scripts.verify`."""
+class Command(Generic[Options]):
+    """One subcommand of `python -m scripts.verify`.
+
+    argparse stays the parser; `parse` turns its Namespace into the command's typed options once,
+    and the checks and the run take those. cli.py is then the one place a Namespace reaches a
+    command, and the type checker sees every option a command reads.
+    """
 
     name: str
     summary: str  # one line, for the list of subcommands
     doc: str  # its module's docstring: a title line, then what it does and its exit codes
     add_arguments: Callable[[Parser], None]
-    check: Callable[[Parser, argparse.Namespace], None]  # parser.error() on a bad combination
-    run: Callable[[argparse.Namespace], int]  # the exit code
+    parse: Callable[[argparse.Namespace], Options]  # the typed options, read once
+    check: Callable[[Parser, Options], None]  # parser.error() on a bad combination
+    run: Callable[[Options], int]  # the exit code
+
+
+def untyped(args: argparse.Namespace) -> argparse.Namespace:
+    """The Namespace as argparse made it: the options of a command not typed yet."""
+    return args
 
 
 def add_number(parser: Parser, flag: str, kind: type, default: float, text: str) -> None:

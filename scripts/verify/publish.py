@@ -284,4 +284,4 @@ def run(args: argparse.Namespace) -> int:
 
 
 SUMMARY = "publish a run into docs/figures.json and rewrite the tables written from it"
-COMMAND = flags.Command("publish", SUMMARY, __doc__ or "", add_arguments, check, run)
+COMMAND = flags.Command("publish", SUMMARY, __doc__ or "", add_arguments, flags.untyped, check, run)

@@ -469,7 +469,7 @@ def compare_command(args: argparse.Namespace) -> int:
     return not_made(lambda: compare_all(args, started))
 
 
-RUN = flags.Command("run", RUN_SUMMARY, __doc__, add_run, check_run, run_command)
+RUN = flags.Command("run", RUN_SUMMARY, __doc__, add_run, flags.untyped, check_run, run_command)
 COMPARE = flags.Command(
-    "compare", COMPARE_SUMMARY, __doc__, add_compare, check_compare, compare_command
+    "compare", COMPARE_SUMMARY, __doc__, add_compare, flags.untyped, check_compare, compare_command
 )

@@ -336,4 +336,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 SUMMARY = "more load than the service can serve, inside a real limit: shed, never OOM-killed"
-COMMAND = flags.Command("overload", SUMMARY, __doc__, add_arguments, check_arguments, run)
+COMMAND = flags.Command(
+    "overload", SUMMARY, __doc__, add_arguments, flags.untyped, check_arguments, run
+)

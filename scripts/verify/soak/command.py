@@ -189,4 +189,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 SUMMARY = "repeated spike/idle cycles in the container under its limit: no OOM, no creep"
-COMMAND = flags.Command("soak", SUMMARY, __doc__, add_arguments, check_arguments, run)
+COMMAND = flags.Command(
+    "soak", SUMMARY, __doc__, add_arguments, flags.untyped, check_arguments, run
+)
