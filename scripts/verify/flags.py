@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -167,10 +167,6 @@ class VerdictOptions:
     @classmethod
     def of(cls, args: argparse.Namespace) -> VerdictOptions:
         return cls(args.limit_mb, args.metric, args.max_failures, args.from_timeline)
-
-    def metric_or(self, default: str) -> VerdictOptions:
-        """These options with ``default`` as the metric where --metric was not given."""
-        return replace(self, metric=self.metric or default)
 
 
 def check_service(parser: Parser, service: ServiceOptions) -> None:

@@ -52,13 +52,10 @@ def test_check_service_refuses_what_cannot_start(
     assert message in capsys.readouterr().err
 
 
-def test_verdict_options_hold_the_flags_and_fill_the_metric() -> None:
+def test_verdict_options_hold_the_flags() -> None:
     args = parser_with("verdict").parse_args(["--limit-mb", "300", "--from-timeline", "t.json"])
     verdict = flags.VerdictOptions.of(args)
     assert verdict == flags.VerdictOptions(300.0, "pss", 0.01, Path("t.json"))
-    unset = flags.VerdictOptions(300.0, None, 0.01)
-    assert unset.metric_or("cgroup").metric == "cgroup"
-    assert verdict.metric_or("cgroup").metric == "pss"
 
 
 @pytest.mark.parametrize(
