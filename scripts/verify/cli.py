@@ -69,10 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     return start(build_parser().parse_args(argv), argv)
 
 
-def standalone(command: flags.Command[Any], prog: str, argv: Sequence[str] | None = None) -> int:
-    """One command as a program of its own (`python -m lab.stall`): the same flags, checks,
-    logging and exit codes as a subcommand of `python -m scripts.verify`."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+def standalone_parser(command: flags.Command[Any], prog: str) -> argparse.ArgumentParser:
+    """The parser of one command run as a program of its own, its help as a subcommand's."""
     parser = argparse.ArgumentParser(
         prog=prog,
         description=command.doc.split("\n\n", 1)[-1],
@@ -81,4 +79,11 @@ def standalone(command: flags.Command[Any], prog: str, argv: Sequence[str] | Non
     )
     command.add_arguments(parser)
     parser.set_defaults(command=command, parser=parser)
-    return start(parser.parse_args(argv), argv)
+    return parser
+
+
+def standalone(command: flags.Command[Any], prog: str, argv: Sequence[str] | None = None) -> int:
+    """One command as a program of its own (`python -m lab.stall`): the same flags, checks,
+    logging and exit codes as a subcommand of `python -m scripts.verify`."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return start(standalone_parser(command, prog).parse_args(argv), argv)
