@@ -46,11 +46,6 @@ class Command(Generic[Options]):
     run: Callable[[Options], int]  # the exit code
 
 
-def untyped(args: argparse.Namespace) -> argparse.Namespace:
-    """The Namespace as argparse made it: the options of a command not typed yet."""
-    return args
-
-
 def add_number(parser: Parser, flag: str, kind: type, default: float, text: str) -> None:
     """A number flag whose help ends with its default."""
     parser.add_argument(flag, type=kind, default=default, help=f"{text} (default {default:g})")
