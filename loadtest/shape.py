@@ -11,7 +11,7 @@ which is how `python -m scripts.verify run --locustfile FILE` runs a user's own 
 
 from __future__ import annotations
 
-from argparse import Namespace
+from typing import Protocol
 
 from locust import LoadTestShape, events
 from locust.argument_parser import LocustArgumentParser
@@ -38,8 +38,24 @@ def _add_spike_arguments(parser: LocustArgumentParser) -> None:
         group.add_argument(flag, type=kind, env_var=ENV_NAMES[field], default=None, help=help_text)
 
 
-def plan_from_options(options: Namespace | None) -> SpikePlan:
-    """The plan from Locust's parsed options; an option left unset keeps the SPIKE_* value."""
+class SpikeArguments(Protocol):
+    """What plan_from_options reads of Locust's parsed options: the --spike-* flags registered
+    above, None where not given. A Protocol rather than argparse.Namespace: it says which
+    attributes this file relies on, and any object that has them will do (Locust's Namespace at
+    run time, a stand-in in a test)."""
+
+    spike_users: int | None
+    spike_spawn_rate: float | None
+    spike_ramp: float | None
+    spike_hold: float | None
+    spike_idle: float | None
+
+
+def plan_from_options(options: SpikeArguments | None) -> SpikePlan:
+    """The plan from Locust's parsed options; an option left unset keeps the SPIKE_* value.
+
+    Read with getattr and a None default all the same: options parsed without this file's
+    parser hook (Locust driven as a library) lack them, and plan from SPIKE_* alone."""
     base = plan_from_env()
     if options is None:
         return base

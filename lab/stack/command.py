@@ -28,6 +28,7 @@ import argparse
 import json
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from statistics import fmean
@@ -78,8 +79,35 @@ def add_arguments(parser: flags.Parser) -> None:
     flags.add_output(parser, "results/stack-<timestamp>/", plot=False)
 
 
-def check_arguments(parser: flags.Parser, args: argparse.Namespace) -> None:
-    stacks, workloads = names_of(args.stacks), names_of(args.workloads)
+@dataclass(frozen=True)
+class StackOptions:
+    """The comparison's options, read once from the Namespace: the stacks (the first the
+    reference) and workloads named, the rounds, and the workloads' sizes as run_slot takes them."""
+
+    stacks: tuple[str, ...]
+    workloads: tuple[str, ...]
+    output: flags.OutputOptions
+    rounds: int = 2
+    sizes: Workloads = DEFAULT_SIZES
+    argv: tuple[str, ...] = ()  # empty where no command line made the run (a test)
+
+    @classmethod
+    def of(cls, args: argparse.Namespace) -> StackOptions:
+        sizes = Workloads(
+            args.connections, args.seconds, args.bulk_posts, args.bulk_records, args.bulk_at_once
+        )
+        return cls(
+            stacks=tuple(names_of(args.stacks)),
+            workloads=tuple(names_of(args.workloads)),
+            output=flags.OutputOptions.of(args),
+            rounds=args.rounds,
+            sizes=sizes,
+            argv=tuple(args.argv),
+        )
+
+
+def check_arguments(parser: flags.Parser, options: StackOptions) -> None:
+    stacks, workloads, sizes = options.stacks, options.workloads, options.sizes
     unknown = [s for s in stacks if s not in STACKS] + [w for w in workloads if w not in WORKLOADS]
     if unknown:
         parser.error(f"unknown stack or workload: {', '.join(unknown)}")
@@ -87,8 +115,9 @@ def check_arguments(parser: flags.Parser, args: argparse.Namespace) -> None:
         parser.error("--stacks names at least two different stacks, e.g. " + DEFAULT_STACKS)
     if not workloads:
         parser.error("--workloads names at least one of " + ", ".join(WORKLOADS))
-    counts = (args.rounds, args.connections, args.bulk_posts, args.bulk_records, args.bulk_at_once)
-    if min(counts) < 1 or args.seconds <= 0:
+    counts = (options.rounds, sizes.connections, sizes.bulk_posts, sizes.bulk_records,
+              sizes.bulk_at_once)  # fmt: skip
+    if min(counts) < 1 or sizes.seconds <= 0:
         parser.error("--rounds, --connections, --seconds and the --bulk-* sizes must be positive")
 
 
@@ -143,20 +172,17 @@ def write_results(
     (out / "stack.json").write_text(text + "\n")
 
 
-def run(args: argparse.Namespace) -> int:
+def run(options: StackOptions) -> int:
     started = datetime.now().astimezone()
-    out = args.out or Path("results") / started.strftime("stack-%Y%m%d-%H%M%S")
-    stacks, workloads = names_of(args.stacks), names_of(args.workloads)
-    sizes = Workloads(
-        args.connections, args.seconds, args.bulk_posts, args.bulk_records, args.bulk_at_once
-    )
+    out = options.output.folder(started, "stack-%Y%m%d-%H%M%S")
+    stacks, workloads, sizes = options.stacks, options.workloads, options.sizes
     figures: list[dict[str, object]] = []
     if "bulk" in workloads:
         bodies(sizes.bulk_records)  # built once, before any server runs
     try:
         for stack in stacks:
             STACKS[stack].check_installed()
-        for slot in schedule(workloads, args.rounds, stacks):
+        for slot in schedule(workloads, options.rounds, stacks):
             sys.stderr.write(f"stack: {slot.workload} round {slot.round}, {slot.stack}\n")
             figures.append(run_slot(slot, sizes, out).as_dict())
     except RunNotMade as exc:
@@ -169,7 +195,7 @@ def run(args: argparse.Namespace) -> int:
         "GET /healthz and GET /products/{sku} in turn",
         f"bulk: {sizes.bulk_posts} posts of {sizes.bulk_records} records, "
         f"{sizes.bulk_at_once} at a time, half /bulk/sync half /bulk/async",
-        "command: python -m lab.stack " + " ".join(getattr(args, "argv", [])),
+        "command: python -m lab.stack " + " ".join(options.argv),
     ]
     table, summary = render(figures), ratios(figures, stacks)
     write_results(out, context, table, figures, summary)
@@ -178,4 +204,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 SUMMARY = "uvicorn's HTTP stacks compared, interleaved, on light requests and the bulk spike"
-COMMAND = flags.Command("stack", SUMMARY, __doc__, add_arguments, check_arguments, run)
+COMMAND = flags.Command(
+    "stack", SUMMARY, __doc__, add_arguments, StackOptions.of, check_arguments, run
+)

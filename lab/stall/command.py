@@ -23,9 +23,9 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
-from pathlib import Path
 
 from app.profiles import ProfileError, load_profiles
 from lab.stall import figures as sf
@@ -61,28 +61,61 @@ def add_arguments(parser: flags.Parser) -> None:
     flags.add_output(parser, "results/stall-<timestamp>/", plot=False)
 
 
-def check_arguments(parser: flags.Parser, args: argparse.Namespace) -> None:
-    if args.compare and args.profile:
+@dataclass(frozen=True)
+class StallOptions:
+    """The benchmark's options, read once from the Namespace, in the flags' own units (ms) so
+    the check names what the user typed; settings() gives the run's StallSettings."""
+
+    output: flags.OutputOptions
+    profile: str | None = None
+    compare: bool = False
+    probes: int = StallSettings().probes
+    interval_ms: float = StallSettings().interval_s * 1000
+    target_ms: float = sf.TARGET_MS
+    release_every_ms: float = StallSettings().release_every_s * 1000
+    grow_posts: int = StallSettings().grow_posts
+    grow_records: int = StallSettings().grow_records
+    inline: bool = True  # --no-inline: False
+    argv: tuple[str, ...] = ()  # empty where no command line made the run (a test)
+
+    @classmethod
+    def of(cls, args: argparse.Namespace) -> StallOptions:
+        return cls(
+            output=flags.OutputOptions.of(args),
+            profile=args.profile,
+            compare=args.compare,
+            probes=args.probes,
+            interval_ms=args.interval_ms,
+            target_ms=args.target_ms,
+            release_every_ms=args.release_every_ms,
+            grow_posts=args.grow_posts,
+            grow_records=args.grow_records,
+            inline=not args.no_inline,
+            argv=tuple(args.argv),
+        )
+
+    def settings(self) -> StallSettings:
+        return StallSettings(
+            probes=self.probes,
+            interval_s=self.interval_ms / 1000,
+            grow_posts=self.grow_posts,
+            grow_records=self.grow_records,
+            release_every_s=self.release_every_ms / 1000,
+            inline=self.inline,
+        )
+
+
+def check_arguments(parser: flags.Parser, options: StallOptions) -> None:
+    if options.compare and options.profile:
         parser.error("--compare runs every deployable profile; drop --profile")
-    if args.probes < sf.MIN_PROBES:
+    if options.probes < sf.MIN_PROBES:
         parser.error(f"--probes must be at least {sf.MIN_PROBES} for a p99 to mean anything")
-    if args.interval_ms <= 0 or args.target_ms <= 0:
+    if options.interval_ms <= 0 or options.target_ms <= 0:
         parser.error("--interval-ms and --target-ms must be positive")
-    if args.release_every_ms < 0:
+    if options.release_every_ms < 0:
         parser.error("--release-every-ms cannot be negative")
-    if args.grow_posts < 1 or args.grow_records < 1:
+    if options.grow_posts < 1 or options.grow_records < 1:
         parser.error("--grow-posts and --grow-records must be at least 1")
-
-
-def settings_of(args: argparse.Namespace) -> StallSettings:
-    return StallSettings(
-        probes=args.probes,
-        interval_s=args.interval_ms / 1000,
-        grow_posts=args.grow_posts,
-        grow_records=args.grow_records,
-        release_every_s=args.release_every_ms / 1000,
-        inline=not args.no_inline,
-    )
 
 
 def exit_code(verdicts: Sequence[sf.StallVerdict | None]) -> int:
@@ -92,18 +125,17 @@ def exit_code(verdicts: Sequence[sf.StallVerdict | None]) -> int:
     return EXIT_PASS if all(v is not None and v.passed for v in verdicts) else EXIT_FAIL
 
 
-def context_lines(
-    argv: Sequence[str], args: argparse.Namespace, settings: StallSettings, started: datetime
-) -> list[str]:
+def context_lines(options: StallOptions, settings: StallSettings, started: datetime) -> list[str]:
     return [
-        "command: `" + " ".join(["python -m lab.stall", *argv]) + "`",
+        "command: `" + " ".join(["python -m lab.stall", *options.argv]) + "`",
         f"{settings.probes} /healthz probes per condition, one every "
         f"{settings.interval_s * 1000:g} ms, latency counted from each probe's due time",
         f"blocks A B B A (A: {sf.QUIET}, B: {sf.OFF_LOOP}, one starting at most every "
         f"{settings.release_every_s * 1000:g} ms), the heap grown before each block by "
         f"{settings.grow_posts} bulk posts of {settings.grow_records} records, "
         f"{settings.grow_concurrency} at a time",
-        f"target: p99 with releases off the loop within {args.target_ms:g} ms of p99 with none",
+        f"target: p99 with releases off the loop within {options.target_ms:g} ms of p99 with "
+        "none",
         f"contrast ({sf.ON_LOOP}): "
         + (
             "the inline-release harness, its own process, one block"
@@ -114,16 +146,16 @@ def context_lines(
     ]
 
 
-def run(args: argparse.Namespace) -> int:
-    settings = settings_of(args)
+def run(options: StallOptions) -> int:
+    settings = options.settings()
     started = datetime.now().astimezone()
-    out = args.out or Path("results") / started.strftime("stall-%Y%m%d-%H%M%S")
+    out = options.output.folder(started, "stall-%Y%m%d-%H%M%S")
     try:
         profiles = load_profiles()
-        if args.compare:
+        if options.compare:
             names = [p.name for p in profiles.profiles.values() if p.deploy]
         else:
-            names = [profiles.get(args.profile).name]
+            names = [profiles.get(options.profile).name]
     except ProfileError as exc:
         sys.stderr.write(f"stall: run not made: {exc}\n")
         return EXIT_NOT_MADE
@@ -135,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
         progress = Progress(name, 0)
         try:
             result = run_profile(name, settings, out / name, progress)
-            verdict: sf.StallVerdict | None = sf.judge(result, args.target_ms)
+            verdict: sf.StallVerdict | None = sf.judge(result, options.target_ms)
         except (RunNotMade, sf.NotJudgeable) as exc:
             rows.append(sf.not_made_row(name, str(exc)))
             reasons.append(f"{name}: not made: {exc}")
@@ -150,14 +182,14 @@ def run(args: argparse.Namespace) -> int:
         verdicts.append(verdict)
         figures.append({**result.as_dict(), "passed": verdict.passed, "reasons": verdict.reasons})
     table = sf.render_markdown(rows)
-    context = context_lines(args.argv, args, settings, started)
+    context = context_lines(options, settings, started)
     out.mkdir(parents=True, exist_ok=True)
     document = ["# Event-loop stall during releases", "", *(f"- {c}" for c in context), "", table]
     if reasons:
         document += ["", *(f"- {r}" for r in reasons)]
     (out / "stall.md").write_text("\n".join(document) + "\n")
     (out / "stall.json").write_text(
-        json.dumps({"context": context, "target_ms": args.target_ms, "runs": figures}, indent=1)
+        json.dumps({"context": context, "target_ms": options.target_ms, "runs": figures}, indent=1)
         + "\n"
     )
     sys.stdout.write(table + "\n")
@@ -167,4 +199,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 SUMMARY = "/healthz latency while releases run, against none: a release never stalls the loop"
-COMMAND = flags.Command("stall", SUMMARY, __doc__, add_arguments, check_arguments, run)
+COMMAND = flags.Command(
+    "stall", SUMMARY, __doc__, add_arguments, StallOptions.of, check_arguments, run
+)

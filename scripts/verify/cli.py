@@ -11,14 +11,16 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from scripts.verify import flags, publish, spike
+from scripts.verify.flags import Options
 from scripts.verify.overload import command as overload
 from scripts.verify.soak import command as soak
 
 # The user's tools. The instruments that decided this service's own design (lab.stall,
 # lab.stack) run the same way through `standalone`, apart from these.
-COMMANDS: tuple[flags.Command, ...] = (
+COMMANDS: tuple[flags.Command[Any], ...] = (
     spike.RUN, spike.COMPARE, soak.COMMAND, overload.COMMAND, publish.COMMAND
 )
 
@@ -50,9 +52,16 @@ def start(args: argparse.Namespace, argv: list[str]) -> int:
         level=logging.INFO, format=f"%(levelname)s [{args.command.name}] %(message)s"
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # it logs every request at INFO
-    args.argv = argv
-    args.command.check(args.parser, args)
-    return int(args.command.run(args))
+    args.argv = argv  # read into the options: a summary opens with the command that made it
+    return launch(args.command, args.parser, args)
+
+
+def launch(command: flags.Command[Options], parser: flags.Parser, args: argparse.Namespace) -> int:
+    """The command's typed options from argparse's Namespace, checked, then run: the one place
+    a Namespace crosses into a command, and the options' type ties its parse, check and run."""
+    options = command.parse(args)
+    command.check(parser, options)
+    return int(command.run(options))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -60,10 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     return start(build_parser().parse_args(argv), argv)
 
 
-def standalone(command: flags.Command, prog: str, argv: Sequence[str] | None = None) -> int:
-    """One command as a program of its own (`python -m lab.stall`): the same flags, checks,
-    logging and exit codes as a subcommand of `python -m scripts.verify`."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+def standalone_parser(command: flags.Command[Any], prog: str) -> argparse.ArgumentParser:
+    """The parser of one command run as a program of its own, its help as a subcommand's."""
     parser = argparse.ArgumentParser(
         prog=prog,
         description=command.doc.split("\n\n", 1)[-1],
@@ -72,4 +79,11 @@ def standalone(command: flags.Command, prog: str, argv: Sequence[str] | None = N
     )
     command.add_arguments(parser)
     parser.set_defaults(command=command, parser=parser)
-    return start(parser.parse_args(argv), argv)
+    return parser
+
+
+def standalone(command: flags.Command[Any], prog: str, argv: Sequence[str] | None = None) -> int:
+    """One command as a program of its own (`python -m lab.stall`): the same flags, checks,
+    logging and exit codes as a subcommand of `python -m scripts.verify`."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return start(standalone_parser(command, prog).parse_args(argv), argv)

@@ -29,6 +29,7 @@ import json
 import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -262,19 +263,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    for run_dir in args.runs:
+@dataclass(frozen=True)
+class PublishOptions:
+    """publish's options, read once from the Namespace: the runs, the name they are published
+    under (--as) and the command that made them (--command), if given."""
+
+    runs: tuple[Path, ...]
+    name: str
+    made_by: str | None = None
+
+    @classmethod
+    def of(cls, args: argparse.Namespace) -> PublishOptions:
+        return cls(tuple(args.runs), args.name, args.made_by)
+
+
+def check(parser: argparse.ArgumentParser, options: PublishOptions) -> None:
+    for run_dir in options.runs:
         if not run_dir.is_dir():
             parser.error(f"{run_dir} is not a directory")
     try:
-        kind_of(args.name)
+        kind_of(options.name)
     except NotPublished as exc:
         parser.error(f"--as: {exc}")
 
 
-def run(args: argparse.Namespace) -> int:
+def run(options: PublishOptions) -> int:
     try:
-        written = publish(args.runs, args.name, args.made_by)
+        written = publish(options.runs, options.name, options.made_by)
     except (NotPublished, KeyError, ValueError) as exc:
         sys.stderr.write(f"publish: not published: {exc}\n")
         return EXIT_NOT_MADE
@@ -284,4 +299,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 SUMMARY = "publish a run into docs/figures.json and rewrite the tables written from it"
-COMMAND = flags.Command("publish", SUMMARY, __doc__ or "", add_arguments, check, run)
+COMMAND = flags.Command(
+    "publish", SUMMARY, __doc__ or "", add_arguments, PublishOptions.of, check, run
+)

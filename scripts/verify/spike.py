@@ -25,6 +25,7 @@ import os
 import platform
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -48,6 +49,7 @@ log = logging.getLogger("verify")
 
 RUN_SUMMARY = "start a service (ours, your --command or --image, or read a --url), spike it, judge"
 COMPARE_SUMMARY = "every allocator profile in turn, baseline included, one table against baseline"
+METRIC = "pss"  # the metric judged unless --metric names another
 METRIC_HELP = (
     "memory figure judged: pss (default; shared pages counted once across workers), rss, uss, "
     "or cgroup (working set; with a limit or --url)"
@@ -80,7 +82,7 @@ def add_common(parser: flags.Parser) -> None:
 def add_run(parser: flags.Parser) -> None:
     flags.add_profile(parser)
     add_common(parser)
-    flags.add_verdict(parser, "pss", METRIC_HELP, Criteria().max_failure_share)
+    flags.add_verdict(parser, METRIC, METRIC_HELP, Criteria().max_failure_share)
     own = parser.add_argument_group(
         "your own service",
         "It gets PORT (and {port} in CMD is replaced by it), ADMIN_TOKEN (the token its\n"
@@ -148,7 +150,7 @@ def add_own_service(own: argparse._ActionsContainer) -> None:
 
 def add_compare(parser: flags.Parser) -> None:
     add_common(parser)
-    flags.add_verdict(parser, "pss", METRIC_HELP, Criteria().max_failure_share, recorded=False)
+    flags.add_verdict(parser, METRIC, METRIC_HELP, Criteria().max_failure_share, recorded=False)
     parser.add_argument(
         "--rows",
         help="only these rows, comma-separated, in this order (default: every profile, then "
@@ -172,61 +174,148 @@ def add_compare(parser: flags.Parser) -> None:
     )
 
 
-def check_common(parser: flags.Parser, args: argparse.Namespace, remote: bool = False) -> None:
-    flags.check_service(parser, args)
-    flags.check_verdict(parser, args)
-    flags.needs_cgroup(parser, args, remote)
-    if not 0 <= args.min_returned <= 1:
+@dataclass(frozen=True)
+class OwnServiceOptions:
+    """add_own_command's and add_own_service's flags: the user's server command (None: this
+    service) and how a service is driven and read, as run and compare both take them."""
+
+    command_line: str | None
+    locustfile: Path | None
+    health: str = HEALTH_PATH
+    status_path: str = STATUS_PATH
+    token: str | None = None
+
+    @classmethod
+    def of(cls, args: argparse.Namespace) -> OwnServiceOptions:
+        return cls(args.command_line, args.locustfile, args.health, args.status_path, args.token)
+
+    def service(self, image: str | None = None) -> OwnService:
+        """The user's service as the modes start it: this command, or ``image``."""
+        return OwnService(self.command_line, image, self.health, self.status_path, self.token)
+
+
+@dataclass(frozen=True)
+class SpikeOptions:
+    """What run and compare share (add_common, add_verdict, the own service): one spike's
+    service, preset, verdict and output, and the command line that asked for it."""
+
+    service: flags.ServiceOptions
+    verdict: flags.VerdictOptions
+    output: flags.OutputOptions
+    own: OwnServiceOptions
+    preset: str = "standard"
+    min_returned: float = Criteria().min_returned
+    argv: tuple[str, ...] = ()  # empty where no command line made the run (a test)
+
+    @classmethod
+    def of(cls, args: argparse.Namespace) -> SpikeOptions:
+        return cls(
+            service=flags.ServiceOptions.of(args),
+            verdict=flags.VerdictOptions.of(args),
+            output=flags.OutputOptions.of(args),
+            own=OwnServiceOptions.of(args),
+            preset=args.preset,
+            min_returned=args.min_returned,
+            argv=tuple(args.argv),
+        )
+
+    @property
+    def metric(self) -> str:
+        """The metric judged: add_verdict gives --metric its default here, so METRIC is only
+        for the type (soak's --metric has none)."""
+        return self.verdict.metric or METRIC
+
+    def criteria(self) -> Criteria:
+        return Criteria(self.verdict.limit_mb, self.min_returned, self.verdict.max_failures)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """`run`'s options: the shared ones, and which service it verifies: a profile of this one,
+    the user's --command (in spike.own) or --image, or a deployed --url."""
+
+    spike: SpikeOptions
+    profile: str | None = None
+    image: str | None = None
+    url: str | None = None
+    reads_per_second: int = 3
+
+    @classmethod
+    def of(cls, args: argparse.Namespace) -> RunOptions:
+        return cls(
+            SpikeOptions.of(args), args.profile, args.image, args.url, args.reads_per_second
+        )
+
+
+@dataclass(frozen=True)
+class CompareOptions:
+    """`compare`'s options: the shared ones, the rows asked for (None: every row) and, with
+    --command, the rounds."""
+
+    spike: SpikeOptions
+    rows: tuple[str, ...] | None = None
+    rounds: int = 2
+
+    @classmethod
+    def of(cls, args: argparse.Namespace) -> CompareOptions:
+        rows = tuple(label.strip() for label in args.rows.split(",")) if args.rows else None
+        return cls(SpikeOptions.of(args), rows, args.rounds)
+
+
+def check_common(parser: flags.Parser, spike: SpikeOptions, remote: bool = False) -> None:
+    flags.check_service(parser, spike.service)
+    flags.check_verdict(parser, spike.verdict)
+    flags.needs_cgroup(parser, spike.verdict, spike.service.limit_mode, remote)
+    if not 0 <= spike.min_returned <= 1:
         parser.error("--min-returned must be between 0 and 1")
 
 
-def check_compare(parser: flags.Parser, args: argparse.Namespace) -> None:
-    check_common(parser, args)
-    if args.command_line is None:
-        own = [f for f, given in (("--locustfile", args.locustfile is not None),
-                                  ("--rounds", args.rounds != 2)) if given]  # fmt: skip
-        if own:
-            parser.error(f"{', '.join(own)} go with --command: this service runs its own")
+def check_compare(parser: flags.Parser, options: CompareOptions) -> None:
+    spike, own = options.spike, options.spike.own
+    check_common(parser, spike)
+    if own.command_line is None:
+        given = [f for f, on in (("--locustfile", own.locustfile is not None),
+                                 ("--rounds", options.rounds != 2)) if on]  # fmt: skip
+        if given:
+            parser.error(f"{', '.join(given)} go with --command: this service runs its own")
         return
-    if args.limit_mode == "docker":
+    if spike.service.limit_mode == "docker":
         parser.error("--command runs here: --limit-mode none or cgroup")
-    if args.web_concurrency != 1:
+    if spike.service.web_concurrency != 1:
         parser.error("--command runs your service: its workers are its own (--web-concurrency)")
-    if args.rounds < 2:
+    if options.rounds < 2:
         parser.error("--rounds must be at least 2: one round cannot show the spread")
-    check_own_service(parser, args)
+    check_own_service(parser, own)
 
 
-def check_own_service(parser: flags.Parser, args: argparse.Namespace) -> None:
+def check_own_service(parser: flags.Parser, own: OwnServiceOptions) -> None:
     """The options add_own_service defines, as run and compare both take them."""
-    if args.locustfile is not None and not args.locustfile.is_file():
-        parser.error(f"--locustfile {args.locustfile}: no such file")
-    if not (args.health.startswith("/") and args.status_path.startswith("/")):
+    if own.locustfile is not None and not own.locustfile.is_file():
+        parser.error(f"--locustfile {own.locustfile}: no such file")
+    if not (own.health.startswith("/") and own.status_path.startswith("/")):
         parser.error("--health and --status-path are paths: they start with /")
 
 
-def check_run(parser: flags.Parser, args: argparse.Namespace) -> None:
-    check_common(parser, args, remote=bool(args.url or args.image))
-    if args.url and not args.token:
+def check_run(parser: flags.Parser, options: RunOptions) -> None:
+    spike, service = options.spike, options.spike.service
+    check_common(parser, spike, remote=bool(options.url or options.image))
+    if options.url and not spike.own.token:
         parser.error("--url needs --token (or ADMIN_TOKEN in the environment)")
-    if args.url and (args.profile or args.limit_mode != "none" or args.set):
+    if options.url and (options.profile or service.limit_mode != "none" or service.settings):
         parser.error("--url reads a deployed service: --profile, --limit-mode, --set do not apply")
-    own = "--command" if args.command_line else "--image" if args.image else None
-    if own and args.profile:
+    command_line = spike.own.command_line
+    own = "--command" if command_line else "--image" if options.image else None
+    if own and options.profile:
         parser.error(f"{own} runs your service: its allocator is its own, --profile does not apply")
-    if own and args.web_concurrency != 1:
+    if own and service.web_concurrency != 1:
         parser.error(f"{own} runs your service: its workers are its own (--web-concurrency)")
-    if args.command_line and args.limit_mode == "docker":
+    if command_line and service.limit_mode == "docker":
         parser.error("--command runs here: --limit-mode none or cgroup (for docker, --image)")
-    if args.image and args.limit_mode == "cgroup":
+    if options.image and service.limit_mode == "cgroup":
         parser.error("--image runs under docker --memory: --limit-mode cgroup does not apply")
-    check_own_service(parser, args)
-    if args.reads_per_second < 1:
+    check_own_service(parser, spike.own)
+    if options.reads_per_second < 1:
         parser.error("--reads-per-second must be at least 1")
-
-
-def criteria_of(args: argparse.Namespace) -> Criteria:
-    return Criteria(args.limit_mb, args.min_returned, args.max_failures)
 
 
 def write_run(result: RunResult, run_dir: Path, want_plot: bool) -> list[Path]:
@@ -247,18 +336,19 @@ def write_run(result: RunResult, run_dir: Path, want_plot: bool) -> list[Path]:
 
 
 def context_lines(
-    args: argparse.Namespace, mode: str, started: datetime, results: Sequence[RunResult] = ()
+    spike: SpikeOptions, mode: str, started: datetime, results: Sequence[RunResult] = ()
 ) -> list[str]:
-    preset = PRESETS[args.preset]
+    preset = PRESETS[spike.preset]
     plan = preset.plan
+    verdict = spike.verdict
     return [
-        *command_lines(getattr(args, "argv", None)),  # set by the command line, not by a test
+        *command_lines(spike.argv),
         f"mode: {mode}; preset {preset.name}: a {preset.warmup_seconds:g} s warm-up, "
         f"{plan.users} users, ramp {plan.ramp_seconds:g} s, hold {plan.hold_seconds:g} s, "
         f"idle window {plan.idle_seconds:g} s",
-        f"metric: {args.metric}; limit {args.limit_mb:g} MB; of what the load raised memory by, "
-        f"give back >= {args.min_returned:.0%}; failures <= {args.max_failures:.1%}",
-        f"scenario: {scenario_of(users_for(getattr(args, 'locustfile', None)))}",
+        f"metric: {spike.metric}; limit {verdict.limit_mb:g} MB; of what the load raised memory "
+        f"by, give back >= {spike.min_returned:.0%}; failures <= {verdict.max_failures:.1%}",
+        f"scenario: {scenario_of(users_for(spike.own.locustfile))}",
         started_line(started) + f"; {pythons(results)}",
     ]
 
@@ -280,16 +370,16 @@ def scenario_of(users: LocustUsers) -> str:
     return f"{shown_path(users.file)}{about} under the spike-then-idle shape (loadtest/shape.py)"
 
 
-def settings_for(args: argparse.Namespace, label: str, out_dir: Path) -> RunSettings:
+def settings_for(spike: SpikeOptions, label: str, out_dir: Path) -> RunSettings:
     """The run's settings, its users resolved now: a missing declaration stops the run before
     any server starts."""
     return RunSettings(
         label=label,
-        preset=PRESETS[args.preset],
-        criteria=criteria_of(args),
-        metric=args.metric,
+        preset=PRESETS[spike.preset],
+        criteria=spike.criteria(),
+        metric=spike.metric,
         out_dir=out_dir,
-        users=users_for(getattr(args, "locustfile", None)),
+        users=users_for(spike.own.locustfile),
     )
 
 
@@ -304,25 +394,24 @@ def finish(
     sys.stdout.write(f"results in {out}\n")
 
 
-def verify_timeline(args: argparse.Namespace) -> int:
+def verify_timeline(spike: SpikeOptions, recorded: Path) -> int:
+    """Judge the timeline.json at ``recorded`` again with these criteria; no load."""
     try:
-        timeline = read_json(args.from_timeline)
+        timeline = read_json(recorded)
     except TimelineError as exc:
         sys.stderr.write(f"verify: run not made: {exc}\n")
         return EXIT_NOT_MADE
     load = timeline.extra.get("load") or {}
     tail = float(timeline.meta.get("idle_tail_seconds", PRESETS["short"].idle_tail_seconds))
     stats = LoadStats.from_dict(load) if load else None
-    results = judge_timeline(timeline, criteria_of(args), args.metric, tail, stats)
-    result = RunResult(
-        str(timeline.meta.get("label", args.from_timeline.stem)), timeline, stats, results
-    )
+    results = judge_timeline(timeline, spike.criteria(), spike.metric, tail, stats)
+    result = RunResult(str(timeline.meta.get("label", recorded.stem)), timeline, stats, results)
     sys.stdout.write(report.render_text(report.rows_for(result)) + "\n")
     return exit_for(result.passed)
 
 
-def out_of(args: argparse.Namespace, started: datetime) -> Path:
-    return args.out or Path("results") / started.strftime("%Y%m%d-%H%M%S")
+def out_of(spike: SpikeOptions, started: datetime) -> Path:
+    return spike.output.folder(started, "%Y%m%d-%H%M%S")
 
 
 def not_made(run: Callable[[], int]) -> int:
@@ -336,107 +425,110 @@ def not_made(run: Callable[[], int]) -> int:
     return EXIT_NOT_MADE
 
 
-def run_one(args: argparse.Namespace, started: datetime) -> int:
-    users_for(args.locustfile)  # no users to run: one line, before anything is started
-    out = out_of(args, started)
-    if args.url:
-        settings = settings_for(args, "remote", out / "remote")
+def run_one(options: RunOptions, started: datetime) -> int:
+    spike = options.spike
+    users_for(spike.own.locustfile)  # no users to run: one line, before anything is started
+    out = out_of(spike, started)
+    plot_it = spike.output.plot
+    if options.url:
+        assert spike.own.token is not None  # check_run: --url needs a token
+        settings = settings_for(spike, "remote", out / "remote")
         result = run_remote(
-            args.url, args.token, settings, args.reads_per_second, None, args.status_path,
-            args.health,
+            options.url, spike.own.token, settings, options.reads_per_second, None,
+            spike.own.status_path, spike.own.health,
         )  # fmt: skip
-        write_run(result, out / "remote", not args.no_plot)
-        title, mode = f"Memory verification: {args.url}", "remote"
-    elif args.command_line or args.image:
-        label = "command" if args.command_line else "image"
-        own = OwnService(
-            args.command_line, args.image, args.health, args.status_path, args.token
-        )
-        limit_mode = "docker" if args.image else args.limit_mode
+        write_run(result, out / "remote", plot_it)
+        title, mode = f"Memory verification: {options.url}", "remote"
+    elif spike.own.command_line or options.image:
+        label = "command" if spike.own.command_line else "image"
+        limit_mode = "docker" if options.image else spike.service.limit_mode
         result = run_own(
-            own, settings_for(args, label, out / label), limit_mode,
-            overrides=flags.overrides_of(args),
+            spike.own.service(options.image), settings_for(spike, label, out / label), limit_mode,
+            overrides=spike.service.overrides(),
         )  # fmt: skip
-        write_run(result, out / label, not args.no_plot)
-        what = f"`{args.command_line}`" if args.command_line else f"image {args.image}"
+        write_run(result, out / label, plot_it)
+        what = f"`{spike.own.command_line}`" if spike.own.command_line else f"image {options.image}"
         title, mode = f"Memory verification: {what}", f"your {label}, limit mode {limit_mode}"
     else:
-        name = load_profiles().get(args.profile).name
+        name = load_profiles().get(options.profile).name
         result = run_local(
             name,
-            settings_for(args, name, out / name),
-            args.limit_mode,
-            args.web_concurrency,
-            overrides=flags.overrides_of(args),
+            settings_for(spike, name, out / name),
+            spike.service.limit_mode,
+            spike.service.web_concurrency,
+            overrides=spike.service.overrides(),
         )
-        write_run(result, out / name, not args.no_plot)
-        title, mode = f"Memory verification: profile {name}", f"local, limit mode {args.limit_mode}"
-    context = context_lines(args, mode, started, [result])
+        write_run(result, out / name, plot_it)
+        title = f"Memory verification: profile {name}"
+        mode = f"local, limit mode {spike.service.limit_mode}"
+    context = context_lines(spike, mode, started, [result])
     finish(report.rows_for(result), out, title, context, None)
     return exit_for(result.passed)
 
 
-def run_command(args: argparse.Namespace) -> int:
-    if args.from_timeline:
-        return verify_timeline(args)
+def run_command(options: RunOptions) -> int:
+    if (recorded := options.spike.verdict.from_timeline) is not None:
+        return verify_timeline(options.spike, recorded)
     started = datetime.now().astimezone()
-    return not_made(lambda: run_one(args, started))
+    return not_made(lambda: run_one(options, started))
 
 
-def compare_own(args: argparse.Namespace, started: datetime) -> int:
+def compare_own(options: CompareOptions, started: datetime) -> int:
     """Every profile's variables set for the user's command, in rounds A B A B."""
-    out = out_of(args, started)
-    own = OwnService(args.command_line, None, args.health, args.status_path, args.token)
+    spike = options.spike
+    out = out_of(spike, started)
+    own = spike.own.service()
     profiles = load_profiles()
 
     def one(run: compare.Run) -> RunResult:
-        settings = settings_for(args, run.label, out / compare.folder_of(run.label))
+        settings = settings_for(spike, run.label, out / compare.folder_of(run.label))
         allocator = compare.allocator_environment(profiles.get(run.profile))
-        overrides = {**allocator, **run.overrides, **flags.overrides_of(args)}
-        result = run_own(own, settings, args.limit_mode, overrides=overrides)
-        write_run(result, settings.out_dir, not args.no_plot)
+        overrides = {**allocator, **run.overrides, **spike.service.overrides()}
+        result = run_own(own, settings, spike.service.limit_mode, overrides=overrides)
+        write_run(result, settings.out_dir, spike.output.plot)
         return result
 
-    only = [label.strip() for label in args.rows.split(",")] if args.rows else None
-    runs = compare.own_plan(profiles, args.rounds, only)
+    runs = compare.own_plan(profiles, options.rounds, options.rows)
     outcomes = compare.run_all(runs, one)
     rows = compare.all_rows(outcomes)
     done = [o.result for o in outcomes if o.result is not None]
-    context = context_lines(args, f"your command, limit mode {args.limit_mode}", started, done)
-    context.append(compare.recommendation(outcomes, profiles, args.rounds))
-    finish(rows, out, f"Allocator profiles compared on `{args.command_line}`", context,
+    mode = f"your command, limit mode {spike.service.limit_mode}"
+    context = context_lines(spike, mode, started, done)
+    context.append(compare.recommendation(outcomes, profiles, options.rounds))
+    finish(rows, out, f"Allocator profiles compared on `{spike.own.command_line}`", context,
            rows[0].label if rows else None)  # fmt: skip
     sys.stdout.write(context[-1] + "\n")
     return compare.exit_code(outcomes)
 
 
-def compare_all(args: argparse.Namespace, started: datetime) -> int:
-    users_for(args.locustfile)  # no users to run: one line, before anything is started
-    if args.command_line:
-        return compare_own(args, started)
-    out = out_of(args, started)
+def compare_all(options: CompareOptions, started: datetime) -> int:
+    spike = options.spike
+    users_for(spike.own.locustfile)  # no users to run: one line, before anything is started
+    if spike.own.command_line:
+        return compare_own(options, started)
+    out = out_of(spike, started)
+    settings = spike.service.overrides()
 
     def one(run: compare.Run) -> RunResult:
         with database_for(run) as database:
             result = run_local(
                 run.profile,
-                settings_for(args, run.label, out / run.label),
-                args.limit_mode,
-                run.web_concurrency or args.web_concurrency,
-                overrides={**run.overrides, **database, **flags.overrides_of(args)},
+                settings_for(spike, run.label, out / run.label),
+                spike.service.limit_mode,
+                run.web_concurrency or spike.service.web_concurrency,
+                overrides={**run.overrides, **database, **settings},
             )
-        write_run(result, out / run.label, not args.no_plot)
+        write_run(result, out / run.label, spike.output.plot)
         return result
 
-    only = [label.strip() for label in args.rows.split(",")] if args.rows else None
-    outcomes = compare.run_all(compare.plan(load_profiles(), only=only), one)
+    outcomes = compare.run_all(compare.plan(load_profiles(), only=options.rows), one)
     finish(
         compare.all_rows(outcomes),
         out,
         "Allocator profiles compared",
         context_lines(
-            args,
-            f"local, limit mode {args.limit_mode}",
+            spike,
+            f"local, limit mode {spike.service.limit_mode}",
             started,
             [o.result for o in outcomes if o.result is not None],
         ),
@@ -462,12 +554,13 @@ def database_for(run: compare.Run) -> Iterator[dict[str, str]]:
         cluster.destroy()
 
 
-def compare_command(args: argparse.Namespace) -> int:
+def compare_command(options: CompareOptions) -> int:
     started = datetime.now().astimezone()
-    return not_made(lambda: compare_all(args, started))
+    return not_made(lambda: compare_all(options, started))
 
 
-RUN = flags.Command("run", RUN_SUMMARY, __doc__, add_run, check_run, run_command)
+RUN = flags.Command("run", RUN_SUMMARY, __doc__, add_run, RunOptions.of, check_run, run_command)
 COMPARE = flags.Command(
-    "compare", COMPARE_SUMMARY, __doc__, add_compare, check_compare, compare_command
-)
+    "compare", COMPARE_SUMMARY, __doc__, add_compare, CompareOptions.of, check_compare,
+    compare_command,
+)  # fmt: skip

@@ -12,12 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from lab.stack.command import COLUMNS, COMMAND, ratios, render
+from lab.stack.command import COLUMNS, COMMAND, StackOptions, ratios, render
+from lab.stack.run import Workloads
 from lab.stack.serve import with_stack
 from lab.stack.server import StackServer
 from lab.stack.stacks import STACKS, Slot, Stack, schedule
 from scripts.verify import cli
-from scripts.verify.cli import standalone
+from scripts.verify.cli import standalone, standalone_parser
 from scripts.verify.core.errors import RunNotMade
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -130,6 +131,17 @@ def test_bad_flags_are_refused_with_what_is_wrong(
         standalone(COMMAND, "python -m lab.stack", argv)
     assert info.value.code == 2
     assert named in capsys.readouterr().err
+
+
+def test_the_flags_become_typed_options_with_the_sizes_run_slot_takes() -> None:
+    argv = ["--stacks", "h11-asyncio, h11-uvloop", "--workloads", "bulk", "--bulk-posts", "4"]
+    args = standalone_parser(COMMAND, "python -m lab.stack").parse_args(argv)
+    args.argv = argv
+    options = COMMAND.parse(args)
+    assert isinstance(options, StackOptions)
+    assert (options.stacks, options.workloads) == (("h11-asyncio", "h11-uvloop"), ("bulk",))
+    assert isinstance(options.sizes, Workloads) and options.sizes.bulk_posts == 4
+    assert options.argv == tuple(argv) and options.output.out is None
 
 
 def test_apart_from_the_user_tools(capsys: pytest.CaptureFixture[str]) -> None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import pytest
 
 from lab.stall import command as stall
 from lab.stall import figures as sf
-from scripts.verify.cli import standalone
+from scripts.verify import flags
+from scripts.verify.cli import standalone, standalone_parser
 
 
 def latencies(ms: list[float], repeat: int = 1) -> list[float]:
@@ -153,6 +156,25 @@ def test_cli_refuses_arguments_that_cannot_make_a_run(
         standalone(stall.COMMAND, "python -m lab.stall", argv)
     assert exc.value.code == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_the_flags_become_options_in_ms_and_settings_in_seconds() -> None:
+    argv = ["--interval-ms", "20", "--release-every-ms", "0", "--no-inline", "--probes", "500"]
+    args = standalone_parser(stall.COMMAND, "python -m lab.stall").parse_args(argv)
+    args.argv = argv
+    options = stall.COMMAND.parse(args)
+    assert isinstance(options, stall.StallOptions)
+    assert (options.interval_ms, options.inline, options.argv) == (20.0, False, tuple(argv))
+    settings = options.settings()
+    assert (settings.probes, settings.interval_s, settings.release_every_s) == (500, 0.02, 0.0)
+    assert not settings.inline
+
+
+def test_the_context_names_the_command_and_the_target() -> None:
+    options = stall.StallOptions(flags.OutputOptions(None), target_ms=7.0, argv=("--compare",))
+    lines = stall.context_lines(options, options.settings(), datetime(2024, 1, 2).astimezone())
+    assert lines[0] == "command: `python -m lab.stall --compare`"
+    assert "within 7 ms of p99 with none" in lines[3]
 
 
 def test_an_unknown_profile_is_a_run_not_made(capsys: pytest.CaptureFixture[str]) -> None:

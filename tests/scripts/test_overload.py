@@ -11,6 +11,7 @@ import pytest
 from scripts.verify import cli
 from scripts.verify.overload.command import (
     COST_COLUMNS,
+    OverloadOptions,
     cost_cells,
     flood_cells,
     judge,
@@ -108,6 +109,19 @@ def test_bad_flags_are_refused_by_the_parser(
         cli.main(argv)
     assert info.value.code == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_the_flags_become_typed_options_their_lists_kept_as_given() -> None:
+    argv = ["overload", "--levels", "1,2", "--slow-readers", "none", "--chunked", "--set", "A=1"]
+    args = cli.build_parser().parse_args(argv)
+    args.argv = argv
+    options = args.command.parse(args)
+    assert isinstance(options, OverloadOptions)
+    assert (options.levels, options.slow_readers, options.body_cost) == ("1,2", "none", "none")
+    assert options.chunked and not options.ignore_retry_after
+    assert options.service.limit_mode == "cgroup" and options.service.overrides() == {"A": "1"}
+    assert not options.output.plot  # overload draws no plot
+    assert options.argv == tuple(argv)
 
 
 def test_listed_among_the_subcommands(capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from scripts.verify import cli
 from scripts.verify.core.health import HealthFigures
 from scripts.verify.core.report import Row, summary_json
 from scripts.verify.publish import (
     NotPublished,
+    PublishOptions,
     cells,
     entry_of,
     entry_of_runs,
@@ -192,3 +194,20 @@ def test_a_labelled_entry_is_written_into_its_own_marked_table(tmp_path: Path) -
     publish([run_dir], "flood:hostile", path=figures, documents=[page])
     assert "| jemalloc-nopymalloc | 1x | 2 | 50 |" in page.read_text()
     assert set(json.loads(figures.read_text())) == {"flood:hostile"}
+
+
+def test_the_command_line_becomes_typed_options(tmp_path: Path) -> None:
+    argv = ["publish", str(tmp_path), str(tmp_path), "--as", "flood:hostile", "--command", "c"]
+    args = cli.build_parser().parse_args(argv)
+    options = args.command.parse(args)
+    assert options == PublishOptions((tmp_path, tmp_path), "flood:hostile", "c")
+
+
+@pytest.mark.parametrize("how", [["missing", "--as", "bench"], [".", "--as", "floods"]])
+def test_a_missing_run_or_a_name_of_no_kind_is_refused_by_the_parser(
+    how: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["publish", *how])
+    assert stopped.value.code == 2
+    assert "error:" in capsys.readouterr().err

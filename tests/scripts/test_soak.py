@@ -10,13 +10,14 @@ import os
 import re
 from collections.abc import Sequence
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from app.memory.measure import MB
-from scripts.verify import cli
+from scripts.verify import cli, flags
 from scripts.verify.core import modes
 from scripts.verify.core import phases as ph
 from scripts.verify.core.errors import EXIT_FAIL, EXIT_NOT_MADE, EXIT_PASS, RunNotMade
@@ -361,6 +362,29 @@ def test_an_unreadable_timeline_is_a_soak_not_made(
     (tmp_path / "bad.json").write_text(json.dumps({"format": 1, "phases": [], "samples": []}))
     assert cli.main(["soak", "--from-timeline", str(tmp_path / "bad.json")]) == EXIT_NOT_MADE
     assert "not made" in capsys.readouterr().err
+
+
+def test_the_soak_reads_its_flags_into_typed_options() -> None:
+    argv = ["soak", "--cycles", "3", "--max-drift-mb", "40", "--set", "A=1", "--limit-mb", "400"]
+    args = cli.build_parser().parse_args(argv)
+    args.argv = argv
+    options = soak.COMMAND.parse(args)
+    assert options.cycles == 3 and options.service.overrides() == {"A": "1"}
+    assert options.verdict.metric is None and options.metric == "cgroup"  # the container's
+    criteria = options.criteria()
+    assert (criteria.limit_mb, criteria.drift.max_mb) == (400.0, 40.0)
+    assert options.argv == tuple(argv)
+
+
+def test_context_opens_with_no_command_line_when_options_are_built_by_hand() -> None:
+    options = soak.SoakOptions(
+        flags.ServiceOptions(2, "docker"), flags.VerdictOptions(500.0, "pss", 0.0),
+        flags.OutputOptions(None),
+    )  # fmt: skip
+    preset = SOAK_PRESETS["short"]
+    lines = soak.context_lines(options, preset, "jemalloc", datetime(2024, 1, 2).astimezone())
+    assert lines[0].startswith("profile jemalloc, 2 worker(s), limit mode docker")
+    assert lines[2].startswith("metric pss")
 
 
 @pytest.mark.parametrize(

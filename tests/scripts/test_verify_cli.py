@@ -1,12 +1,16 @@
-"""The command line: exit codes on recorded timelines, and arguments refused before any run."""
+"""The command line: exit codes on recorded timelines, arguments refused before any run, and
+the typed options a command gets in place of argparse's Namespace."""
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from scripts.verify.cli import main
+from scripts.verify import flags, spike
+from scripts.verify.cli import build_parser, launch, main
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -87,3 +91,49 @@ def test_the_help_lists_the_users_tools_only(capsys: pytest.CaptureFixture[str])
     names = [row.split()[0] for row in rows]
     assert names[:4] == ["run", "compare", "soak", "overload"]
     assert "stall" not in names and "stack" not in names  # instruments: python -m lab.stall
+
+
+def options_of(argv: list[str]) -> Any:
+    """The options the subcommand in ``argv`` runs with, as cli.start makes them."""
+    args = build_parser().parse_args(argv)
+    args.argv = argv
+    return args.command.parse(args)
+
+
+def test_run_reads_its_flags_into_typed_options() -> None:
+    argv = ["run", "--command", "serve {port}", "--token", "t", "--set", "A_B=1", "--no-plot"]
+    options = options_of(argv)
+    assert isinstance(options, spike.RunOptions)
+    assert options.spike.own == spike.OwnServiceOptions("serve {port}", None, token="t")
+    assert options.spike.service == flags.ServiceOptions(1, "none", ("A_B=1",))
+    assert not options.spike.output.plot
+    assert options.spike.metric == "pss"
+    assert options.spike.argv == tuple(argv)
+    assert (options.profile, options.image, options.url) == (None, None, None)
+
+
+def test_compare_reads_its_rows_in_the_order_given() -> None:
+    options = options_of(["compare", "--rows", "jemalloc, baseline"])
+    assert isinstance(options, spike.CompareOptions)
+    assert options.rows == ("jemalloc", "baseline")
+    assert options_of(["compare"]).rows is None
+
+
+def test_launch_parses_once_then_checks_and_runs_the_typed_options() -> None:
+    seen: list[tuple[str, object]] = []
+
+    def parse(args: argparse.Namespace) -> int:
+        seen.append(("parse", args.value))
+        return int(args.value) * 2
+
+    def check(parser: flags.Parser, options: int) -> None:
+        seen.append(("check", options))
+
+    def run(options: int) -> int:
+        seen.append(("run", options))
+        return 1
+
+    command = flags.Command("probe", "", "", lambda parser: None, parse, check, run)
+    parser = argparse.ArgumentParser()
+    assert launch(command, parser, argparse.Namespace(value="21")) == 1
+    assert seen == [("parse", "21"), ("check", 42), ("run", 42)]

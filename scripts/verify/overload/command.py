@@ -38,8 +38,8 @@ import argparse
 import json
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from app.memory.budget import DEFAULT_HEADROOM_SHARE
@@ -106,6 +106,43 @@ def add_arguments(parser: flags.Parser) -> None:
     flags.add_output(parser, "results/overload-<timestamp>/", plot=False)
 
 
+@dataclass(frozen=True)
+class OverloadOptions:
+    """The overload's options, read once from the Namespace. --levels, --slow-readers and
+    --body-cost stay the text given: the check says what is wrong with it, and the summary
+    quotes it."""
+
+    service: flags.ServiceOptions
+    output: flags.OutputOptions
+    profile: str | None = None  # None: baseline and the default
+    levels: str = "1,4,16"
+    slow_readers: str = "40,300"
+    body_cost: str = "none"
+    seconds: float = 30.0
+    limit_mb: float = 500.0
+    min_goodput_share: float = 0.8
+    chunked: bool = False
+    ignore_retry_after: bool = False
+    argv: tuple[str, ...] = ()  # empty where no command line made the run (a test)
+
+    @classmethod
+    def of(cls, args: argparse.Namespace) -> OverloadOptions:
+        return cls(
+            service=flags.ServiceOptions.of(args),
+            output=flags.OutputOptions.of(args),
+            profile=args.profile,
+            levels=args.levels,
+            slow_readers=args.slow_readers,
+            body_cost=args.body_cost,
+            seconds=args.seconds,
+            limit_mb=args.limit_mb,
+            min_goodput_share=args.min_goodput_share,
+            chunked=args.chunked,
+            ignore_retry_after=args.ignore_retry_after,
+            argv=tuple(args.argv),
+        )
+
+
 def levels_of(text: str) -> list[int]:
     if text.strip() == "none":
         return []
@@ -118,26 +155,26 @@ def shapes_of(text: str) -> list[BodyShape]:
     return [BodyShape.parse(part) for part in text.split(",") if part.strip()]
 
 
-def check_arguments(parser: flags.Parser, args: argparse.Namespace) -> None:
+def check_arguments(parser: flags.Parser, options: OverloadOptions) -> None:
     try:
-        levels = levels_of(args.levels)
-        readers = levels_of(args.slow_readers)
+        levels = levels_of(options.levels)
+        readers = levels_of(options.slow_readers)
     except ValueError:
         parser.error("--levels and --slow-readers are comma-separated whole numbers, or none")
     try:
-        shapes = shapes_of(args.body_cost)
+        shapes = shapes_of(options.body_cost)
     except ValueError:
         parser.error("--body-cost is RECORDS or RECORDS:NOTE_CHARS, comma-separated, or none")
     if not levels and not readers and not shapes:
         parser.error("--levels, --slow-readers and --body-cost are all none: nothing to run")
     if min(levels, default=1) < 1 or min(readers, default=1) < 1:
         parser.error("each of --levels and --slow-readers must be at least 1")
-    if args.seconds <= 0 or args.limit_mb <= 0:
+    if options.seconds <= 0 or options.limit_mb <= 0:
         parser.error("--seconds and --limit-mb must be positive")
-    if not 0 <= args.min_goodput_share <= 1:
+    if not 0 <= options.min_goodput_share <= 1:
         parser.error("--min-goodput-share is a share: between 0 and 1")
-    flags.check_service(parser, args)
-    if args.limit_mode != "cgroup":
+    flags.check_service(parser, options.service)
+    if options.service.limit_mode != "cgroup":
         parser.error("overload runs in a memory cgroup made here: --limit-mode cgroup (root)")
 
 
@@ -240,31 +277,32 @@ def render(rows: Sequence[Sequence[str]], columns: Sequence[str] = COLUMNS) -> s
     return "\n".join([*lines, *("| " + " | ".join(r) + " |" for r in rows)])
 
 
-def run(args: argparse.Namespace) -> int:
+def run(options: OverloadOptions) -> int:
     started = datetime.now().astimezone()
-    out = args.out or Path("results") / started.strftime("overload-%Y%m%d-%H%M%S")
+    out = options.output.folder(started, "overload-%Y%m%d-%H%M%S")
     try:
         profiles = load_profiles()
-        names = [profiles.get(args.profile).name] if args.profile else [BASELINE, profiles.default]
+        profile = options.profile
+        names = [profiles.get(profile).name] if profile else [BASELINE, profiles.default]
         heavy = heavy_requests()  # nothing declared to flood: one line, before any server
-        if levels_of(args.slow_readers):
+        if levels_of(options.slow_readers):
             readable()
         body = large_body()  # built once, before any server runs
     except (ProfileError, RunNotMade) as exc:
         sys.stderr.write(f"overload: run not made: {exc}\n")
         return EXIT_NOT_MADE
-    overrides = flags.overrides_of(args)
+    overrides = options.service.overrides()
     at_once = int(overrides.get("BULK_CONCURRENCY", SERVES_AT_ONCE))
     rows: list[list[str]] = []
     reasons: list[str] = []
     figures: list[dict[str, object]] = []
     for name in names:
         runs = []
-        for level in levels_of(args.levels):
+        for level in levels_of(options.levels):
             settings = OverloadSettings(
-                clients=level * at_once, seconds=args.seconds, limit_mb=args.limit_mb,
-                chunked=args.chunked, honour_retry_after=not args.ignore_retry_after,
-                web_concurrency=args.web_concurrency,
+                clients=level * at_once, seconds=options.seconds, limit_mb=options.limit_mb,
+                chunked=options.chunked, honour_retry_after=not options.ignore_retry_after,
+                web_concurrency=options.service.web_concurrency,
                 overrides=overrides,
             )
             sys.stderr.write(f"overload: {name} at {level}x ({settings.clients} clients)\n")
@@ -277,14 +315,14 @@ def run(args: argparse.Namespace) -> int:
             figures.append({**result.as_dict(), "level": level, "kind": "flood"})
             rows.append(flood_cells(figures[-1]))
         if name != BASELINE and runs:
-            reasons += judge(runs, args.limit_mb, args.min_goodput_share)
+            reasons += judge(runs, options.limit_mb, options.min_goodput_share)
     slow_rows: list[list[str]] = []
     for name in names:
-        for count in levels_of(args.slow_readers):
+        for count in levels_of(options.slow_readers):
             sys.stderr.write(f"overload: {name} with {count} slow readers\n")
             settings_slow = SlowReadSettings(
-                readers=count, seconds=args.seconds, limit_mb=args.limit_mb,
-                web_concurrency=args.web_concurrency, overrides=overrides,
+                readers=count, seconds=options.seconds, limit_mb=options.limit_mb,
+                web_concurrency=options.service.web_concurrency, overrides=overrides,
             )
             try:
                 slow = run_slow_readers(name, settings_slow, body, out / name)
@@ -297,24 +335,24 @@ def run(args: argparse.Namespace) -> int:
                 reasons += judge_slow(slow)
     cost_rows: list[list[str]] = []
     for name in names:
-        for shape in shapes_of(args.body_cost):
+        for shape in shapes_of(options.body_cost):
             sys.stderr.write(f"overload: {name}, one submission of {shape.records} records\n")
             try:
-                cost = run_cost(name, shape, args.limit_mb, overrides, out / name)
+                cost = run_cost(name, shape, options.limit_mb, overrides, out / name)
             except RunNotMade as exc:
                 sys.stderr.write(f"overload: run not made: {exc}\n")
                 return EXIT_NOT_MADE
             figures.append({**cost.as_dict(), "kind": "cost"})
             cost_rows.append(cost_cells(figures[-1]))
     context = [
-        *command_lines(args.argv),
+        *command_lines(options.argv),
         f"bodies of {len(body) / 2**20:.1f} MB ({heavy[0].largest.records:,} records), "
-        f"{'chunked' if args.chunked else 'with Content-Length'}; refused clients retry "
-        f"{'after 50 ms' if args.ignore_retry_after else 'after Retry-After'}; "
-        f"{args.seconds:g} s per level; "
-        f"a {args.limit_mb:g} MB memory cgroup; {at_once} served at once; slow readers: "
-        f"{args.slow_readers}, 5 bytes a second on a 4 KB receive buffer; body cost: "
-        f"{args.body_cost}, one submission to {heavy[0].path} of a fresh server each",
+        f"{'chunked' if options.chunked else 'with Content-Length'}; refused clients retry "
+        f"{'after 50 ms' if options.ignore_retry_after else 'after Retry-After'}; "
+        f"{options.seconds:g} s per level; "
+        f"a {options.limit_mb:g} MB memory cgroup; {at_once} served at once; slow readers: "
+        f"{options.slow_readers}, 5 bytes a second on a 4 KB receive buffer; body cost: "
+        f"{options.body_cost}, one submission to {heavy[0].path} of a fresh server each",
         started_line(started),
     ]
     table = render(rows) if rows else ""
@@ -336,4 +374,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 SUMMARY = "more load than the service can serve, inside a real limit: shed, never OOM-killed"
-COMMAND = flags.Command("overload", SUMMARY, __doc__, add_arguments, check_arguments, run)
+COMMAND = flags.Command(
+    "overload", SUMMARY, __doc__, add_arguments, OverloadOptions.of, check_arguments, run
+)

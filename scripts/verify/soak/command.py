@@ -19,6 +19,7 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -41,6 +42,7 @@ from scripts.verify.soak.verdict import DriftRule, SoakCriteria, SoakOutcome, as
 log = logging.getLogger("soak")
 
 
+METRIC = "cgroup"  # judged when --metric is not given (with --from-timeline: the recorded one)
 METRIC_HELP = (
     "memory figure judged: cgroup (the container's working set; the default), pss, rss, uss; "
     "PSS is reported beside it. With --from-timeline: the recorded one"
@@ -77,41 +79,78 @@ def add_arguments(parser: flags.Parser) -> None:
     )
 
 
-def check_arguments(parser: flags.Parser, args: argparse.Namespace) -> None:
-    flags.check_service(parser, args)
-    flags.check_verdict(parser, args)
-    if args.cycles is not None and args.cycles < MIN_CYCLES:
+@dataclass(frozen=True)
+class SoakOptions:
+    """The soak's options, read once from the Namespace: the shared groups, the preset and its
+    cycles, the profile and the drift allowed."""
+
+    service: flags.ServiceOptions
+    verdict: flags.VerdictOptions  # metric None: METRIC, or the recorded one
+    output: flags.OutputOptions
+    preset: str = "default"
+    cycles: int | None = None  # None: the preset's
+    profile: str | None = None
+    max_drift_mb: float = DriftRule().max_mb
+    max_drift_share: float = DriftRule().max_share
+    argv: tuple[str, ...] = ()  # empty where no command line made the run (a test)
+
+    @classmethod
+    def of(cls, args: argparse.Namespace) -> SoakOptions:
+        return cls(
+            service=flags.ServiceOptions.of(args),
+            verdict=flags.VerdictOptions.of(args),
+            output=flags.OutputOptions.of(args),
+            preset=args.preset,
+            cycles=args.cycles,
+            profile=args.profile,
+            max_drift_mb=args.max_drift_mb,
+            max_drift_share=args.max_drift_share,
+            argv=tuple(args.argv),
+        )
+
+    @property
+    def metric(self) -> str:
+        """The metric a new soak judges: --metric, else the container's working set."""
+        return self.verdict.metric or METRIC
+
+    def criteria(self) -> SoakCriteria:
+        return SoakCriteria(
+            limit_mb=self.verdict.limit_mb,
+            max_failure_share=self.verdict.max_failures,
+            drift=DriftRule(self.max_drift_mb, self.max_drift_share),
+        )
+
+
+def check_arguments(parser: flags.Parser, options: SoakOptions) -> None:
+    verdict, service = options.verdict, options.service
+    flags.check_service(parser, service)
+    flags.check_verdict(parser, verdict)
+    if options.cycles is not None and options.cycles < MIN_CYCLES:
         parser.error(f"--cycles must be at least {MIN_CYCLES}: a drift needs two cycles")
-    if args.max_drift_mb < 0 or args.max_drift_share < 0:
+    if options.max_drift_mb < 0 or options.max_drift_share < 0:
         parser.error("--max-drift-mb and --max-drift-share must be >= 0")
-    if args.metric is None and args.limit_mode == "none" and not args.from_timeline:
+    unrecorded = verdict.from_timeline is None
+    if verdict.metric is None and service.limit_mode == "none" and unrecorded:
         parser.error("--metric cgroup (the default) needs a cgroup: --limit-mode docker|cgroup")
-    flags.needs_cgroup(parser, args)
-
-
-def criteria_of(args: argparse.Namespace) -> SoakCriteria:
-    return SoakCriteria(
-        limit_mb=args.limit_mb,
-        max_failure_share=args.max_failures,
-        drift=DriftRule(args.max_drift_mb, args.max_drift_share),
-    )
+    flags.needs_cgroup(parser, verdict, service.limit_mode)
 
 
 def context_lines(
-    args: argparse.Namespace, soak: SoakPreset, profile: str, started: datetime
+    options: SoakOptions, soak: SoakPreset, profile: str, started: datetime
 ) -> list[str]:
     preset, plan = soak.cycle, soak.cycle.plan
+    service, verdict = options.service, options.verdict
     return [
-        *command_lines(getattr(args, "argv", None)),  # set by the command line, not by a test
-        f"profile {profile}, {args.web_concurrency} worker(s), limit mode {args.limit_mode}, "
-        f"limit {args.limit_mb:g} MB",
+        *command_lines(options.argv),
+        f"profile {profile}, {service.web_concurrency} worker(s), limit mode "
+        f"{service.limit_mode}, limit {verdict.limit_mb:g} MB",
         f"preset {soak.name}: {soak.cycles} cycles of {preset.baseline_seconds:g} s at rest, "
         f"{plan.users} users (ramp {plan.ramp_seconds:g} s, hold {plan.hold_seconds:g} s), "
         f"idle window {plan.idle_seconds:g} s; MEMORY_CLEANUP_INTERVAL "
         f"{preset.cleanup_interval_seconds:g} s, CACHE_TTL_SECONDS {preset.cache_ttl_seconds:g} s",
-        f"metric {args.metric} (idle = median of the last {preset.idle_tail_seconds:g} s of each "
-        f"idle window); failures allowed {args.max_failures:.1%}; drift allowed "
-        f"{criteria_of(args).drift.describe()}",
+        f"metric {options.metric} (idle = median of the last {preset.idle_tail_seconds:g} s of "
+        f"each idle window); failures allowed {verdict.max_failures:.1%}; drift allowed "
+        f"{options.criteria().drift.describe()}",
         started_line(started),
     ]
 
@@ -133,11 +172,12 @@ def write_outputs(
         log.warning("matplotlib is not installed: no memory.png (the verdict does not need it)")
 
 
-def judge_recorded(args: argparse.Namespace) -> int:
+def judge_recorded(options: SoakOptions, recorded: Path) -> int:
+    """Judge the soak's timeline.json at ``recorded`` again with these criteria; no load."""
     try:
-        timeline = read_json(args.from_timeline)
-        metric = args.metric or str(timeline.meta.get("metric", "cgroup"))
-        outcome = assess(timeline, criteria_of(args), metric)
+        timeline = read_json(recorded)
+        metric = options.verdict.metric or str(timeline.meta.get("metric", METRIC))
+        outcome = assess(timeline, options.criteria(), metric)
     except (TimelineError, ValueError) as exc:
         sys.stderr.write(f"soak: not made: {exc}\n")
         return EXIT_NOT_MADE
@@ -145,31 +185,31 @@ def judge_recorded(args: argparse.Namespace) -> int:
     return exit_for(outcome.passed)
 
 
-def run(args: argparse.Namespace) -> int:
-    if args.from_timeline:
-        return judge_recorded(args)
-    args.metric = args.metric or "cgroup"
+def run(options: SoakOptions) -> int:
+    if (recorded := options.verdict.from_timeline) is not None:
+        return judge_recorded(options, recorded)
     started = datetime.now().astimezone()
-    out = args.out or Path("results") / f"soak-{started.strftime('%Y%m%d-%H%M%S')}"
-    soak = SOAK_PRESETS[args.preset].with_cycles(args.cycles)
+    out = options.output.folder(started, "soak-%Y%m%d-%H%M%S")
+    soak = SOAK_PRESETS[options.preset].with_cycles(options.cycles)
+    service = options.service
     try:
-        profile = load_profiles().get(args.profile).name
-        label = f"{profile} w{args.web_concurrency}"
+        profile = load_profiles().get(options.profile).name
+        label = f"{profile} w{service.web_concurrency}"
         settings = RunSettings(
             label=label,
             preset=soak.cycle,
-            criteria=Criteria(limit_mb=args.limit_mb),
-            metric=args.metric,
+            criteria=Criteria(limit_mb=options.verdict.limit_mb),
+            metric=options.metric,
             out_dir=out,
             users=users_for(None),
         )
         result = run_local(
             profile,
             settings,
-            args.limit_mode,
-            args.web_concurrency,
+            service.limit_mode,
+            service.web_concurrency,
             progress=Progress(label, soak.expected_seconds),
-            overrides=flags.overrides_of(args),
+            overrides=service.overrides(),
             executor=CycleRunner(soak.cycles),
         )
     except (RunNotMade, ProfileError) as exc:
@@ -178,14 +218,15 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("soak: not made: interrupted\n")
         return EXIT_NOT_MADE
-    outcome = assess(result.timeline, criteria_of(args), args.metric)
-    write_outputs(
-        result.timeline, outcome, out, context_lines(args, soak, profile, started), not args.no_plot
-    )
+    outcome = assess(result.timeline, options.criteria(), options.metric)
+    context = context_lines(options, soak, profile, started)
+    write_outputs(result.timeline, outcome, out, context, options.output.plot)
     sys.stdout.write(soak_report.render_text(outcome) + "\n")
     sys.stdout.write(f"results in {out}\n")
     return exit_for(outcome.passed)
 
 
 SUMMARY = "repeated spike/idle cycles in the container under its limit: no OOM, no creep"
-COMMAND = flags.Command("soak", SUMMARY, __doc__, add_arguments, check_arguments, run)
+COMMAND = flags.Command(
+    "soak", SUMMARY, __doc__, add_arguments, SoakOptions.of, check_arguments, run
+)
