@@ -159,7 +159,9 @@ def test_a_profile_is_its_variables_alone_for_a_command() -> None:
         compare.allocator_environment(missing)
 
 
-def judged(label: str, passed: bool, rss_peak_mb: float) -> compare.Outcome:
+def judged(
+    label: str, passed: bool, rss_peak_mb: float, profile: str | None = None, deploy: bool = True
+) -> compare.Outcome:
     figures = Figures(
         metric="pss", start_bytes=50 * MB, peak_bytes=200 * MB, peak_t=10.0, idle_bytes=60 * MB,
         returned=0.9, seconds_to_return=3.0, idle_window_seconds=20.0, samples=50,
@@ -168,7 +170,8 @@ def judged(label: str, passed: bool, rss_peak_mb: float) -> compare.Outcome:
     result = RunResult(label, Timeline({}, [], []), None, [
         SeriesResult("server", figures, Verdict(passed, [] if passed else ["kept it"]))
     ])  # fmt: skip
-    return compare.Outcome(label, True, result, allocator_profile=label.split(" #")[0])
+    allocator = profile or label.split(" #")[0]
+    return compare.Outcome(label, deploy, result, allocator_profile=allocator)
 
 
 def test_the_recommendation_is_the_lowest_peak_among_profiles_passing_every_round() -> None:
@@ -182,3 +185,15 @@ def test_the_recommendation_is_the_lowest_peak_among_profiles_passing_every_roun
     assert line.startswith("recommendation: glibc, the lowest peak RSS (305.0 MB"), line
     none = [judged(f"glibc #{n}", False, 300) for n in (1, 2)]
     assert "no profile passed in every round" in compare.recommendation(none, PROFILES, 2)
+
+
+def test_the_default_with_its_loop_off_is_not_a_round_of_the_default() -> None:
+    """The cleanup-off row runs the default profile's allocator; its failures are the loop's
+    absence, not the profile's."""
+    off = "jemalloc-cleanup-off"
+    outcomes = [
+        judged("jemalloc #1", True, 260), judged(f"{off} #1", False, 270, "jemalloc", False),
+        judged("jemalloc #2", True, 262), judged(f"{off} #2", False, 268, "jemalloc", False),
+    ]  # fmt: skip
+    line = compare.recommendation(outcomes, PROFILES, rounds=2)
+    assert line.startswith("recommendation: jemalloc, the lowest peak RSS (261.0 MB"), line

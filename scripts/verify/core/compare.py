@@ -170,10 +170,12 @@ def folder_of(label: str) -> str:
 def recommendation(outcomes: Sequence[Outcome], profiles: ProfileSet, rounds: int) -> str:
     """One line: the deployable profile with the lowest kernel peak (the cgroup's where the run
     had one, else the processes' RSS) on average over its rounds, among those that passed in
-    every one; or that none did."""
+    every one; or that none did. A row that is no deployable setup (the default with its cleanup
+    loop off, a peer) runs a profile too, but is not that profile's round."""
     by_profile: dict[str, list[Outcome]] = {}
     for outcome in outcomes:
-        by_profile.setdefault(outcome.allocator_profile, []).append(outcome)
+        if outcome.deploy:
+            by_profile.setdefault(outcome.allocator_profile, []).append(outcome)
     candidates: list[tuple[float, str, str]] = []
     for name, runs in by_profile.items():
         if not profiles.get(name).deploy or len(runs) < rounds:
