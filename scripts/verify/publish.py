@@ -106,7 +106,11 @@ def entry_of(run_dir: Path, kind: str, command: str | None = None) -> dict[str, 
         raise NotPublished(f"{source} does not name its command: give it with --command")
     command = command or said[0].removeprefix("command: ").strip("`")
     command = re.sub(r" --out[= ]\S+", "", command)  # where a run was written is not what it ran
-    context = [line for line in context if not line.startswith("command: ")]
+    # Paths inside this repository as a reader names them: the machine's checkout means nothing
+    # in the repository's own results file.
+    context = [
+        line.replace(f"{ROOT}/", "") for line in context if not line.startswith("command: ")
+    ]
     entry: dict[str, Any] = {"source": run_dir.name, "command": command, "context": context}
     if kind == "bench":
         entry |= {"title": data["title"], "baseline": data["baseline"], "rows": data["rows"]}

@@ -12,6 +12,7 @@ from scripts.verify import cli
 from scripts.verify.core.health import HealthFigures
 from scripts.verify.core.report import Row, summary_json
 from scripts.verify.publish import (
+    ROOT,
     NotPublished,
     PublishOptions,
     cells,
@@ -66,6 +67,14 @@ def test_what_stayed_is_published_under_the_table_and_its_numbers_are_figures(
     assert lines[-1] == f"- glibc: {stayed}" and lines[-2] == ""
     assert len([line for line in lines if line.startswith("|")]) == 4  # header, rule, two rows
     assert "40.7" in figures({"bench": entry}) and "40.7" not in cells("bench", entry)
+
+
+def test_paths_inside_the_repository_are_published_from_its_root(tmp_path: Path) -> None:
+    scenario = f"scenario: {ROOT}/examples/login/locustfile.py under the spike-then-idle shape"
+    entry = entry_of(a_bench(tmp_path, ["command: `verify compare`", scenario]), "bench")
+    assert entry["context"] == [
+        "scenario: examples/login/locustfile.py under the spike-then-idle shape"
+    ]
 
 
 def test_a_run_that_does_not_name_its_command_needs_one(tmp_path: Path) -> None:
