@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from scripts.verify import flags
-from scripts.verify.core import report
+from scripts.verify.core import report, spread
 from scripts.verify.core.errors import EXIT_NOT_MADE
 from scripts.verify.overload.command import (
     COLUMNS,
@@ -108,9 +108,7 @@ def entry_of(run_dir: Path, kind: str, command: str | None = None) -> dict[str, 
     command = re.sub(r" --out[= ]\S+", "", command)  # where a run was written is not what it ran
     # Paths inside this repository as a reader names them: the machine's checkout means nothing
     # in the repository's own results file.
-    context = [
-        line.replace(f"{ROOT}/", "") for line in context if not line.startswith("command: ")
-    ]
+    context = [line.replace(f"{ROOT}/", "") for line in context if not line.startswith("command: ")]
     entry: dict[str, Any] = {"source": run_dir.name, "command": command, "context": context}
     if kind == "bench":
         entry |= {"title": data["title"], "baseline": data["baseline"], "rows": data["rows"]}
@@ -155,7 +153,10 @@ def table(kind: str, entry: Mapping[str, Any]) -> str:
         rows = report.rows_of(entry)
         stayed = [f"- {row.label}: {row.stayed}" for row in rows if row.stayed]
         rendered = report.render_markdown(rows, entry.get("baseline"))
-        return "\n".join([rendered, "", *stayed]) if stayed else rendered
+        parts = [rendered, "", *stayed] if stayed else [rendered]
+        if (section := spread.section(rows)) is not None:  # a run with rounds: each setup's
+            parts += ["", section]  # mean and spread under the rounds
+        return "\n".join(parts)
     if kind == "soak":
         return soak_report.render_cells(entry["header"], entry["rows"])
     if kind == "flood":

@@ -32,7 +32,7 @@ from pathlib import Path
 from app.load import LocustUsers
 from app.profiles import ProfileError, load_profiles
 from scripts.verify import flags
-from scripts.verify.core import compare, plot, report
+from scripts.verify.core import compare, plot, report, spread
 from scripts.verify.core.context import command_lines, shown_path, started_line
 from scripts.verify.core.declared import users_for
 from scripts.verify.core.errors import EXIT_NOT_MADE, RunNotMade, exit_for
@@ -170,7 +170,8 @@ def add_compare(parser: flags.Parser) -> None:
         "--rounds",
         type=int,
         default=2,
-        help="with --command, how many times each profile runs, in turn (default 2)",
+        help="how many times each row runs, in turn: A B A B (default 2; the table ends with "
+        "each setup's mean and spread)",
     )
 
 
@@ -242,9 +243,7 @@ class RunOptions:
 
     @classmethod
     def of(cls, args: argparse.Namespace) -> RunOptions:
-        return cls(
-            SpikeOptions.of(args), args.profile, args.image, args.url, args.reads_per_second
-        )
+        return cls(SpikeOptions.of(args), args.profile, args.image, args.url, args.reads_per_second)
 
 
 @dataclass(frozen=True)
@@ -274,10 +273,10 @@ def check_compare(parser: flags.Parser, options: CompareOptions) -> None:
     spike, own = options.spike, options.spike.own
     check_common(parser, spike)
     if own.command_line is None:
-        given = [f for f, on in (("--locustfile", own.locustfile is not None),
-                                 ("--rounds", options.rounds != 2)) if on]  # fmt: skip
-        if given:
-            parser.error(f"{', '.join(given)} go with --command: this service runs its own")
+        if options.rounds < 1:
+            parser.error("--rounds must be at least 1")
+        if own.locustfile is not None:
+            parser.error("--locustfile goes with --command: this service runs its own")
         return
     if spike.service.limit_mode == "docker":
         parser.error("--command runs here: --limit-mode none or cgroup")
@@ -387,10 +386,15 @@ def finish(
     rows: list[report.Row], out: Path, title: str, context: list[str], baseline: str | None
 ) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.md").write_text(report.summary_markdown(title, rows, context, baseline))
+    markdown = report.summary_markdown(title, rows, context, baseline)
+    if (section := spread.section(rows)) is not None:
+        markdown += f"\n{section}\n"
+    (out / "summary.md").write_text(markdown)
     summary = report.summary_json(title, rows, context, baseline)
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     sys.stdout.write(report.render_text(rows, baseline) + "\n")
+    if found := spread.setups(rows):
+        sys.stdout.write(f"{spread.render_text(found)}\n{spread.SPREAD_LINE}\n")
     sys.stdout.write(f"results in {out}\n")
 
 
@@ -513,27 +517,29 @@ def compare_all(options: CompareOptions, started: datetime) -> int:
         with database_for(run) as database:
             result = run_local(
                 run.profile,
-                settings_for(spike, run.label, out / run.label),
+                settings_for(spike, run.label, out / compare.folder_of(run.label)),
                 spike.service.limit_mode,
                 run.web_concurrency or spike.service.web_concurrency,
                 overrides={**run.overrides, **database, **settings},
             )
-        write_run(result, out / run.label, spike.output.plot)
+        write_run(result, out / compare.folder_of(run.label), spike.output.plot)
         return result
 
-    outcomes = compare.run_all(compare.plan(load_profiles(), only=options.rows), one)
-    finish(
-        compare.all_rows(outcomes),
-        out,
-        "Allocator profiles compared",
-        context_lines(
-            spike,
-            f"local, limit mode {spike.service.limit_mode}",
-            started,
-            [o.result for o in outcomes if o.result is not None],
-        ),
-        compare.BASELINE,
+    profiles = load_profiles()
+    runs = compare.in_rounds(compare.plan(profiles, only=options.rows), options.rounds)
+    outcomes = compare.run_all(runs, one)
+    rows = compare.all_rows(outcomes)
+    context = context_lines(
+        spike,
+        f"local, limit mode {spike.service.limit_mode}",
+        started,
+        [o.result for o in outcomes if o.result is not None],
     )
+    if options.rounds > 1:
+        context.append(compare.recommendation(outcomes, profiles, options.rounds))
+    finish(rows, out, "Allocator profiles compared", context, rows[0].label if rows else None)
+    if options.rounds > 1:
+        sys.stdout.write(context[-1] + "\n")
     return compare.exit_code(outcomes)
 
 

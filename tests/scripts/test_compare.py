@@ -197,3 +197,12 @@ def test_the_default_with_its_loop_off_is_not_a_round_of_the_default() -> None:
     ]  # fmt: skip
     line = compare.recommendation(outcomes, PROFILES, rounds=2)
     assert line.startswith("recommendation: jemalloc, the lowest peak RSS (261.0 MB"), line
+
+
+def test_this_services_rows_run_in_rounds_with_their_settings_kept() -> None:
+    runs = compare.in_rounds(compare.plan(PROFILES, only=["glibc", "baseline-recycle"]), 2)
+    assert [r.label for r in runs] == [
+        "glibc #1", "baseline-recycle #1", "glibc #2", "baseline-recycle #2",
+    ]  # fmt: skip
+    assert runs[3].web_concurrency == 2 and runs[3].overrides == runs[1].overrides
+    assert compare.in_rounds(runs[:2], 1) == runs[:2]

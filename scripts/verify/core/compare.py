@@ -14,6 +14,7 @@ kernel peak was lowest, on average over its rounds, among those that passed in e
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -155,10 +156,19 @@ def own_plan(
     command, ``rounds`` times in turn: A B A B. Each run's environment is the profile's
     (allocator_environment), made when it runs, with the row's settings over it."""
     chosen = plan(profiles, only=only, variants=(cleanup_off(profiles.default),))
+    return in_rounds(chosen, rounds)
+
+
+def in_rounds(runs: Sequence[Run], rounds: int) -> list[Run]:
+    """``runs`` ``rounds`` times in turn (A B A B), each labelled with its round ("glibc #2"), so
+    a drift of the machine during the comparison reaches every setup alike. One round keeps the
+    labels as they are."""
+    if rounds == 1:
+        return list(runs)
     return [
-        Run(f"{run.label} #{number}", run.profile, overrides=run.overrides, deploy=run.deploy)
+        dataclasses.replace(run, label=f"{run.label} #{number}")
         for number in range(1, rounds + 1)
-        for run in chosen
+        for run in runs
     ]
 
 

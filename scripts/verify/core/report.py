@@ -147,9 +147,7 @@ def columns_for(rows: Sequence[Row]) -> tuple[Column, ...]:
         if column[0] == "start MB" and any(r.load_mb is not None for r in rows):
             columns.append(LOAD_COLUMN)
         if column[0] == "peak MB":
-            columns.extend(
-                k for k in KERNEL_COLUMNS if any(k[1](r) is not None for r in rows)
-            )
+            columns.extend(k for k in KERNEL_COLUMNS if any(k[1](r) is not None for r in rows))
     if any(r.healthz for r in rows):
         columns.extend(HEALTH_COLUMNS)
     return tuple(columns)
@@ -168,9 +166,7 @@ def kernel_peak_line(rows: Sequence[Row]) -> str | None:
             "v2 memory.peak), page cache included as the limit counts it"
         )
     if any(r.rss_peak_mb is not None for r in rows):
-        said.append(
-            "RSS peak MB: the server's processes' peak resident sets (VmHWM), summed"
-        )
+        said.append("RSS peak MB: the server's processes' peak resident sets (VmHWM), summed")
     if not said:
         return None
     return "; ".join(said) + "; the kernel's marks over the load and the idle window"
@@ -204,8 +200,8 @@ def table_cells(
     return header, cells
 
 
-def render_text(rows: Sequence[Row], baseline: str | None = None) -> str:
-    header, cells = table_cells(rows, baseline)
+def text_lines(header: Sequence[str], cells: Sequence[Sequence[str]]) -> list[str]:
+    """A table for the terminal: columns padded, the first to the left, the figures right."""
     widths = [max(len(c[i]) for c in [header, *cells]) for i in range(len(header))]
     lines = [
         "  ".join(
@@ -215,6 +211,21 @@ def render_text(rows: Sequence[Row], baseline: str | None = None) -> str:
         for line in [header, *cells]
     ]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    return lines
+
+
+def markdown_table(header: Sequence[str], cells: Sequence[Sequence[str]]) -> str:
+    """The same as Markdown: the first column left-aligned, the figures right."""
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|",
+    ]
+    lines.extend("| " + " | ".join(line) + " |" for line in cells)
+    return "\n".join(lines)
+
+
+def render_text(rows: Sequence[Row], baseline: str | None = None) -> str:
+    lines = text_lines(*table_cells(rows, baseline))
     if (said := kernel_peak_line(rows)) is not None:
         lines.append(said)
     for row in rows:
@@ -225,13 +236,7 @@ def render_text(rows: Sequence[Row], baseline: str | None = None) -> str:
 
 
 def render_markdown(rows: Sequence[Row], baseline: str | None = None) -> str:
-    header, cells = table_cells(rows, baseline)
-    lines = [
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|",
-    ]
-    lines.extend("| " + " | ".join(line) + " |" for line in cells)
-    return "\n".join(lines)
+    return markdown_table(*table_cells(rows, baseline))
 
 
 def summary_json(
