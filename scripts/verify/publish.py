@@ -28,7 +28,7 @@ import argparse
 import json
 import re
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -202,11 +202,35 @@ def marked(name: str) -> re.Pattern[str]:
     return re.compile(rf"({opening}\n).*?({closing})", re.S | re.M)
 
 
+def setups_table(name: str, entry: Mapping[str, Any]) -> str:
+    """A bench run's setups alone, each one's mean and spread over its rounds: what a page shows
+    where the rounds themselves would be too long (marked ``<!-- figures:NAME setups -->``)."""
+    section = spread.section(report.rows_of(entry)) if kind_of(name) == "bench" else None
+    if section is None:
+        raise NotPublished(f"{name} has no setups: only a bench run in rounds has")
+    return section
+
+
+def views(name: str) -> tuple[str, str]:
+    """The markers a published entry may have on a page: its whole table, its setups alone."""
+    return name, f"{name} setups"
+
+
 def rewrite(text: str, name: str, entry: Mapping[str, Any]) -> str:
-    """``text`` with every table marked for ``name`` written from ``entry``."""
-    if len(marker(name).findall(text)) != len(marker(name, closing=True).findall(text)):
-        raise NotPublished(f"a <!-- figures:{name} --> marker is not closed")
-    return marked(name).sub(lambda m: m.group(1) + table(name, entry) + "\n" + m.group(2), text)
+    """``text`` with every table marked for ``name`` written from ``entry``: its whole table, or
+    under a ``setups`` marker each setup's mean and spread."""
+    renderers: tuple[Callable[[str, Mapping[str, Any]], str], ...] = (table, setups_table)
+    for marked_as, rendered_by in zip(views(name), renderers, strict=True):
+        opened = len(marker(marked_as).findall(text))
+        if opened != len(marker(marked_as, closing=True).findall(text)):
+            raise NotPublished(f"a <!-- figures:{marked_as} --> marker is not closed")
+        if opened:
+            text = _filled(text, marked_as, rendered_by(name, entry))
+    return text
+
+
+def _filled(text: str, marked_as: str, body: str) -> str:
+    return marked(marked_as).sub(lambda m: m.group(1) + body + "\n" + m.group(2), text)
 
 
 def rewritten(data: Mapping[str, Any], documents: Iterable[Path]) -> dict[Path, str]:

@@ -220,3 +220,18 @@ def test_a_missing_run_or_a_name_of_no_kind_is_refused_by_the_parser(
         cli.main(["publish", *how])
     assert stopped.value.code == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_a_setups_marker_shows_each_setups_mean_and_spread_alone(tmp_path: Path) -> None:
+    entry = entry_of(a_bench(tmp_path, ["command: `x`"]), "bench")
+    entry["rows"] = [
+        dict(row, label=f"{row['label']} #{n}") for n in (1, 2) for row in entry["rows"]
+    ]
+    text = "<!-- figures:bench setups -->\n<!-- /figures:bench setups -->\n"
+    written = rewrite(text, "bench", entry)
+    assert written.splitlines()[1].startswith("| setup | rounds passed |")
+    assert "| run |" not in written
+    assert rewrite(written, "bench", entry) == written
+    entry["rows"] = entry["rows"][:1]
+    with pytest.raises(NotPublished, match="no setups"):
+        rewrite(text, "bench", entry)
