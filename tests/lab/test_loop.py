@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
 
 from lab.loop import figures as lf
+from lab.loop import gil
 from lab.loop.__main__ import main
 from scripts.verify.core.errors import EXIT_FAIL, EXIT_PASS
 
@@ -129,3 +131,13 @@ def test_a_tiny_real_run_measures_both_setups(tmp_path: Path) -> None:
     assert all(r["statuses"] == {"201": 4} and r["probes"] > 0 for r in found["runs"])
     assert (tmp_path / "a-1.log").exists() and (tmp_path / "b-1.log").exists()
     assert "GIL switch interval 5 ms" in (tmp_path / "b-1.log").read_text()
+
+
+def test_the_gil_demonstration_measures_each_interval_per_round_and_restores_it() -> None:
+    before = sys.getswitchinterval()
+    found = gil.measure((5.0, 1.0), threads=1, rounds=2, calls=3)
+    assert list(found) == [5.0, 1.0]
+    assert all(
+        len(pairs) == 2 and all(p50 <= p99 for p50, p99 in pairs) for pairs in found.values()
+    )
+    assert sys.getswitchinterval() == before
