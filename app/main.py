@@ -126,9 +126,9 @@ def build_app(settings: Settings, mounted: Sequence[Workload] | None = None) -> 
         # The event loop gives the GIL up at every select, recv and send, several times per
         # request, and waits to take it back from a worker thread running Python (a bulk
         # submission validating and encoding) for up to the switch interval each time, longer
-        # when two such threads take turns before it: at Python's 5 ms, /healthz waited 20-60 ms
-        # behind two submissions (lab/loop/README.md). A shorter interval costs those threads
-        # more GIL hand-offs, not the loop.
+        # when two such threads take turns before it; at Python's 5 ms that added up to stalls
+        # of tens of ms behind two submissions (lab/loop/README.md). A shorter interval costs
+        # those threads more GIL hand-offs, not the loop.
         sys.setswitchinterval(settings.switch_interval_ms / 1000)
         log.info(
             "[app] threadpool %d; %d worker(s) share the limit; GIL switch interval %g ms",
