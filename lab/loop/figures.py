@@ -79,6 +79,8 @@ class Run:
             "seconds": round(self.seconds, 2),
             "statuses": self.statuses,
             "load_errors": self.load_errors,
+            # In the order sent, one every interval: when in the load the slow ones came.
+            "latencies_ms": [round(v, 1) for v in self.latencies_ms],
         }
 
 

@@ -87,12 +87,22 @@ def _finish(process: subprocess.Popen[str]) -> dict[str, object]:
 def measure(host: str, port: int, load: Load, at_once: int, setup: str, round_: int) -> Run:
     """The load from one process, the probe from another, started before it and stopped after."""
     loader = _child("lab.loop.load", host, port, PATH, load.posts, load.records, at_once)
-    probe = _child("lab.loop.probe", host, port, load.interval_ms)
-    assert loader.stdin is not None
-    loader.stdin.write("go\n")
-    loader.stdin.flush()
-    loaded = _finish(loader)
-    probed = _finish(probe)
+    try:
+        probe = _child("lab.loop.probe", host, port, load.interval_ms)
+    except RunNotMade:
+        loader.kill()
+        raise
+    try:
+        assert loader.stdin is not None
+        loader.stdin.write("go\n")
+        loader.stdin.flush()
+        loaded = _finish(loader)
+        probed = _finish(probe)
+    finally:
+        for process in (loader, probe):  # a run not made leaves no client behind
+            if process.poll() is None:
+                process.kill()
+                process.wait()
     latencies = probed["latencies_ms"]
     assert isinstance(latencies, list)
     return Run(
