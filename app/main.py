@@ -123,9 +123,18 @@ def build_app(settings: Settings, mounted: Sequence[Workload] | None = None) -> 
         for step in startup:
             await step()
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.threadpool_size
+        # The event loop gives the GIL up at every select, recv and send, several times per
+        # request, and waits to take it back from a worker thread running Python (a bulk
+        # submission validating and encoding) for up to the switch interval each time, longer
+        # when two such threads take turns before it; at Python's 5 ms that added up to stalls
+        # of tens of ms behind two submissions (lab/loop/README.md). A shorter interval costs
+        # those threads more GIL hand-offs, not the loop.
+        sys.setswitchinterval(settings.switch_interval_ms / 1000)
         log.info(
-            "[app] threadpool %d; %d worker(s) share the limit", settings.threadpool_size,
+            "[app] threadpool %d; %d worker(s) share the limit; GIL switch interval %g ms",
+            settings.threadpool_size,
             settings.web_concurrency,
+            settings.switch_interval_ms,
         )
         # Startup objects (modules, routes, validators: ~70k tracked objects) live for the whole
         # process; frozen, a release's gc.collect() skips them instead of holding the GIL for

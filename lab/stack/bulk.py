@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 
 from app.workload.load.payloads import VARIANTS, body
 from scripts.verify.overload.flood import FloodResult, post
@@ -31,11 +32,20 @@ def retry_after(headers: dict[str, str]) -> float:
     return float(wait) if wait.isdigit() else RETRY_FALLBACK_SECONDS
 
 
-async def bulk(host: str, port: int, posts: int, records: int, at_once: int) -> FloodResult:
+async def bulk(
+    host: str,
+    port: int,
+    posts: int,
+    records: int,
+    at_once: int,
+    paths: Sequence[str] = PATHS,
+    prepared: Sequence[bytes] | None = None,
+) -> FloodResult:
     """Replies by status (503s included, each followed by a retry), connection errors by name,
-    and each accepted post's latency."""
+    and each accepted post's latency; the posts go to ``paths`` in turn, with ``prepared``
+    bodies where the caller built them before the load."""
     result = FloodResult()
-    prepared = bodies(records)
+    prepared = prepared or bodies(records)
     queue: asyncio.Queue[int] = asyncio.Queue()
     for index in range(posts):
         queue.put_nowait(index)
@@ -45,7 +55,7 @@ async def bulk(host: str, port: int, posts: int, records: int, at_once: int) -> 
         payload = prepared[index % len(prepared)]
         while True:
             try:
-                reply = await post(host, port, PATHS[index % len(PATHS)], payload)
+                reply = await post(host, port, paths[index % len(paths)], payload)
             except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
                 result.errors[type(exc).__name__] += 1
                 return

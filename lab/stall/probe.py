@@ -63,13 +63,16 @@ class HealthzProbe:
         self.warmup = warmup
         self.record = ProbeRecord()
 
-    def run(self) -> ProbeRecord:
+    def run(self, stop: threading.Event | None = None) -> ProbeRecord:
+        """Probe ``count`` times, or until ``stop`` is set (a probe for as long as a load runs)."""
         conn = self.endpoint.connect()
         try:
             for _ in range(self.warmup):  # connection open, first-request paths warm
                 self._get(conn)
             start = time.perf_counter()
             for i in range(self.count):
+                if stop is not None and stop.is_set():
+                    break
                 due = start + i * self.interval_s
                 wait = due - time.perf_counter()
                 if wait > 0:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -77,6 +78,18 @@ def test_lifespan_initializes_the_database_and_runs_the_loop(
     assert not frame(app).memory.loop.running
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT COUNT(*) FROM products").fetchone() == (5000,)
+
+
+def test_lifespan_shortens_the_gil_switch_interval(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    before = sys.getswitchinterval()
+    app = create_app(make_settings(database_path=str(tmp_path / "s.db"), switch_interval_ms=2))
+    try:
+        with TestClient(app):
+            assert sys.getswitchinterval() == pytest.approx(0.002)
+    finally:
+        sys.setswitchinterval(before)
 
 
 def test_cleanup_off_runs_no_loop_and_no_guard(
