@@ -54,9 +54,12 @@ class Interpreter:
             found.append(
                 "CPython's mimalloc holds Python's objects: a release reaches C allocations only; "
                 "mimalloc purges freed pages itself after MIMALLOC_PURGE_DELAY"
-                + (f" ({self.object_settings['MIMALLOC_PURGE_DELAY']} ms, as set; CPython "
-                   "cannot report it back)" if "MIMALLOC_PURGE_DELAY" in self.object_settings
-                   else " (10 ms, mimalloc's default)")
+                + (
+                    f" ({self.object_settings['MIMALLOC_PURGE_DELAY']} ms, as set; CPython "
+                    "cannot report it back)"
+                    if "MIMALLOC_PURGE_DELAY" in self.object_settings
+                    else " (10 ms, mimalloc's default)"
+                )
             )
         if self.growing_gc:
             version = ".".join(map(str, self.version))

@@ -85,14 +85,16 @@ def jemalloc() -> str:
 TCMALLOC = "libtcmalloc_minimal.so.4"
 # lab/py314.py's root mounts the checkout at /src and installs jemalloc alone: tcmalloc is
 # .ci/run's host package, so only runs on the host must have it.
-IN_PY314_ROOT = REPO == Path("/src")
+IN_PY314_ROOT = Path("/src") == REPO
 
 
 @pytest.fixture
 def tcmalloc() -> str:
     """gperftools' tcmalloc soname; skips where it is not installed, except in CI on the host."""
     if not _linker_knows(TCMALLOC):
-        reason = f"{TCMALLOC} is not installed (Debian/Ubuntu: apt-get install libtcmalloc-minimal4)"
+        reason = (
+            f"{TCMALLOC} is not installed (Debian/Ubuntu: apt-get install libtcmalloc-minimal4)"
+        )
         if os.environ.get("CI", "").lower() == "true" and not IN_PY314_ROOT:
             pytest.fail(f"CI must test the tcmalloc path: {reason}")
         pytest.skip(reason)

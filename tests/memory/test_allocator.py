@@ -180,9 +180,10 @@ def test_tcmalloc_reports_its_own_default_where_the_environment_is_silent(tcmall
     options = found["options"]
     assert isinstance(options, dict)
     assert options["TCMALLOC_AGGRESSIVE_DECOMMIT"] == "0"  # gperftools' default
-    assert "TCMALLOC_RELEASE_RATE" not in options or "environment" not in options[
-        "TCMALLOC_RELEASE_RATE"
-    ]
+    assert (
+        "TCMALLOC_RELEASE_RATE" not in options
+        or "environment" not in options["TCMALLOC_RELEASE_RATE"]
+    )
 
 
 def test_glibc_settings_are_shown_as_the_environment_gave_them() -> None:
