@@ -38,8 +38,8 @@ MINOR = "3.12"
 PIP_SECONDS = 900
 
 
-def say(line: str) -> None:
-    sys.stdout.write(f"py{MINOR.replace('.', '')}: {line}\n")
+def say(line: str, minor: str = MINOR) -> None:
+    sys.stdout.write(f"py{minor.replace('.', '')}: {line}\n")
     sys.stdout.flush()
 
 
@@ -95,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     root = pyenv_root(os.environ)
     interpreter = find_interpreter(root, args.minor)
     if interpreter is None:
-        say(f"setup failed: no CPython {args.minor} under {root / 'versions'}")
+        say(f"setup failed: no CPython {args.minor} under {root / 'versions'}", args.minor)
         return SETUP_FAILED
     venv = cache / "venv"
     try:
