@@ -265,10 +265,12 @@ def launch(edit: ArgvEdit | None = None) -> NoReturn:
     for name in kept:
         log.info("%s set in the environment; profile %r value not applied", name, profile.name)
     log.info(
-        "profile %s (allocator %s%s) on %s:%d, %d worker(s), %s",
+        "profile %s (allocator %s%s%s) on %s:%d, %d worker(s), %s",
         profile.name,
         profile.allocator,
         f", LD_PRELOAD={env['LD_PRELOAD']}" if profile.preload else "",
+        # Which allocator holds Python's objects: pymalloc unless the profile says otherwise.
+        f", PYTHONMALLOC={env['PYTHONMALLOC']}" if env.get("PYTHONMALLOC") else "",
         settings.host,
         settings.port,
         settings.web_concurrency,
