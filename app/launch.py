@@ -29,6 +29,10 @@ EDGE_PROTOCOL = "app.edge.protocol:EdgeH11Protocol"
 # keeps jemalloc for C-level allocations without it (Python's objects live in mimalloc there).
 FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
 FREE_THREADED_PROFILE = "jemalloc"
+# The Debian/Ubuntu package of each library a profile preloads, for the error that names it.
+PACKAGES = {"libjemalloc.so.2": "libjemalloc2", "libtcmalloc_minimal.so.4": "libtcmalloc-minimal4"}
+# CPython's own mimalloc: a PYTHONMALLOC value only 3.13 and later builds with it accept.
+CPYTHON_MIMALLOC = "mimalloc"
 # Where Debian/Ubuntu (both architectures), Alpine and RHEL put shared libraries.
 LIBRARY_DIRS = ("/usr/lib/*-linux-gnu", "/lib/*-linux-gnu", "/usr/lib64", "/usr/lib", "/lib")
 
@@ -59,6 +63,37 @@ def library_available(soname: str) -> bool:
     return False
 
 
+def interpreter_accepts(pythonmalloc: str, executable: str = sys.executable) -> bool:
+    """Whether this interpreter starts with PYTHONMALLOC set so: asked of a real start, since
+    a build can leave mimalloc out (--without-mimalloc) whatever its version, and one without
+    it stops at start with a fatal error, after the launcher has exec'd it."""
+    try:
+        done = subprocess.run(
+            [executable, "-S", "-c", "pass"],
+            env={**os.environ, "PYTHONMALLOC": pythonmalloc},
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return done.returncode == 0
+
+
+def _check_object_allocator(profile: Profile) -> None:
+    """A profile asking for CPython's mimalloc stops here, in one line, where this interpreter
+    has none, rather than in CPython's fatal error once the server is exec'd."""
+    if profile.env.get("PYTHONMALLOC") != CPYTHON_MIMALLOC:
+        return
+    if not interpreter_accepts(CPYTHON_MIMALLOC):
+        version = ".".join(map(str, sys.version_info[:3]))
+        raise ProfileError(
+            f"MEMORY_PROFILE={profile.name!r} sets PYTHONMALLOC=mimalloc, which CPython {version} "
+            "here does not have (CPython 3.13 and later bundle it): use another profile or "
+            "a newer interpreter"
+        )
+
+
 def choose_profile(environ: Mapping[str, str], free_threaded: bool = FREE_THREADED) -> Profile:
     """The requested profile; the default one falls back to glibc, loudly, where it cannot load.
 
@@ -68,7 +103,7 @@ def choose_profile(environ: Mapping[str, str], free_threaded: bool = FREE_THREAD
     profiles = load_profiles()
     requested = environ.get("MEMORY_PROFILE") or None
     profile = profiles.get(requested)
-    if free_threaded and "PYTHONMALLOC" in profile.env:
+    if free_threaded and profile.env.get("PYTHONMALLOC", CPYTHON_MIMALLOC) != CPYTHON_MIMALLOC:
         line = (
             f"MEMORY_PROFILE={profile.name!r} sets PYTHONMALLOC={profile.env['PYTHONMALLOC']}, "
             f"which free-threaded CPython refuses at start: use MEMORY_PROFILE="
@@ -78,6 +113,7 @@ def choose_profile(environ: Mapping[str, str], free_threaded: bool = FREE_THREAD
             raise ProfileError(line)
         log.warning("default %s; falling back to it", line.removeprefix("MEMORY_PROFILE="))
         profile = profiles.get(FREE_THREADED_PROFILE)
+    _check_object_allocator(profile)
     if profile.preload is None or library_available(profile.preload):
         if profile.preload and platform.system() != "Linux":
             raise ProfileError(
@@ -86,8 +122,12 @@ def choose_profile(environ: Mapping[str, str], free_threaded: bool = FREE_THREAD
         return profile
     if requested is not None:
         raise ProfileError(
-            f"MEMORY_PROFILE={profile.name!r} needs {profile.preload}, which is not installed "
-            f"(Debian/Ubuntu: apt-get install libjemalloc2)"
+            f"MEMORY_PROFILE={profile.name!r} needs {profile.preload}, which is not installed"
+            + (
+                f" (Debian/Ubuntu: apt-get install {PACKAGES[profile.preload]})"
+                if profile.preload in PACKAGES
+                else ""
+            )
         )
     log.warning(
         "default profile %r needs %s, which is not installed: falling back to 'glibc'",
@@ -225,10 +265,12 @@ def launch(edit: ArgvEdit | None = None) -> NoReturn:
     for name in kept:
         log.info("%s set in the environment; profile %r value not applied", name, profile.name)
     log.info(
-        "profile %s (allocator %s%s) on %s:%d, %d worker(s), %s",
+        "profile %s (allocator %s%s%s) on %s:%d, %d worker(s), %s",
         profile.name,
         profile.allocator,
         f", LD_PRELOAD={env['LD_PRELOAD']}" if profile.preload else "",
+        # Which allocator holds Python's objects: pymalloc unless the profile says otherwise.
+        f", PYTHONMALLOC={env['PYTHONMALLOC']}" if env.get("PYTHONMALLOC") else "",
         settings.host,
         settings.port,
         settings.web_concurrency,

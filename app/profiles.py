@@ -15,7 +15,7 @@ from pathlib import Path
 
 PROFILES_FILE = Path(__file__).resolve().parent.parent / "profiles" / "profiles.toml"
 # The allocators a profile may name: what allocator.detect_allocator() recognises and can release.
-ALLOCATORS = ("glibc", "jemalloc", "mimalloc")
+ALLOCATORS = ("glibc", "jemalloc", "tcmalloc", "mimalloc")
 
 
 class ProfileError(ValueError):

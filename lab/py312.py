@@ -6,6 +6,12 @@ builds under pyenv's root (`$PYENV_ROOT`, else ~/.pyenv): the newest 3.12 there 
 requirements-dev.lock with `--require-hashes`, cached under .cache/py312/ (or $LMS_CACHE_DIR/py312/)
 and remade when the lock changes, and pytest runs lab.py314.TESTS in it on this checkout.
 
+`--minor 3.13` does the same with pyenv's newest 3.13 (cached under py313/): the interpreter with
+CPython's own mimalloc (PYTHONMALLOC=mimalloc) that the python-mimalloc profiles need.
+`--venv-only` makes the venv and prints its interpreter's path, running no tests: the verifier's
+`compare --command` then starts the service with it (docs/memory-manager.md, "Candidate
+profiles").
+
   exit 0     the tests passed
   exit 1-5   pytest's own status (failures, interrupted, internal error, usage, none collected)
   exit 6     no 3.12 was found, or the venv could not be made (the message says which)
@@ -32,8 +38,8 @@ MINOR = "3.12"
 PIP_SECONDS = 900
 
 
-def say(line: str) -> None:
-    sys.stdout.write(f"py312: {line}\n")
+def say(line: str, minor: str = MINOR) -> None:
+    sys.stdout.write(f"py{minor.replace('.', '')}: {line}\n")
     sys.stdout.flush()
 
 
@@ -79,23 +85,30 @@ def prepare_venv(interpreter: Path, venv: Path, lock: Path, log: Path) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     summary = (__doc__ or "").split("\n\n", 1)[0].replace("\n", " ")
     parser = argparse.ArgumentParser(prog="python -m lab.py312", description=summary)
-    parser.add_argument("--cache", type=Path, default=CACHE, help="where the venv is kept")
+    parser.add_argument("--cache", type=Path, help="where the venv is kept (default: py3NN/)")
+    parser.add_argument("--minor", default=MINOR, help=f"the CPython version (default {MINOR})")
+    parser.add_argument(
+        "--venv-only", action="store_true", help="make the venv, print its python, run no tests"
+    )
     args, pytest_args = parser.parse_known_args(argv)  # the rest goes to pytest
+    cache = args.cache or CACHE_DIR / f"py{args.minor.replace('.', '')}"
     root = pyenv_root(os.environ)
-    interpreter = find_interpreter(root)
+    interpreter = find_interpreter(root, args.minor)
     if interpreter is None:
-        say(f"setup failed: no CPython {MINOR} under {root / 'versions'}")
+        say(f"setup failed: no CPython {args.minor} under {root / 'versions'}", args.minor)
         return SETUP_FAILED
-    venv = args.cache / "venv"
+    venv = cache / "venv"
     try:
-        args.cache.mkdir(parents=True, exist_ok=True)
-        prepare_venv(interpreter, venv, REPO_ROOT / "requirements-dev.lock",
-                     args.cache / "setup.log")
+        cache.mkdir(parents=True, exist_ok=True)
+        prepare_venv(interpreter, venv, REPO_ROOT / "requirements-dev.lock", cache / "setup.log")
     except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
         say(f"setup failed: {exc}")
         return SETUP_FAILED
     version = subprocess.run([str(interpreter), "-V"], capture_output=True, text=True,
                              check=False).stdout.strip()
+    if args.venv_only:
+        sys.stdout.write(f"{venv / 'bin' / 'python'}\n")
+        return 0
     say(f"{version} ({interpreter}); pytest on {' '.join(TESTS)}")
     os.chdir(REPO_ROOT)  # the selection's paths are the checkout's
     command = [str(venv / "bin" / "python"), "-m", "pytest", "-p", "no:cacheprovider",

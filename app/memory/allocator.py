@@ -27,6 +27,9 @@ from .jemalloc_conf import (
     parse_malloc_conf,
 )
 from .measure import HeapUsage, glibc_heap
+from .tcmalloc_conf import find_tcmalloc, heap_reader
+from .tcmalloc_conf import not_applied_line as tcmalloc_not_applied
+from .tcmalloc_conf import options as tcmalloc_options
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +38,19 @@ MAPS = Path("/proc/self/maps")
 JEMALLOC_PURGE_ALL = b"arena.4096.purge"
 # jemalloc's totals (size_t, bytes), refreshed by writing "epoch" (uint64_t) first.
 JEMALLOC_STATS = ("allocated", "active", "resident", "mapped", "retained")
+# glibc's malloc settings from the environment (glibc's tunables and their older aliases). glibc
+# gives no call that reads them back (mallopt only sets); it reads them once, at its first
+# allocation, from the same environment this process started with, so that is what is shown.
+GLIBC_VARIABLES = (
+    "GLIBC_TUNABLES",
+    "MALLOC_ARENA_MAX",
+    "MALLOC_ARENA_TEST",
+    "MALLOC_MMAP_MAX_",
+    "MALLOC_MMAP_THRESHOLD_",
+    "MALLOC_TOP_PAD_",
+    "MALLOC_TRIM_THRESHOLD_",
+)
+GLIBC_NOTE = "(from the environment glibc read at start; glibc cannot report it back)"
 PRELOADED = {  # library name fragment -> allocator name
     "libjemalloc": "jemalloc",
     "libtcmalloc": "tcmalloc",
@@ -177,6 +193,32 @@ def _jemalloc_settings(environ: Mapping[str, str]) -> _Settings:
     }
 
 
+def _tcmalloc_settings(environ: Mapping[str, str]) -> _Settings:
+    """tcmalloc's release settings as it reports them, and the line naming any TCMALLOC_*
+    variable it did not apply."""
+    tcmalloc = find_tcmalloc()
+    if tcmalloc is None:
+        return {}
+    found = tcmalloc_options(tcmalloc, environ)
+    return {
+        "options": found,
+        "not_applied": tcmalloc_not_applied(found, environ),
+        "heap": heap_reader(tcmalloc),
+    }
+
+
+def glibc_options(environ: Mapping[str, str]) -> dict[str, str]:
+    """glibc's malloc variables that are set, each marked as read from the environment."""
+    found = {}
+    for name in GLIBC_VARIABLES:
+        value = environ.get(name)
+        if name == "GLIBC_TUNABLES" and value:
+            value = ":".join(t for t in value.split(":") if t.startswith("glibc.malloc.")) or None
+        if value:
+            found[name] = f"{value} {GLIBC_NOTE}"
+    return found
+
+
 def _named_call(symbol: str, *args: int) -> Callable[[], bool]:
     fn = getattr(ctypes.CDLL(None), symbol, None)
     if fn is None:
@@ -213,8 +255,10 @@ def _identify(maps: Path) -> tuple[str, str | None]:
 def _settings(name: str, environ: Mapping[str, str]) -> _Settings:
     if name == "jemalloc":
         return _jemalloc_settings(environ)
+    if name == "tcmalloc":
+        return _tcmalloc_settings(environ)
     if name == "glibc":
-        return {"heap": glibc_heap}
+        return {"options": glibc_options(environ), "heap": glibc_heap}
     return {}
 
 

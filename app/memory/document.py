@@ -32,6 +32,8 @@ class AllocatorDocument(TypedDict):
 class InterpreterDocument(TypedDict):
     version: str
     free_threaded: bool
+    object_allocator: str
+    object_allocator_settings: dict[str, str]
     release_reaches_python_objects: bool
 
 
@@ -58,6 +60,7 @@ class HoldingsDocument(TypedDict):
     file_bytes: int | None
     live_objects_bytes: int | None
     allocator_free_bytes: int | None
+    object_allocator: str  # pymalloc, mimalloc (CPython's) or malloc: what pymalloc_* describe
     pymalloc_arenas_bytes: int | None
     pymalloc_free_bytes: int | None
     malloc_in_use_bytes: int | None

@@ -15,6 +15,11 @@ of three things, and each has its own remedy:
   chunks it has kept). Another allocator setup gives this back.
 - **file pages**: mapped code and files; the kernel drops clean ones under pressure.
 
+Under CPython's own mimalloc (PYTHONMALLOC=mimalloc, 3.13 and later) the same report gives
+mimalloc's figures instead of pymalloc's: its bytes committed and its blocks in use. They take
+pymalloc's place in the split (the ``pymalloc_*`` keys, with ``object_allocator`` saying which);
+what mimalloc keeps is its committed pages less its blocks in use, freed pages it has not purged.
+
 Anonymous memory is read from /proc/self/status (``RssAnon``, ``RssFile``, ``RssShmem``: one
 small read). pymalloc's figures come from CPython's own ``_PyObject_DebugMallocStats`` written
 into memory (``open_memstream``), never to stderr, where other threads log. Reading the split walks
@@ -48,12 +53,19 @@ PART_NAMES = {
 }
 
 
+PYMALLOC = "pymalloc"
+CPYTHON_MIMALLOC = "mimalloc (CPython's)"  # not a preloaded libmimalloc: Python's objects only
+MALLOC = "malloc"  # PYTHONMALLOC=malloc: Python's objects in the process's malloc
+
+
 @dataclass(frozen=True)
 class PymallocUsage:
-    """pymalloc's arenas and the blocks in use in them, in bytes."""
+    """CPython's object allocator's memory and the blocks in use in it, in bytes: pymalloc's
+    arenas, or CPython's mimalloc's committed pages."""
 
     arenas_bytes: int
     allocated_bytes: int
+    allocator: str = PYMALLOC
 
     @property
     def free_bytes(self) -> int:
@@ -114,6 +126,7 @@ class Holdings:
             "file_bytes": self.file_bytes,
             "live_objects_bytes": self.live_bytes,
             "allocator_free_bytes": self.allocator_free_bytes,
+            "object_allocator": self.pymalloc.allocator if self.pymalloc else MALLOC,
             "pymalloc_arenas_bytes": self.pymalloc.arenas_bytes if self.pymalloc else None,
             "pymalloc_free_bytes": self.pymalloc.free_bytes if self.pymalloc else None,
             "malloc_in_use_bytes": self.malloc_in_use_bytes,
@@ -162,6 +175,31 @@ def parse_pymalloc_stats(text: str) -> PymallocUsage | None:
     )
 
 
+_MI_COMMITTED = re.compile(r"^\s*Bytes Committed:\s*([\d,]+)", re.MULTILINE)
+_MI_ALLOCATED = re.compile(r"^\s*Allocated Bytes:\s*([\d,]+)", re.MULTILINE)
+
+
+def parse_mimalloc_stats(text: str) -> PymallocUsage | None:
+    """Committed pages and blocks in use from CPython's report under its own mimalloc
+    (obmalloc.c, py_mimalloc_print_stats), or None where the report has no such section."""
+    committed, allocated = _MI_COMMITTED.search(text), _MI_ALLOCATED.search(text)
+    if committed is None or allocated is None:
+        return None
+    return PymallocUsage(
+        int(committed.group(1).replace(",", "")),
+        int(allocated.group(1).replace(",", "")),
+        CPYTHON_MIMALLOC,
+    )
+
+
+def object_allocator(report: str | None) -> str:
+    """Which allocator holds Python's objects, from CPython's own report: it reports nothing
+    when PYTHONMALLOC=malloc, mimalloc's figures under CPython's mimalloc, else pymalloc's."""
+    if report is None:
+        return MALLOC
+    return CPYTHON_MIMALLOC if _MI_COMMITTED.search(report) else PYMALLOC
+
+
 def pymalloc_report() -> str | None:
     """CPython's pymalloc report, written into a memory stream; None where pymalloc is not the
     object allocator (the call then reports nothing and returns 0) or the call is not exported."""
@@ -197,7 +235,11 @@ def read_pymalloc() -> PymallocUsage | None:
         report = pymalloc_report()
     except (OSError, AttributeError, ValueError):
         return None
-    return parse_pymalloc_stats(report) if report else None
+    if not report:
+        return None
+    if object_allocator(report) == CPYTHON_MIMALLOC:
+        return parse_mimalloc_stats(report)
+    return parse_pymalloc_stats(report)
 
 
 def malloc_figures(
@@ -256,13 +298,22 @@ def largest(parts: dict[str, int | None]) -> str | None:
     return max(known, key=lambda name: known[name]) if known else None
 
 
-def reach_line(allocator: str, pymalloc: bool, free_threaded: bool = False) -> str:
+def reach_line(
+    allocator: str, pymalloc: bool, free_threaded: bool = False, cpython_mimalloc: bool = False
+) -> str:
     """What the running allocator setup can give back and what it cannot, in one line (the
     manager logs it at start): the setting decides more than any release call."""
     if free_threaded:
         return (
             f"{allocator} under free-threaded CPython: a release reaches C allocations only; "
             "Python's objects stay in CPython's own mimalloc heaps"
+        )
+    if cpython_mimalloc:
+        return (
+            f"{allocator} with CPython's mimalloc for Python's objects: a release reaches what "
+            f"{allocator} holds (C extensions, large buffers); mimalloc purges Python's freed "
+            "pages itself after MIMALLOC_PURGE_DELAY, when next used, and CPython exports no "
+            "call to make it purge sooner"
         )
     if allocator == "glibc" and pymalloc:
         return (
@@ -286,6 +337,13 @@ def reach_line(allocator: str, pymalloc: bool, free_threaded: bool = False) -> s
             "jemalloc without pymalloc: every freed page goes back after jemalloc's decay, or at "
             "a purge; only what live objects hold stays"
         )
+    if allocator == "tcmalloc":
+        return (
+            f"tcmalloc {'with' if pymalloc else 'without'} pymalloc: free spans go back as they "
+            "are freed under aggressive decommit, or at a release (ReleaseFreeMemory); its "
+            "thread and central caches keep freed small blocks"
+            + ("; pymalloc arenas that a few live small objects pin stay" if pymalloc else "")
+        )
     return (
         f"{allocator}: released through its own call where it has one; it gives no statistics, "
         "so what stays is not split here"
@@ -297,9 +355,15 @@ def help_line(holdings: Holdings, allocator: str) -> str:
     help, in one line: for the status route, where there is no before and after to compare."""
     free = holdings.allocator_free_bytes
     pymalloc_free = holdings.pymalloc.free_bytes if holdings.pymalloc else 0
+    mimalloc = holdings.pymalloc is not None and holdings.pymalloc.allocator == CPYTHON_MIMALLOC
     if free is None:
-        return reach_line(allocator, holdings.pymalloc is not None)
+        return reach_line(allocator, holdings.pymalloc is not None, cpython_mimalloc=mimalloc)
     said = f"{free / MB:.1f} MB free inside the allocators"
+    if mimalloc and pymalloc_free * 2 >= free:
+        return (
+            f"{said}, most in CPython's mimalloc, freed but not purged: MIMALLOC_PURGE_DELAY=0 "
+            "returns it at free"
+        )
     if holdings.pymalloc is not None and pymalloc_free * 2 >= free:
         return (
             f"{said}, most in pymalloc arenas that live small objects pin: "

@@ -22,7 +22,7 @@ from .budget import MemoryBudget
 from .cgroup import unlimited_note
 from .cleanup import CleanupConfig, CleanupHook, CleanupLoop, ExpirySource
 from .gate import AdmissionConfig, AdmissionGate
-from .holdings import Holdings, pymalloc_report, reach_line
+from .holdings import CPYTHON_MIMALLOC, PYMALLOC, Holdings, reach_line
 from .interpreter import Interpreter, running_interpreter
 from .logs import show_logs
 from .measure import fmt_mb
@@ -264,11 +264,13 @@ class MemoryManager:
 
     def reach_line(self) -> str:
         """What this process's allocator setup can give back, and what not, in one line."""
-        try:
-            pymalloc = pymalloc_report() is not None
-        except (OSError, AttributeError, ValueError):
-            pymalloc = False
-        return reach_line(self.allocator.name, pymalloc, self.interpreter.free_threaded)
+        objects = self.interpreter.objects
+        return reach_line(
+            self.allocator.name,
+            objects == PYMALLOC,
+            self.interpreter.free_threaded,
+            cpython_mimalloc=objects == CPYTHON_MIMALLOC,
+        )
 
     def _rss_or_none(self) -> int | None:
         try:

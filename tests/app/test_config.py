@@ -242,8 +242,8 @@ def test_forwarded_allow_ips_is_normalised(
 
 
 def test_unknown_memory_profile_lists_the_allowed_names(monkeypatch: pytest.MonkeyPatch) -> None:
-    line = refusal(monkeypatch, MEMORY_PROFILE="tcmalloc")
-    assert line.startswith("configuration error: MEMORY_PROFILE='tcmalloc': ")
+    line = refusal(monkeypatch, MEMORY_PROFILE="hoard")
+    assert line.startswith("configuration error: MEMORY_PROFILE='hoard': ")
     names = load_profiles().names
     assert len(names) >= 2
     for name in names:

@@ -95,9 +95,16 @@ def test_default_profile_falls_back_to_glibc_loudly(
     assert "libjemalloc.so.2" in message and "'glibc'" in message
 
 
-@pytest.mark.parametrize("name", ["jemalloc", "jemalloc-nopymalloc"])
+@pytest.mark.parametrize(
+    ("name", "library", "package"),
+    [
+        ("jemalloc", "libjemalloc.so.2", "libjemalloc2"),
+        ("jemalloc-nopymalloc", "libjemalloc.so.2", "libjemalloc2"),
+        ("tcmalloc", "libtcmalloc_minimal.so.4", "libtcmalloc-minimal4"),
+    ],
+)
 def test_explicit_profile_with_missing_library_is_an_error(
-    monkeypatch: pytest.MonkeyPatch, name: str
+    monkeypatch: pytest.MonkeyPatch, name: str, library: str, package: str
 ) -> None:
     monkeypatch.setattr(launch, "library_available", lambda soname: False)
     with pytest.raises(ProfileError) as info:
@@ -105,12 +112,47 @@ def test_explicit_profile_with_missing_library_is_an_error(
     message = str(info.value)
     assert "\n" not in message
     assert f"MEMORY_PROFILE={name!r}" in message
-    assert "libjemalloc.so.2" in message
+    assert library in message and f"apt-get install {package}" in message
 
 
 def test_explicit_glibc_profile_needs_no_library(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(launch, "library_available", lambda soname: False)
     assert launch.choose_profile({"MEMORY_PROFILE": "glibc-tuned"}).name == "glibc-tuned"
+
+
+def test_pythonmalloc_values_are_asked_of_a_real_start() -> None:
+    assert launch.interpreter_accepts("malloc")
+    assert not launch.interpreter_accepts("no-such-allocator")
+    if sys.version_info < (3, 13):
+        assert not launch.interpreter_accepts("mimalloc")  # CPython 3.13 added it
+
+
+@pytest.mark.parametrize("name", ["python-mimalloc", "python-mimalloc-jemalloc"])
+def test_cpython_mimalloc_profile_without_it_exits_2_with_one_line(
+    tmp_path: Path, name: str
+) -> None:
+    if launch.interpreter_accepts("mimalloc"):
+        pytest.skip("this interpreter has CPython's mimalloc; the profile starts (test_memory.py)")
+    done = run_launch(tmp_path, MEMORY_PROFILE=name)
+    assert done.returncode == 2
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    version = ".".join(map(str, sys.version_info[:3]))
+    assert lines[0] == (
+        f"configuration error: MEMORY_PROFILE={name!r} sets PYTHONMALLOC=mimalloc, which "
+        f"CPython {version} here does not have (CPython 3.13 and later bundle it): use another "
+        "profile or a newer interpreter"
+    )
+
+
+def test_free_threaded_accepts_a_cpython_mimalloc_profile(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Free-threaded builds refuse PYTHONMALLOC=malloc, not mimalloc: their objects live there."""
+    monkeypatch.setattr(launch, "interpreter_accepts", lambda value: True)
+    monkeypatch.setattr(launch, "library_available", lambda soname: True)
+    chosen = launch.choose_profile({"MEMORY_PROFILE": "python-mimalloc"}, free_threaded=True)
+    assert chosen.name == "python-mimalloc"
 
 
 def test_unknown_profile_is_an_error() -> None:
@@ -274,11 +316,11 @@ def test_two_bad_variables_give_two_lines(tmp_path: Path) -> None:
 
 
 def test_unknown_profile_exits_2_with_one_line(tmp_path: Path) -> None:
-    done = run_launch(tmp_path, MEMORY_PROFILE="tcmalloc")
+    done = run_launch(tmp_path, MEMORY_PROFILE="hoard")
     assert done.returncode == 2
     lines = done.stderr.splitlines()
     assert len(lines) == 1, done.stderr
-    assert lines[0].startswith("configuration error: MEMORY_PROFILE='tcmalloc' is not a profile")
+    assert lines[0].startswith("configuration error: MEMORY_PROFILE='hoard' is not a profile")
 
 
 def test_explicit_profile_without_its_library_exits_2(tmp_path: Path) -> None:

@@ -40,6 +40,37 @@ def test_the_real_profiles_file_loads_with_a_deployable_default() -> None:
             assert profile.preload is not None and "/" not in profile.preload
 
 
+CANDIDATES = (
+    "tcmalloc",
+    "glibc-seed",
+    "python-mimalloc",
+    "python-mimalloc-jemalloc",
+    "jemalloc-nopymalloc-large",
+)
+
+
+@pytest.mark.parametrize("name", CANDIDATES)
+def test_candidates_are_not_deployable_until_measured(name: str) -> None:
+    """None of their libraries is in the image, and none has been measured yet."""
+    assert load_profiles().get(name).deploy is False
+
+
+def test_tcmalloc_profile_preloads_gperftools_minimal_build() -> None:
+    tcmalloc = load_profiles().get("tcmalloc")
+    env, _ = tcmalloc.environment({})
+    assert (tcmalloc.allocator, env["LD_PRELOAD"]) == ("tcmalloc", "libtcmalloc_minimal.so.4")
+    assert env["PYTHONMALLOC"] == "malloc"
+
+
+@pytest.mark.parametrize(
+    ("name", "allocator"), [("python-mimalloc", "glibc"), ("python-mimalloc-jemalloc", "jemalloc")]
+)
+def test_cpython_mimalloc_profiles_name_the_malloc_beside_it(name: str, allocator: str) -> None:
+    profile = load_profiles().get(name)
+    assert profile.env["PYTHONMALLOC"] == "mimalloc"
+    assert profile.allocator == allocator  # CPython's mimalloc holds Python's objects only
+
+
 def test_baseline_is_not_deployable_and_turns_cleanup_off() -> None:
     baseline = load_profiles().get("baseline")
     assert baseline.deploy is False
@@ -50,9 +81,9 @@ def test_baseline_is_not_deployable_and_turns_cleanup_off() -> None:
 def test_unknown_profile_name_lists_the_allowed_ones() -> None:
     profiles = load_profiles()
     with pytest.raises(ProfileError) as info:
-        profiles.get("tcmalloc")
+        profiles.get("hoard")
     message = str(info.value)
-    assert message.startswith("MEMORY_PROFILE='tcmalloc' is not a profile; allowed: ")
+    assert message.startswith("MEMORY_PROFILE='hoard' is not a profile; allowed: ")
     assert all(name in message for name in profiles.names)
 
 
@@ -111,8 +142,8 @@ def test_profiles_file_from_the_environment(
     ("text", "expected"),
     [
         pytest.param(
-            GOOD_HEAD + '[profiles.tc]\nallocator = "tcmalloc"\n',
-            "profile 'tc': allocator must be one of glibc, jemalloc, mimalloc",
+            GOOD_HEAD + '[profiles.ho]\nallocator = "hoard"\n',
+            "profile 'ho': allocator must be one of glibc, jemalloc, tcmalloc, mimalloc",
             id="unknown-allocator",
         ),
         pytest.param(

@@ -445,7 +445,7 @@ def copy_with_profile(tmp_path: Path, profile: str) -> Path:
     return target
 
 
-@pytest.mark.parametrize("profile", ["baseline", "tcmalloc"])
+@pytest.mark.parametrize("profile", ["baseline", "tcmalloc", "hoard"])
 def test_bad_profile_stops_the_plan(profile: str, tmp_path: Path) -> None:
     done = evaluate(python3(), tmp_path, copy_with_profile(tmp_path, profile))
     assert done.returncode != 0

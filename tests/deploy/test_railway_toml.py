@@ -267,7 +267,11 @@ BAD_FILES = {
         "integer",
     ),
     "no-healthcheck": (GOOD.replace('healthcheckPath = "/healthz"\n', ""), "healthcheckPath"),
-    "unknown-profile": (with_deploy_line(VARIANT_LINE.replace("=glibc", "=tcmalloc")), "tcmalloc"),
+    "unknown-profile": (with_deploy_line(VARIANT_LINE.replace("=glibc", "=hoard")), "hoard"),
+    "candidate-profile": (
+        with_deploy_line(VARIANT_LINE.replace("=glibc", "=tcmalloc")),
+        "not deployable",
+    ),
     "baseline-profile": (with_deploy_line(VARIANT_LINE.replace("=glibc", "=baseline")), "baseline"),
     "bare-assignment": (with_deploy_line(VARIANT_LINE.replace("env ", "")), "not `env"),
     "shell-expansion": (

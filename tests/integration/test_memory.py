@@ -9,13 +9,15 @@ from __future__ import annotations
 import json
 import os
 import random
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 
-from app.launch import library_available
-from tests.integration.conftest import Server
+from app.launch import interpreter_accepts, library_available
+from tests.integration.conftest import REPO, Server
 
 
 def bulk_body(records: int, seed: int) -> bytes:
@@ -116,3 +118,70 @@ def test_jemalloc_purge_path_is_taken(server_factory) -> None:
     # jemalloc's background thread returns pages by decay and the purge takes the rest of the
     # dirty pages: measured here 0.48-0.56 of the spike gone; 0.3 leaves room for noise.
     assert returned >= 0.3, f"returned {returned:.2f} ({start=} {peak=} {after=})"
+
+
+def cpython_mimalloc_or_skip() -> None:
+    if not interpreter_accepts("mimalloc"):
+        version = ".".join(map(str, sys.version_info[:3]))
+        pytest.skip(f"CPython {version} has no PYTHONMALLOC=mimalloc (3.13 and later bundle it)")
+
+
+def library_or_skip(soname: str, package: str) -> None:
+    if library_available(soname):
+        return
+    reason = f"{soname} not installed (apt-get install {package})"
+    # lab/py314.py's root installs jemalloc alone; .ci/run installs tcmalloc on the host.
+    if os.environ.get("CI") == "true" and str(REPO) != "/src":
+        pytest.fail(f"{reason}: .ci/run installs it")
+    pytest.skip(reason)
+
+
+def debug_memory(server: Server) -> dict[str, Any]:
+    response = server.client.get("/debug/memory", headers=server.auth)
+    assert response.status_code == 200, response.text
+    document: dict[str, Any] = response.json()
+    return document
+
+
+# Each candidate profile (profiles/profiles.toml): the service starts under it, the allocator
+# it names is the one mapped, its settings are read back, and a release runs.
+CANDIDATES = {
+    "tcmalloc": ("tcmalloc", "tcmalloc_release", "malloc"),
+    "glibc-seed": ("glibc", "malloc_trim", "pymalloc"),
+    "jemalloc-nopymalloc-large": ("jemalloc", "jemalloc_purge", "malloc"),
+    "python-mimalloc": ("glibc", "malloc_trim", "mimalloc (CPython's)"),
+    "python-mimalloc-jemalloc": ("jemalloc", "jemalloc_purge", "mimalloc (CPython's)"),
+}
+SETTINGS = {  # what each must show read back (or, for glibc, as glibc read it from its start)
+    "tcmalloc": {"TCMALLOC_AGGRESSIVE_DECOMMIT": "1"},
+    "glibc-seed": {"MALLOC_TRIM_THRESHOLD_": "128000", "MALLOC_MMAP_THRESHOLD_": "131072"},
+    "jemalloc-nopymalloc-large": {"oversize_threshold": "1048576", "background_thread": "true"},
+    "python-mimalloc": {},
+    "python-mimalloc-jemalloc": {"narenas": "2", "dirty_decay_ms": "1000"},
+}
+
+
+@pytest.mark.parametrize("name", list(CANDIDATES))
+def test_candidate_profile_serves_reads_back_and_releases(server_factory, name: str) -> None:
+    allocator, method, objects = CANDIDATES[name]
+    if objects.startswith("mimalloc"):
+        cpython_mimalloc_or_skip()
+    if allocator == "jemalloc":
+        library_or_skip("libjemalloc.so.2", "libjemalloc2")
+    if allocator == "tcmalloc":
+        library_or_skip("libtcmalloc_minimal.so.4", "libtcmalloc-minimal4")
+    server = server_factory(MEMORY_PROFILE=name, **QUIET)
+    debug = debug_memory(server)
+    assert debug["allocator"]["name"] == allocator
+    options = debug["allocator"]["options"]
+    for key, value in SETTINGS[name].items():
+        assert options[key].split(" ", 1)[0] == value, options
+    interpreter = debug["interpreter"]
+    assert interpreter["object_allocator"] == objects
+    result = release(server)
+    assert result["method"] == method and result["ok"] is True, result
+    if objects.startswith("mimalloc"):
+        # CPython's mimalloc: no release reaches Python's objects, and the service says so.
+        assert interpreter["release_reaches_python_objects"] is False
+        assert interpreter["object_allocator_settings"] == {"MIMALLOC_PURGE_DELAY": "0"}
+        assert "CPython exports no call to make it purge sooner" in server.log()

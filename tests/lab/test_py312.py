@@ -35,6 +35,18 @@ def test_no_3_12_is_none(tmp_path: Path) -> None:
     assert py312.find_interpreter(tmp_path / "absent") is None
 
 
+def test_another_minor_is_picked_on_request(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    interpreter(tmp_path, "3.12.10")
+    newest = interpreter(tmp_path, "3.13.2")
+    interpreter(tmp_path, "3.13.0")
+    assert py312.find_interpreter(tmp_path, "3.13") == newest
+    monkeypatch.setenv("PYENV_ROOT", str(tmp_path / "empty"))
+    assert py312.main(["--minor", "3.13", "--venv-only"]) == py312.SETUP_FAILED
+    assert "py313: setup failed: no CPython 3.13 under" in capsys.readouterr().out
+
+
 def test_pyenv_root_follows_its_variable(tmp_path: Path) -> None:
     assert py312.pyenv_root({"PYENV_ROOT": str(tmp_path)}) == tmp_path
     assert py312.pyenv_root({}) == Path.home() / ".pyenv"

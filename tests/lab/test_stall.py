@@ -178,6 +178,6 @@ def test_the_context_names_the_command_and_the_target() -> None:
 
 
 def test_an_unknown_profile_is_a_run_not_made(capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["--profile", "tcmalloc", "--out", "/nonexistent/never-written"]
+    argv = ["--profile", "hoard", "--out", "/nonexistent/never-written"]
     assert standalone(stall.COMMAND, "python -m lab.stall", argv) == 2
     assert "not a profile" in capsys.readouterr().err

@@ -7,6 +7,7 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -79,3 +80,40 @@ def jemalloc() -> str:
             pytest.fail(f"CI must test the jemalloc path: {reason}")
         pytest.skip(reason)
     return JEMALLOC
+
+
+TCMALLOC = "libtcmalloc_minimal.so.4"
+# lab/py314.py's root mounts the checkout at /src and installs jemalloc alone: tcmalloc is
+# .ci/run's host package, so only runs on the host must have it.
+IN_PY314_ROOT = Path("/src") == REPO
+
+
+@pytest.fixture
+def tcmalloc() -> str:
+    """gperftools' tcmalloc soname; skips where it is not installed, except in CI on the host."""
+    if not _linker_knows(TCMALLOC):
+        reason = (
+            f"{TCMALLOC} is not installed (Debian/Ubuntu: apt-get install libtcmalloc-minimal4)"
+        )
+        if os.environ.get("CI", "").lower() == "true" and not IN_PY314_ROOT:
+            pytest.fail(f"CI must test the tcmalloc path: {reason}")
+        pytest.skip(reason)
+    return TCMALLOC
+
+
+def has_cpython_mimalloc() -> bool:
+    """Whether this interpreter starts with PYTHONMALLOC=mimalloc (3.13 and later bundle it)."""
+    done = subprocess.run(
+        [sys.executable, "-S", "-c", "pass"],
+        env={**os.environ, "PYTHONMALLOC": "mimalloc"},
+        capture_output=True,
+    )
+    return done.returncode == 0
+
+
+@pytest.fixture
+def cpython_mimalloc() -> None:
+    """Skips where this interpreter has no mimalloc of its own (before 3.13, or built without)."""
+    if not has_cpython_mimalloc():
+        version = ".".join(map(str, sys.version_info[:3]))
+        pytest.skip(f"CPython {version} has no PYTHONMALLOC=mimalloc (3.13 and later bundle it)")

@@ -130,3 +130,72 @@ def test_a_missing_preload_is_seen_as_glibc() -> None:
     assert "libjemalloc-absent.so.9" in stderr
     assert (name, library, method) == ("glibc", None, "malloc_trim")
     assert isinstance(released, bool)
+
+
+SETTINGS = (
+    "import json; from app.memory.allocator import detect_allocator; a = detect_allocator(); "
+    "heap = a.heap_usage(); print(json.dumps({'name': a.name, 'method': a.method, "
+    "'options': dict(a.options), 'not_applied': a.not_applied, "
+    "'heap': heap.as_dict() if heap else None, 'released': a.release() if a.release else None}))"
+)
+
+
+def settings_in_subprocess(**env: str) -> dict[str, object]:
+    environ = allocator_free_environ()
+    environ.update(PYTHONPATH=str(REPO), **env)
+    done = subprocess.run(
+        [sys.executable, "-c", SETTINGS],
+        cwd=REPO,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    found: dict[str, object] = json.loads(done.stdout)
+    return found
+
+
+def test_tcmalloc_preloaded_releases_and_reports_its_settings(tcmalloc: str) -> None:
+    found = settings_in_subprocess(
+        LD_PRELOAD=tcmalloc,
+        TCMALLOC_AGGRESSIVE_DECOMMIT="true",
+        TCMALLOC_RELEASE_RATE="10",
+        PYTHONMALLOC="malloc",
+    )
+    assert (found["name"], found["method"]) == ("tcmalloc", "tcmalloc_release")
+    assert found["released"] is True  # MallocExtension_ReleaseFreeMemory was called
+    options = found["options"]
+    assert isinstance(options, dict)
+    assert options["TCMALLOC_AGGRESSIVE_DECOMMIT"] == "1"  # read back from tcmalloc
+    assert options["TCMALLOC_RELEASE_RATE"].startswith("10")  # read back, or said it is not
+    assert found["not_applied"] is None
+    heap = found["heap"]
+    assert isinstance(heap, dict)
+    assert 0 < heap["allocated_bytes"] <= heap["resident_bytes"]
+
+
+def test_tcmalloc_reports_its_own_default_where_the_environment_is_silent(tcmalloc: str) -> None:
+    found = settings_in_subprocess(LD_PRELOAD=tcmalloc)
+    options = found["options"]
+    assert isinstance(options, dict)
+    assert options["TCMALLOC_AGGRESSIVE_DECOMMIT"] == "0"  # gperftools' default
+    assert (
+        "TCMALLOC_RELEASE_RATE" not in options
+        or "environment" not in options["TCMALLOC_RELEASE_RATE"]
+    )
+
+
+def test_glibc_settings_are_shown_as_the_environment_gave_them() -> None:
+    found = settings_in_subprocess(
+        MALLOC_TRIM_THRESHOLD_="128000",
+        MALLOC_MMAP_THRESHOLD_="131072",
+        GLIBC_TUNABLES="glibc.malloc.arena_max=2:glibc.rtld.optional_static_tls=1024",
+    )
+    assert found["name"] == "glibc"
+    assert found["options"] == {
+        "MALLOC_TRIM_THRESHOLD_": f"128000 {allocator.GLIBC_NOTE}",
+        "MALLOC_MMAP_THRESHOLD_": f"131072 {allocator.GLIBC_NOTE}",
+        "GLIBC_TUNABLES": f"glibc.malloc.arena_max=2 {allocator.GLIBC_NOTE}",
+    }
+    assert settings_in_subprocess()["options"] == {}

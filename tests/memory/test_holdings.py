@@ -18,6 +18,7 @@ import pytest
 from app.memory import holdings
 from app.memory.holdings import (
     ALLOCATOR_FREE,
+    CPYTHON_MIMALLOC,
     FILE,
     LIVE,
     Holdings,
@@ -25,11 +26,14 @@ from app.memory.holdings import (
     help_line,
     largest,
     malloc_figures,
+    object_allocator,
+    parse_mimalloc_stats,
     parse_proc_status,
     parse_pymalloc_stats,
     reach_line,
 )
 from app.memory.measure import MB, HeapUsage
+from tests.memory.conftest import FIXTURES
 
 READ = """
 from app.memory.allocator import detect_allocator
@@ -182,9 +186,12 @@ def test_each_setup_says_what_it_can_give_back() -> None:
         reach_line("jemalloc", True),
         reach_line("jemalloc", False),
         reach_line("tcmalloc", False),
+        reach_line("tcmalloc", True),
         reach_line("glibc", True, free_threaded=True),
+        reach_line("glibc", False, cpython_mimalloc=True),
     }
-    assert len(lines) == 6  # one line per setup, none shared
+    assert len(lines) == 8  # one line per setup, none shared
+    assert "CPython exports no call" in reach_line("jemalloc", False, cpython_mimalloc=True)
     assert "PYTHONMALLOC=malloc" in reach_line("glibc", True)
 
 
@@ -200,3 +207,25 @@ def test_objects_frozen_by_gc_freeze_still_count() -> None:
     """
     figures = run_child(body)
     assert abs(grew(figures, "gc_objects")) < 1_000, figures
+
+
+def test_cpython_mimalloc_report_parsing() -> None:
+    """CPython 3.13's report under PYTHONMALLOC=mimalloc (sys._debugmallocstats), as recorded."""
+    report = (FIXTURES / "mimalloc-stats-3.13.txt").read_text()
+    assert object_allocator(report) == CPYTHON_MIMALLOC
+    usage = parse_mimalloc_stats(report)
+    assert usage == PymallocUsage(2_734_880, 2_024_440, CPYTHON_MIMALLOC)
+    assert parse_pymalloc_stats(report) is None
+    assert object_allocator(None) == "malloc"
+
+
+def test_freed_small_objects_show_as_free_memory_inside_cpython_mimalloc(
+    cpython_mimalloc: None,
+) -> None:
+    # mimalloc's default purge delay only runs when it is next used: what was freed stays.
+    figures = run_child(PINNED, PYTHONMALLOC="mimalloc", MIMALLOC_PURGE_DELAY="10")
+    after = figures["after"]
+    assert after["object_allocator"] == CPYTHON_MIMALLOC
+    assert grew(figures, "pymalloc_free_bytes") > 8 * MB, figures
+    assert grew(figures, "live_objects_bytes") > 8 * MB, figures
+    assert "CPython's mimalloc" in str(after["advice"])

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
 import sys
 
 import pytest
@@ -29,6 +31,49 @@ def test_free_threaded_releases_cannot_reach_python_objects() -> None:
     (line,) = interpreter.warnings()
     assert "not Python's own objects" in line
     assert interpreter.as_dict()["release_reaches_python_objects"] is False
+
+
+def test_cpython_mimalloc_releases_cannot_reach_python_objects() -> None:
+    interpreter = Interpreter(
+        (3, 13, 9), False, "mimalloc (CPython's)", {"MIMALLOC_PURGE_DELAY": "0"}
+    )
+    assert interpreter.release_reaches_python_objects is False
+    (line,) = interpreter.warnings()
+    assert "a release reaches C allocations only" in line and "(0 ms, as set" in line
+    document = interpreter.as_dict()
+    assert document["object_allocator"] == "mimalloc (CPython's)"
+    assert document["object_allocator_settings"] == {"MIMALLOC_PURGE_DELAY": "0"}
+
+
+def test_the_object_allocator_is_read_from_cpython_itself() -> None:
+    code = (
+        "from app.memory.interpreter import running_interpreter as r; i = r(); "
+        "print(i.objects, sorted(i.object_settings))"
+    )
+    for pythonmalloc, expected in (("malloc", "malloc []"), ("pymalloc", "pymalloc []")):
+        done = subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, "PYTHONMALLOC": pythonmalloc, "MIMALLOC_PURGE_DELAY": "0"},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert done.stdout.strip() == expected  # MIMALLOC_* shown only where mimalloc runs
+
+
+def test_cpython_mimalloc_is_detected_with_its_settings(cpython_mimalloc: None) -> None:
+    code = (
+        "from app.memory.interpreter import running_interpreter as r; i = r(); "
+        "print(i.objects, dict(i.object_settings), i.release_reaches_python_objects)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "PYTHONMALLOC": "mimalloc", "MIMALLOC_PURGE_DELAY": "0"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.strip() == "mimalloc (CPython's) {'MIMALLOC_PURGE_DELAY': '0'} False"
 
 
 def test_this_interpreter_is_read_as_it_is() -> None:

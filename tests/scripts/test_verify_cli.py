@@ -79,8 +79,8 @@ def test_arguments_that_cannot_make_a_run_exit_2(argv: list[str]) -> None:
 
 
 def test_an_unknown_profile_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["run", "--profile", "tcmalloc", "--out", str(tmp_path)]) == 2
-    assert "tcmalloc" in capsys.readouterr().err
+    assert main(["run", "--profile", "hoard", "--out", str(tmp_path)]) == 2
+    assert "hoard" in capsys.readouterr().err
 
 
 def test_the_help_lists_the_users_tools_only(capsys: pytest.CaptureFixture[str]) -> None:
