@@ -1,10 +1,10 @@
-"""The 3.14 selection of tests (lab/py314.py) under CPython 3.12: `python -m lab.py312`.
+"""The selection of tests in lab/sid.py under CPython 3.12: `python -m lab.py312`.
 
 `requires-python` admits 3.12, the interpreter of Ubuntu 24.04, and no Debian suite ships it
 (bookworm has 3.11, trixie 3.13, unstable 3.13 and 3.14). This kind of machine carries CPython
 builds under pyenv's root (`$PYENV_ROOT`, else ~/.pyenv): the newest 3.12 there gets a venv from
 requirements-dev.lock with `--require-hashes`, cached under .cache/py312/ (or $LMS_CACHE_DIR/py312/)
-and remade when the lock changes, and pytest runs lab.py314.TESTS in it on this checkout.
+and remade when the lock changes, and pytest runs lab.sid.TESTS in it on this checkout.
 
 `--minor 3.13` does the same with pyenv's newest 3.13 (cached under py313/): the interpreter with
 CPython's own mimalloc (PYTHONMALLOC=mimalloc) that the python-mimalloc profiles need.
@@ -29,7 +29,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from lab.py314 import SETUP_FAILED, TESTS, lock_digest, run_and_report
+from lab.sid import SETUP_FAILED, TESTS, lock_digest, run_and_report
 from scripts.verify.core.docker_engine import CACHE_DIR
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

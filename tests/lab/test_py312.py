@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lab import py312, py314
+from lab import py312, sid
 
 
 def interpreter(root: Path, version: str) -> Path:
@@ -66,7 +66,7 @@ def test_the_venv_is_kept_while_lock_and_interpreter_stay(tmp_path: Path) -> Non
     venv = tmp_path / "venv"
     venv.mkdir()
     binary = Path("/nonexistent/python3.12")  # would fail if the venv were made again
-    (venv / ".lock-sha256").write_text(f"{py314.lock_digest(lock)} {binary}\n")
+    (venv / ".lock-sha256").write_text(f"{sid.lock_digest(lock)} {binary}\n")
     py312.prepare_venv(binary, venv, lock, tmp_path / "setup.log")  # no rebuild, no error
     lock.write_text("changed==1\n")
     with pytest.raises(OSError):

@@ -32,7 +32,12 @@ from tests.memory.conftest import PACKAGE, REPO, allocator_free_environ
 README = REPO / "README.md"
 SECTION = "### Lift: the memory manager in your own service"
 START_LINE = "[memory-cleanup] Background cleanup task running every"
-RELEASE_LINE = re.compile(r"Memory Release: [\d.]+MB freed \| RSS: .* \((idle|threshold)\)")
+# Any trigger: under 7 s intervals the interval tick may land in the burst or the 5 s idle wait
+# after it (on a busy machine, it does) and take the release the idle trigger would have made.
+# Before the burst RSS is under the threshold, so a release line is the burst's either way.
+RELEASE_LINE = re.compile(
+    r"Memory Release: [\d.]+MB freed \| RSS: .* \((idle|threshold|interval)\)"
+)
 # What the snippet leaves to the service: a burst to clean up after. A long-lived object in
 # every few hundred keeps pymalloc arenas pinned, so RSS stays up after the burst and the idle
 # release has something to do, as in a real service.
@@ -189,7 +194,7 @@ def test_the_lifted_package_runs_under(name: str, serve: object) -> None:
 
     with ThreadPoolExecutor(max_workers=2 * workers) as pool:
         assert list(pool.map(burst, range(2 * workers))) == [200] * (2 * workers)
-    # The idle release fires a few seconds after the burst ends, in each worker that served it.
+    # A release (idle, or the interval's) follows the burst in a worker that served it.
     served.wait_for("a release line", lambda: RELEASE_LINE.search(served.log()), timeout=40)
     # A scrape reaches one worker, and a server may hand most new connections to the same one:
     # scrape until one that released answers (the event the test asserts), not a fixed count.

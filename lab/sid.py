@@ -1,10 +1,10 @@
-"""The memory package and the service's integration tests under Debian's CPython 3.14: `python -m
-lab.py314`.
+"""The memory package and the service's integration tests under Debian unstable's CPython 3.14 or
+3.15: `python -m lab.sid` (3.14) or `python -m lab.sid --python 3.15`.
 
-No distribution this machine runs ships 3.14, and no container registry can be reached, so the
+No distribution this machine runs ships either, and no container registry can be reached, so the
 interpreter comes the way the base image's stand-in does (scripts/verify/core/docker_engine.py):
 debootstrap builds a minbase root of Debian's unstable suite, from the Debian mirror the host's apt
-already uses, with `python3.14`, `python3.14-venv` and `libjemalloc2` inside. In that root a venv is
+already uses, with `python3.X`, `python3.X-venv` and `libjemalloc2` inside. In that root a venv is
 made from requirements-dev.lock with `--require-hashes`, and pytest runs the selection in TESTS on
 the repository, bind-mounted at /src.
 
@@ -13,10 +13,10 @@ Everything is mounted inside a mount namespace of its own (`unshare --mount`): /
 it, however the run ends, so no mount outlives a run and deleting the cached root can never reach
 the host's /dev or the repository through a leftover bind.
 
-Cached under .cache/py314/ (or $LMS_CACHE_DIR/py314/): the root, in a folder named for its suite
-and packages (made again with --refresh, or once it is a week old, as the suite moves) and, in it,
-the venv (remade when requirements-dev.lock changes). A first run on a
-fresh machine takes a few minutes, a second one only the tests.
+Cached per version, under .cache/py314/ or .cache/py315/ (or $LMS_CACHE_DIR/py31X/): the root,
+in a folder named for its suite and packages (made again with --refresh, or once it is a week old,
+as the suite moves) and, in it, the venv (remade when requirements-dev.lock changes). A first run
+on a fresh machine takes a few minutes, a second one only the tests.
 
   exit 0     the tests passed (pytest's own summary line is the last thing pytest prints)
   exit 1-5   pytest's own status (failures, interrupted, internal error, usage, none collected)
@@ -37,16 +37,15 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from scripts.verify.core.docker_engine import CACHE_DIR, apt_mirrors, ca_bundle
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-CACHE = CACHE_DIR / "py314"
 SUITE = "sid"
-PACKAGES = ("python3.14", "python3.14-venv", "libjemalloc2")
-INTERPRETER = "/usr/bin/python3.14"
+PYTHONS = ("3.14", "3.15")  # the unstable suite's interpreters; CI runs each
 VENV = "/opt/venv"
 SRC = "/src"
 CA_IN_ROOT = "/etc/ssl/certs/host-ca-bundle.crt"
@@ -55,13 +54,14 @@ SETUP_FAILED = 6
 DEBOOTSTRAP_SECONDS = 900
 PIP_SECONDS = 900
 TESTS_SECONDS = 900
-# The unstable suite moves; a root older than this is made again so CI follows its 3.14.
+# The unstable suite moves; a root older than this is made again so CI follows its interpreters.
 MAX_AGE_SECONDS = 7 * 24 * 3600
 
-# What runs under 3.14, chosen here and nowhere else: the memory package's tests (the lift-out
-# into another service under every server among them), and the service's integration tests of the
-# launcher, the default profile, release and admission. The rest of the suite needs a Docker
-# engine, measures, or tests tools that run beside the service rather than in it.
+# What runs under 3.14 and 3.15 (and 3.12, lab/py312.py), chosen here and nowhere else: the memory
+# package's tests (the lift-out into another service under every server among them), and the
+# service's integration tests of the launcher, the default profile, release and admission. The
+# rest of the suite needs a Docker engine, measures, or tests tools that run beside the service
+# rather than in it.
 TESTS: tuple[str, ...] = (
     "tests/memory",  # the package, admission's accounting, the lift-out (test_liftout.py)
     "tests/app/test_launch.py",  # the launcher: profile choice, argv, bad config, jemalloc stops
@@ -72,31 +72,55 @@ TESTS: tuple[str, ...] = (
 
 
 class SetupFailed(RuntimeError):
-    """The 3.14 root or its venv could not be made; the message names the step."""
+    """The root or its venv could not be made; the message names the step."""
 
 
-def say(line: str) -> None:
-    sys.stdout.write(f"py314: {line}\n")
-    sys.stdout.flush()
+@dataclass(frozen=True)
+class Python:
+    """One of the unstable suite's interpreters, and everything named after it: its packages,
+    its binary, and its cache folder (py314, py315), so the versions never share a root."""
+
+    minor: str  # "3.15"
+
+    @property
+    def tag(self) -> str:
+        return "py" + self.minor.replace(".", "")
+
+    @property
+    def packages(self) -> tuple[str, ...]:
+        return (f"python{self.minor}", f"python{self.minor}-venv", "libjemalloc2")
+
+    @property
+    def interpreter(self) -> str:
+        return f"/usr/bin/python{self.minor}"
+
+    def cache(self, base: Path = CACHE_DIR) -> Path:
+        return base / self.tag
+
+    def say(self, line: str) -> None:
+        sys.stdout.write(f"{self.tag}: {line}\n")
+        sys.stdout.flush()
 
 
 def lock_digest(lock: Path) -> str:
     return hashlib.sha256(lock.read_bytes()).hexdigest()
 
 
-def root_name(suite: str = SUITE, packages: Sequence[str] = PACKAGES) -> str:
+def root_name(suite: str, packages: Sequence[str]) -> str:
     """The root's folder, named for what it is made from: another suite or package list is
     another root, never a stale one reused."""
     key = hashlib.sha256(" ".join((suite, *sorted(packages))).encode()).hexdigest()[:12]
     return f"rootfs-{suite}-{key}"
 
 
-def debootstrap_command(root: Path, mirror: str, debootstrap: str = "debootstrap") -> list[str]:
+def debootstrap_command(
+    root: Path, mirror: str, packages: Sequence[str], debootstrap: str = "debootstrap"
+) -> list[str]:
     """debootstrap of the unstable suite, minbase, with the interpreter and jemalloc included."""
     return [
         debootstrap,
         "--variant=minbase",
-        f"--include={','.join(PACKAGES)}",
+        f"--include={','.join(packages)}",
         SUITE,
         str(root),
         mirror,
@@ -155,9 +179,9 @@ def in_root(
 
 
 def pytest_argv(tests: Sequence[str] = TESTS, extra: Sequence[str] = ()) -> list[str]:
-    """pytest in the root's venv on the selection; `-p no:cacheprovider` keeps the 3.14 run's
-    cache out of the host's checkout (only servers the tests start may leave cpython-314 .pyc
-    files, which git ignores)."""
+    """pytest in the root's venv on the selection; `-p no:cacheprovider` keeps the run's cache out
+    of the host's checkout (only servers the tests start may leave cpython-31X .pyc files, which
+    git ignores)."""
     return [f"{VENV}/bin/python", "-m", "pytest", "-p", "no:cacheprovider", *extra, *tests]
 
 
@@ -174,7 +198,7 @@ def wheel_tags(report: Mapping[str, Any]) -> dict[str, list[str]]:
     return found
 
 
-def build_root(root: Path, log: Path) -> None:
+def build_root(root: Path, packages: Sequence[str], log: Path) -> None:
     """debootstrap into a temporary folder beside `root`, in a mount namespace of its own (it
     mounts /proc and /sys in the target, and a failed run could leave them mounted), then rename
     it into place, so `root` is either complete or absent."""
@@ -192,7 +216,7 @@ def build_root(root: Path, log: Path) -> None:
         with open(log, "ab") as out:
             done = subprocess.run(
                 ["unshare", "--mount", "--propagation", "private", "--",
-                 *debootstrap_command(building / "rootfs", mirror, debootstrap)],
+                 *debootstrap_command(building / "rootfs", mirror, packages, debootstrap)],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -208,10 +232,10 @@ def build_root(root: Path, log: Path) -> None:
         shutil.rmtree(building, ignore_errors=True)
 
 
-def versions(root: Path) -> str:
+def versions(root: Path, packages: Sequence[str]) -> str:
     """The packages that matter, as dpkg recorded them in the root."""
     done = subprocess.run(
-        ["chroot", str(root), "dpkg-query", "-W", "-f", "${Package} ${Version}, ", *PACKAGES,
+        ["chroot", str(root), "dpkg-query", "-W", "-f", "${Package} ${Version}, ", *packages,
          "libc6"],
         capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL,
     )  # fmt: skip
@@ -226,14 +250,14 @@ def stale(ready: Path, now: float) -> bool:
         return True
 
 
-def prepare_root(root: Path, refresh: bool, log: Path) -> None:
+def prepare_root(python: Python, root: Path, refresh: bool, log: Path) -> None:
     ready = root / READY
     if refresh or stale(ready, time.time()):
         started = time.monotonic()
-        say(f"debootstrap {SUITE} (minbase, {', '.join(PACKAGES)}) into {root}")
-        build_root(root, log)
-        ready.write_text(versions(root) + "\n")
-        say(f"root made in {time.monotonic() - started:.0f} s")
+        python.say(f"debootstrap {SUITE} (minbase, {', '.join(python.packages)}) into {root}")
+        build_root(root, python.packages, log)
+        ready.write_text(versions(root, python.packages) + "\n")
+        python.say(f"root made in {time.monotonic() - started:.0f} s")
     # Per run, not cached: the host's name servers and CA bundle may change between runs.
     copy_in(Path("/etc/resolv.conf"), root / "etc/resolv.conf")
     bundle = ca_bundle()
@@ -248,7 +272,7 @@ def copy_in(source: Path, target: Path) -> None:
     shutil.copyfile(source, target)
 
 
-def prepare_venv(root: Path, repo: Path, env: Mapping[str, str], log: Path) -> None:
+def prepare_venv(python: Python, root: Path, repo: Path, env: Mapping[str, str], log: Path) -> None:
     """The venv from requirements-dev.lock, with hashes, remade only when the lock changes."""
     stamp = root / VENV.lstrip("/") / ".lock-sha256"
     digest = lock_digest(repo / "requirements-dev.lock")
@@ -258,8 +282,8 @@ def prepare_venv(root: Path, repo: Path, env: Mapping[str, str], log: Path) -> N
     shutil.rmtree(root / VENV.lstrip("/"), ignore_errors=True)
     report = f"{VENV}/pip-report.json"
     script = (
-        f"{INTERPRETER} -m venv {VENV} && {VENV}/bin/python -m pip install -q --require-hashes "
-        f"-r {SRC}/requirements-dev.lock --report {report}"
+        f"{python.interpreter} -m venv {VENV} && {VENV}/bin/python -m pip install -q "
+        f"--require-hashes -r {SRC}/requirements-dev.lock --report {report}"
     )
     with open(log, "ab") as out:
         done = subprocess.run(
@@ -274,9 +298,11 @@ def prepare_venv(root: Path, repo: Path, env: Mapping[str, str], log: Path) -> N
         raise SetupFailed(f"pip install -r the dev lock exited {done.returncode}; see {log}")
     tags = wheel_tags(json.loads((root / report.lstrip("/")).read_text()))
     counts = ", ".join(f"{len(names)} {kind}" for kind, names in sorted(tags.items()))
-    say(f"venv from requirements-dev.lock in {time.monotonic() - started:.0f} s: wheels {counts}")
+    elapsed = time.monotonic() - started
+    python.say(f"venv from requirements-dev.lock in {elapsed:.0f} s: wheels {counts}")
     if tags.get("sdist"):
-        say(f"no 3.14 wheel, built from source: {', '.join(sorted(tags['sdist']))}")
+        built = ", ".join(sorted(tags["sdist"]))
+        python.say(f"no {python.minor} wheel, built from source: {built}")
     stamp.write_text(digest + "\n")
 
 
@@ -308,21 +334,25 @@ def run_and_report(
 
 def main(argv: Sequence[str] | None = None) -> int:
     summary = (__doc__ or "").split("\n\n", 1)[0].replace("\n", " ")
-    parser = argparse.ArgumentParser(prog="python -m lab.py314", description=summary)
+    parser = argparse.ArgumentParser(prog="python -m lab.sid", description=summary)
+    parser.add_argument("--python", choices=PYTHONS, default=PYTHONS[0], help="the interpreter")
     parser.add_argument("--refresh", action="store_true", help="debootstrap the root again")
-    parser.add_argument("--cache", type=Path, default=CACHE, help="where the root is kept")
+    parser.add_argument("--cache", type=Path, help="where the root is kept (default: per version)")
     # Anything else (-x, -k NAME, --durations=10) goes to pytest, before the selection.
     args, pytest_args = parser.parse_known_args(argv)
-    root = args.cache / root_name()
-    log = args.cache / "setup.log"
+    python = Python(args.python)
+    cache: Path = args.cache or python.cache()
+    root = cache / root_name(SUITE, python.packages)
+    log = cache / "setup.log"
     env = chroot_env(os.environ)
+    say = python.say
     if os.geteuid() != 0:
         say("setup failed: needs root (debootstrap, mounts and chroot)")
         return SETUP_FAILED
     try:
-        args.cache.mkdir(parents=True, exist_ok=True)
-        prepare_root(root, args.refresh, log)
-        prepare_venv(root, REPO_ROOT, env, log)
+        cache.mkdir(parents=True, exist_ok=True)
+        prepare_root(python, root, args.refresh, log)
+        prepare_venv(python, root, REPO_ROOT, env, log)
     except (SetupFailed, OSError, subprocess.SubprocessError) as exc:
         say(f"setup failed: {exc}")
         return SETUP_FAILED

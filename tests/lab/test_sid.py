@@ -1,7 +1,7 @@
-"""lab.py314: the commands it builds, the tests it picks, and how it reads what pip installed.
+"""lab.sid: the commands it builds, the tests it picks, and how it reads what pip installed.
 
-The whole path (debootstrap, venv, pytest under 3.14) needs root, the Debian mirror and minutes;
-CI runs it from .ci/run. These tests check the parts that decide what that run does.
+The whole path (debootstrap, venv, pytest under 3.14 or 3.15) needs root, the Debian mirror and
+minutes; CI runs it from .ci/run. These tests check the parts that decide what that run does.
 """
 
 from __future__ import annotations
@@ -13,26 +13,41 @@ from pathlib import Path
 
 import pytest
 
-from lab import py314
+from lab import sid
 
 REPO = Path(__file__).resolve().parents[2]
 ROOT = Path("/cache/py314/rootfs")
 
 
-def test_debootstrap_makes_a_minbase_unstable_root_with_the_interpreter_and_jemalloc() -> None:
-    argv = py314.debootstrap_command(ROOT, "http://mirror.example/debian")
+@pytest.mark.parametrize("minor", sid.PYTHONS)
+def test_debootstrap_makes_a_minbase_unstable_root_with_the_interpreter_and_jemalloc(
+    minor: str,
+) -> None:
+    python = sid.Python(minor)
+    argv = sid.debootstrap_command(ROOT, "http://mirror.example/debian", python.packages)
     assert argv[:2] == ["debootstrap", "--variant=minbase"]
     assert argv[-3:] == ["sid", str(ROOT), "http://mirror.example/debian"]
     (include,) = [a for a in argv if a.startswith("--include=")]
     assert set(include.removeprefix("--include=").split(",")) == {
-        "python3.14",
-        "python3.14-venv",
+        f"python{minor}",
+        f"python{minor}-venv",
         "libjemalloc2",
     }
+    assert python.interpreter == f"/usr/bin/python{minor}"
+
+
+def test_each_version_has_a_cache_of_its_own_and_3_14_keeps_its_old_one() -> None:
+    """3.14's root stays where it was (py314/, same folder name), so CI does not make it again;
+    3.15's lives beside it and never overwrites it."""
+    base = Path("/var/cache/lms")
+    py314, py315 = sid.Python("3.14"), sid.Python("3.15")
+    assert py314.cache(base) == base / "py314" and py315.cache(base) == base / "py315"
+    assert sid.root_name("sid", py314.packages) == "rootfs-sid-aee0108d6e01"
+    assert sid.root_name("sid", py314.packages) != sid.root_name("sid", py315.packages)
 
 
 def test_the_root_gets_proc_dev_sys_and_the_repository() -> None:
-    mounts = py314.mount_commands(ROOT, Path("/work/repo"))
+    mounts = sid.mount_commands(ROOT, Path("/work/repo"))
     targets = {cmd[-1]: cmd[1:-1] for cmd in mounts}
     assert targets[f"{ROOT}/proc"] == ["-t", "proc", "proc"]
     assert targets[f"{ROOT}/dev"] == ["--rbind", "/dev"]
@@ -42,7 +57,7 @@ def test_the_root_gets_proc_dev_sys_and_the_repository() -> None:
 
 def test_everything_runs_in_a_private_mount_namespace_mounts_first() -> None:
     env = {"PATH": "/opt/venv/bin:/usr/bin", "CI": "true"}
-    argv = py314.in_root(ROOT, Path("/work/repo"), ["python", "-c", "print('a b')"], env)
+    argv = sid.in_root(ROOT, Path("/work/repo"), ["python", "-c", "print('a b')"], env)
     assert argv[:5] == ["unshare", "--mount", "--propagation", "private", "--"]
     assert argv[5:7] == ["/bin/sh", "-c"]
     steps: list[list[str]] = [[]]
@@ -51,7 +66,7 @@ def test_everything_runs_in_a_private_mount_namespace_mounts_first() -> None:
             steps.append([])
         else:
             steps[-1].append(token)
-    assert steps[:4] == py314.mount_commands(ROOT, Path("/work/repo"))
+    assert steps[:4] == sid.mount_commands(ROOT, Path("/work/repo"))
     assert steps[4][0] == "exec" and len(steps) == 5
     chroot = steps[4][1:]
     assert chroot[:5] == ["chroot", str(ROOT), "/usr/bin/env", "-i", "CI=true"]
@@ -61,12 +76,12 @@ def test_everything_runs_in_a_private_mount_namespace_mounts_first() -> None:
 
 def test_the_root_sees_a_clean_environment_with_ci_and_the_ca_bundle() -> None:
     host = {"PATH": "/work/.venv/bin:/usr/bin", "VIRTUAL_ENV": "/work/.venv", "CI": "true"}
-    env = py314.chroot_env(host)
+    env = sid.chroot_env(host)
     assert env["PATH"].split(":")[0] == "/opt/venv/bin"
     assert "VIRTUAL_ENV" not in env
     assert env["CI"] == "true"
-    assert env["PIP_CERT"] == env["SSL_CERT_FILE"] == py314.CA_IN_ROOT
-    assert "CI" not in py314.chroot_env({})
+    assert env["PIP_CERT"] == env["SSL_CERT_FILE"] == sid.CA_IN_ROOT
+    assert "CI" not in sid.chroot_env({})
 
 
 def test_a_symlink_in_the_root_is_replaced_not_written_through(tmp_path: Path) -> None:
@@ -76,64 +91,78 @@ def test_a_symlink_in_the_root_is_replaced_not_written_through(tmp_path: Path) -
     source.write_text("nameserver 192.0.2.1\n")
     target = tmp_path / "root-resolv.conf"
     target.symlink_to(host_file)
-    py314.copy_in(source, target)
+    sid.copy_in(source, target)
     assert not target.is_symlink() and target.read_text() == "nameserver 192.0.2.1\n"
     assert host_file.read_text() == "host\n"
 
 
 def test_pytest_gets_extra_arguments_before_the_selection() -> None:
-    argv = py314.pytest_argv(("tests/memory",), ["-x", "-k", "release"])
+    argv = sid.pytest_argv(("tests/memory",), ["-x", "-k", "release"])
     assert argv[:3] == ["/opt/venv/bin/python", "-m", "pytest"]
     assert argv[-4:] == ["-x", "-k", "release", "tests/memory"]
 
 
 def test_unknown_options_go_to_pytest(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    seen: dict[str, object] = {}
-    monkeypatch.setattr(py314.os, "geteuid", lambda: 0)
+    seen: list[tuple[str, Path, bool]] = []
+    monkeypatch.setattr(sid.os, "geteuid", lambda: 0)
 
-    def fake_prepare_root(root: Path, refresh: bool, log: Path) -> None:
-        seen["refresh"] = refresh
-        raise py314.SetupFailed("stop here")
+    def fake_prepare_root(python: sid.Python, root: Path, refresh: bool, log: Path) -> None:
+        seen.append((python.minor, root, refresh))
+        raise sid.SetupFailed("stop here")
 
-    monkeypatch.setattr(py314, "prepare_root", fake_prepare_root)
-    assert py314.main(["--cache", str(tmp_path), "--refresh", "-x"]) == py314.SETUP_FAILED
-    assert seen["refresh"] is True
+    monkeypatch.setattr(sid, "prepare_root", fake_prepare_root)
+    assert sid.main(["--cache", str(tmp_path), "--refresh", "-x"]) == sid.SETUP_FAILED
+    assert sid.main(["--python", "3.15", "--cache", str(tmp_path)]) == sid.SETUP_FAILED
+    assert seen == [
+        ("3.14", tmp_path / sid.root_name("sid", sid.Python("3.14").packages), True),
+        ("3.15", tmp_path / sid.root_name("sid", sid.Python("3.15").packages), False),
+    ]
+
+
+def test_an_unknown_version_is_refused_with_the_choices(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        sid.main(["--python", "3.13"])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err.replace("'", "")  # quoted by some versions of argparse
+    assert "invalid choice: 3.13 (choose from 3.14, 3.15)" in err
 
 
 def test_without_root_it_stops_with_one_line(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(py314.os, "geteuid", lambda: 1000)
-    assert py314.main(["--cache", str(tmp_path)]) == py314.SETUP_FAILED
+    monkeypatch.setattr(sid.os, "geteuid", lambda: 1000)
+    assert sid.main(["--python", "3.15", "--cache", str(tmp_path)]) == sid.SETUP_FAILED
     assert (
         capsys.readouterr().out
-        == "py314: setup failed: needs root (debootstrap, mounts and chroot)\n"
+        == "py315: setup failed: needs root (debootstrap, mounts and chroot)\n"
     )
     assert not any(tmp_path.iterdir())
 
 
 def test_a_root_is_made_again_when_missing_or_a_week_old(tmp_path: Path) -> None:
-    ready = tmp_path / py314.READY
-    assert py314.stale(ready, time.time())
+    ready = tmp_path / sid.READY
+    assert sid.stale(ready, time.time())
     ready.write_text("python3.14 3.14.10-1\n")
-    assert not py314.stale(ready, time.time())
-    assert py314.stale(ready, time.time() + py314.MAX_AGE_SECONDS + 60)
+    assert not sid.stale(ready, time.time())
+    assert sid.stale(ready, time.time() + sid.MAX_AGE_SECONDS + 60)
 
 
 def test_a_root_is_named_for_its_suite_and_packages() -> None:
     """Another suite or package list is another root: a cached one is never reused for it."""
-    name = py314.root_name("sid", ("python3.14", "libjemalloc2"))
+    name = sid.root_name("sid", ("python3.14", "libjemalloc2"))
     assert name.startswith("rootfs-sid-")
-    assert name == py314.root_name("sid", ("libjemalloc2", "python3.14"))
-    assert name != py314.root_name("sid", ("python3.15", "libjemalloc2"))
-    assert name != py314.root_name("trixie", ("python3.14", "libjemalloc2"))
+    assert name == sid.root_name("sid", ("libjemalloc2", "python3.14"))
+    assert name != sid.root_name("sid", ("python3.15", "libjemalloc2"))
+    assert name != sid.root_name("trixie", ("python3.14", "libjemalloc2"))
 
 
 def test_a_timeout_stops_pytest_and_what_it_started(tmp_path: Path) -> None:
     child = tmp_path / "child.pid"
     script = f"sleep 60 & echo $! > {child}; wait"
     with pytest.raises(subprocess.TimeoutExpired):
-        py314.run_tests(["/bin/sh", "-c", script], timeout=1.0)
+        sid.run_tests(["/bin/sh", "-c", script], timeout=1.0)
     pid = int(child.read_text())
     deadline = time.monotonic() + 5
     while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
@@ -142,13 +171,13 @@ def test_a_timeout_stops_pytest_and_what_it_started(tmp_path: Path) -> None:
     assert not stat.exists() or stat.read_text().rsplit(")", 1)[-1].split()[0] == "Z"
 
 
-@pytest.mark.parametrize("path", py314.TESTS)
+@pytest.mark.parametrize("path", sid.TESTS)
 def test_the_selection_names_test_files_that_exist(path: str) -> None:
     assert (REPO / path).exists()
 
 
 def test_the_selection_covers_the_package_launcher_release_admission_and_lift_out() -> None:
-    picked = [REPO / p for p in py314.TESTS]
+    picked = [REPO / p for p in sid.TESTS]
     files = [f for p in picked for f in ([p] if p.is_file() else sorted(p.rglob("test_*.py")))]
     names = {f.relative_to(REPO).as_posix() for f in files}
     assert "tests/memory/test_liftout.py" in names
@@ -159,7 +188,7 @@ def test_the_selection_covers_the_package_launcher_release_admission_and_lift_ou
 
 
 def test_the_selection_needs_no_docker_engine() -> None:
-    for path in py314.TESTS:
+    for path in sid.TESTS:
         root = REPO / path
         for file in [root] if root.is_file() else root.rglob("test_*.py"):
             assert "mark.container" not in file.read_text(), file
@@ -180,7 +209,7 @@ def test_wheel_tags_sorts_what_pip_installed_by_how_it_came() -> None:
             item("oldpkg", "oldpkg-1.0.tar.gz"),
         ]
     }
-    assert py314.wheel_tags(report) == {
+    assert sid.wheel_tags(report) == {
         "abi3": ["psutil"],
         "cp314": ["pydantic-core"],
         "none": ["h11"],
@@ -188,16 +217,19 @@ def test_wheel_tags_sorts_what_pip_installed_by_how_it_came() -> None:
     }
 
 
-def test_ci_runs_it_once_and_fails_when_it_fails() -> None:
+@pytest.mark.parametrize("minor", sid.PYTHONS)
+def test_ci_runs_each_version_once_and_fails_when_it_fails(minor: str) -> None:
+    tag = sid.Python(minor).tag
     text = (REPO / ".ci" / "run").read_text()
     commands = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
 
     def where(command: str) -> list[int]:
         return [i for i, line in enumerate(commands) if command in line]
 
-    (call,) = where("python3 -m lab.py314")
+    (call,) = where(f"python3 -m lab.sid --python {minor} ")
     assert commands[call].startswith('CI="${CI:-true}"')  # the cgroup tests fail, never skip
-    assert commands[call].endswith("|| py314=$?")  # a failure does not stop CI here...
+    assert commands[call].endswith(f"|| {tag}=$?")  # a failure does not stop CI here...
     assert where("python3 -m lab.jemalloc")[0] < call < where("make test")[0]
-    (check,) = where('[ "$py314" = 0 ]')  # ...but fails it once `make test` has run
+    (check,) = where(f'[ "${tag}" = 0 ]')  # ...but fails it once `make test` has run
     assert check > where("make test")[0] and "exit 1" in commands[check]
+    assert f"CPython {minor} tests failed" in commands[check]
