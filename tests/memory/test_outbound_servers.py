@@ -62,7 +62,7 @@ COPIES_WHOLE = {  # does the server keep a copy of a whole reply per slow reader
 SERVERS = {
     "uvicorn-h11": ["uvicorn", "svc.main:app", "--port", "{port}", "--http", "h11"],
     "uvicorn-httptools": ["uvicorn", "svc.main:app", "--port", "{port}", "--http", "httptools"],
-    "gunicorn-uvicorn": ["gunicorn", "svc.main:app", "-k", "uvicorn.workers.UvicornWorker",
+    "gunicorn-uvicorn": ["gunicorn", "svc.main:app", "-k", "uvicorn_worker.UvicornWorker",
                          "-w", "1", "-b", "127.0.0.1:{port}"],
     "granian": ["granian", "--interface", "asgi", "--port", "{port}", "--workers", "1",
                 "svc.main:app"],
