@@ -41,7 +41,7 @@ RELEASE_LINE = re.compile(
 # What the snippet leaves to the service: a burst to clean up after. A long-lived object in
 # every few hundred keeps pymalloc arenas pinned, so RSS stays up after the burst and the idle
 # release has something to do, as in a real service.
-ROUTES = '''from svc.wiring import app
+ROUTES = """from svc.wiring import app
 
 KEPT: list[dict[str, object]] = []
 
@@ -54,7 +54,7 @@ def burst(n: int = 400_000) -> dict[str, int]:
 
 app.add_api_route("/healthz", lambda: {"status": "ok"}, tags=["ops"])
 app.add_api_route("/burst", burst, methods=["POST"], tags=["work"])
-'''
+"""
 TOKEN = "lifted-status-token-0123456789"
 # A service's own app, as FastAPI's full-stack template makes it: ids from the first tag.
 TAGGED_APP = 'FastAPI(generate_unique_id_function=lambda route: f"{route.tags[0]}-{route.name}")'
@@ -124,16 +124,27 @@ class Served:
                 self.process.wait()
 
 
+# fmt: off
 SERVERS = {
     "uvicorn-1": ["uvicorn", "svc.main:app", "--host", "127.0.0.1", "--port", "{port}"],
     "uvicorn-2": ["uvicorn", "svc.main:app", "--host", "127.0.0.1", "--port", "{port}",
                   "--workers", "2"],
-    "gunicorn-2": ["gunicorn", "svc.main:app", "-k", "uvicorn.workers.UvicornWorker",
+    # FastAPI's documented way (fastapi-cli): finds the app from the file's path.
+    "fastapi-run-1": ["fastapi", "run", "svc/main.py", "--host", "127.0.0.1", "--port", "{port}"],
+    # uvicorn's worker for gunicorn, in its own package since uvicorn.workers was deprecated.
+    "gunicorn-2": ["gunicorn", "svc.main:app", "-k", "uvicorn_worker.UvicornWorker",
                    "-w", "2", "-b", "127.0.0.1:{port}"],
+    # gunicorn's own ASGI worker (gunicorn 24 on), no uvicorn in the worker.
+    "gunicorn-asgi-2": ["gunicorn", "svc.main:app", "-k", "asgi", "-w", "2",
+                        "-b", "127.0.0.1:{port}"],
     "granian-2": ["granian", "--interface", "asgi", "--host", "127.0.0.1", "--port", "{port}",
                   "--workers", "2", "svc.main:app"],
 }
-WORKERS = {"uvicorn-1": 1, "uvicorn-2": 2, "gunicorn-2": 2, "granian-2": 2}
+WORKERS = {
+    "uvicorn-1": 1, "uvicorn-2": 2, "fastapi-run-1": 1, "gunicorn-2": 2, "gunicorn-asgi-2": 2,
+    "granian-2": 2,
+}
+# fmt: on
 
 
 @pytest.fixture
@@ -186,6 +197,7 @@ def test_the_lifted_package_runs_under(name: str, serve: object) -> None:
     served: Served = serve(name)  # type: ignore[operator]
     workers = WORKERS[name]
     served.wait_for(f"{workers} start line(s)", lambda: served.log().count(START_LINE) >= workers)
+
     # At once, on new connections: while one worker is busy with a burst another accepts the
     # next, so every worker gets some (one after another, the same worker may take them all).
     def burst(_: int) -> int:

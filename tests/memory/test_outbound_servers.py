@@ -4,8 +4,9 @@ The memory package is copied into a project of its own, serving one 10 MB value 
 exact `bytes` (a view of a bytearray, as a buffer filled in place would be). 20 clients with small
 receive buffers ask for it and read nothing; the growth of the server's process tree is measured
 with replies whole and with replies sliced, in the same test. Whole, h11 joins such a body into a
-new bytes per reply and Granian copies every body it is handed, while httptools hands the view to
-the transport as it is (gunicorn's UvicornWorker picks httptools where it is installed). Sliced,
+new bytes per reply, and Granian and gunicorn's own ASGI worker copy every body they are handed,
+while httptools hands the view to the transport as it is (gunicorn's UvicornWorker picks httptools
+where it is installed, and `fastapi run` is uvicorn with it). Sliced,
 every server holds a fraction of the value per reader. Ratios within one run, not absolute
 figures.
 """
@@ -57,13 +58,15 @@ COPIES_WHOLE = {  # does the server keep a copy of a whole reply per slow reader
     "uvicorn-h11": True,
     "uvicorn-httptools": False,
     "gunicorn-uvicorn": False,
+    "gunicorn-asgi": True,
     "granian": True,
 }
 SERVERS = {
     "uvicorn-h11": ["uvicorn", "svc.main:app", "--port", "{port}", "--http", "h11"],
     "uvicorn-httptools": ["uvicorn", "svc.main:app", "--port", "{port}", "--http", "httptools"],
-    "gunicorn-uvicorn": ["gunicorn", "svc.main:app", "-k", "uvicorn.workers.UvicornWorker",
+    "gunicorn-uvicorn": ["gunicorn", "svc.main:app", "-k", "uvicorn_worker.UvicornWorker",
                          "-w", "1", "-b", "127.0.0.1:{port}"],
+    "gunicorn-asgi": ["gunicorn", "svc.main:app", "-k", "asgi", "-w", "1", "-b", "127.0.0.1:{port}"],
     "granian": ["granian", "--interface", "asgi", "--port", "{port}", "--workers", "1",
                 "svc.main:app"],
 }
