@@ -29,7 +29,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from lab.sid import SETUP_FAILED, TESTS, lock_digest, run_and_report
+from lab.sid import IGNORED, SETUP_FAILED, TESTS, lock_digest, run_and_report
 from scripts.verify.core.docker_engine import CACHE_DIR
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -112,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     say(f"{version} ({interpreter}); pytest on {' '.join(TESTS)}")
     os.chdir(REPO_ROOT)  # the selection's paths are the checkout's
     command = [str(venv / "bin" / "python"), "-m", "pytest", "-p", "no:cacheprovider",
-               *pytest_args, *TESTS]
+               *(f"--ignore={path}" for path in IGNORED), *pytest_args, *TESTS]
     return run_and_report(command, say)
 
 

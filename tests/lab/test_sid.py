@@ -100,6 +100,7 @@ def test_pytest_gets_extra_arguments_before_the_selection() -> None:
     argv = sid.pytest_argv(("tests/memory",), ["-x", "-k", "release"])
     assert argv[:3] == ["/opt/venv/bin/python", "-m", "pytest"]
     assert argv[-4:] == ["-x", "-k", "release", "tests/memory"]
+    assert "--ignore=tests/memory/test_liftout_attacks.py" in argv  # the servers' attacks: once
 
 
 def test_unknown_options_go_to_pytest(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
