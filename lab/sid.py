@@ -188,7 +188,8 @@ def pytest_argv(tests: Sequence[str] = TESTS, extra: Sequence[str] = ()) -> list
     of the host's checkout (only servers the tests start may leave cpython-31X .pyc files, which
     git ignores)."""
     ignored = [f"--ignore={path}" for path in IGNORED]
-    return [f"{VENV}/bin/python", "-m", "pytest", "-p", "no:cacheprovider", *ignored, *extra, *tests]
+    python = f"{VENV}/bin/python"
+    return [python, "-m", "pytest", "-p", "no:cacheprovider", *ignored, *extra, *tests]
 
 
 def wheel_tags(report: Mapping[str, Any]) -> dict[str, list[str]]:
