@@ -220,3 +220,23 @@ def test_a_missing_run_or_a_name_of_no_kind_is_refused_by_the_parser(
         cli.main(["publish", *how])
     assert stopped.value.code == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_a_slow_body_flood_is_published_with_its_posts_alone_and_flooded(tmp_path: Path) -> None:
+    run_dir = tmp_path / "slow-bodies"
+    run_dir.mkdir()
+    posts = {"sent": 20, "created": 19, "statuses": {"201": 19, "503": 1}, "errors": 0}
+    runs = [
+        {"kind": "flood"},  # another kind's run in the same file: not this entry's
+        {
+            "kind": "slow_bodies", "profile": "baseline", "server": "uvicorn", "attackers": 40,
+            "declared_mb": 6.68, "quiet": {**posts, "share": 0.95},
+            "flooded": {**posts, "created": 13, "share": 0.65}, "peak_reserved_mb": None,
+            "oom_kills": 0, "alive": True,
+        },
+    ]  # fmt: skip
+    context = ["command: `python -m scripts.verify overload --slow-bodies 40`"]
+    (run_dir / "overload.json").write_text(json.dumps({"context": context, "runs": runs}))
+    entry = entry_of(run_dir, "slow-bodies")
+    (row,) = table("slow-bodies", entry).splitlines()[2:]
+    assert row == "| baseline | uvicorn | 40 | 6.7 | 19 / 20 | 13 / 20 | 65% | - | 0 | yes |"
