@@ -27,7 +27,7 @@ profile but `baseline`: no OOM kill, alive, /healthz answering 99% of probes, an
 client reading a result whole afterwards.
 
 Then, for each count of --slow-bodies, that many `slowhttptest -B` connections to the first
-declared heavy request (the reference workload's POST /bulk/sync), each declaring a 7 MB body
+declared heavy request (the reference workload's sync route), each declaring a 7 MB body
 and sending about 1 KB a second (`-i 1 -x 1200`: above the body rate floor), while a
 legitimate client in a process of its own posts that request's largest body at most once a
 second: the legitimate posts answered 201 out of those sent, for --seconds without the flood,

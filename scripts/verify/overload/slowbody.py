@@ -3,7 +3,7 @@ floor, to hold what the service sets aside for it (`slowhttptest -B`, R-U-Dead-Y
 legitimate client posts large bodies at its own pace.
 
 The attack is Qualys's `slowhttptest -B` itself, against the first heavy request the workload
-declares (app/load.py; the reference workload's POST /bulk/sync), each connection declaring
+declares (app/load.py; the reference workload's sync route), each connection declaring
 ``declared_bytes`` and sending a random ``name=value`` pair of up to ``follow_bytes`` every
 ``interval`` seconds (about 1 KB a second with the defaults: above the body rate floor). The
 legitimate client runs in a process of its own (not the one that launches the attack) and posts
