@@ -114,10 +114,6 @@ class _ClientGone(Exception):
     pass
 
 
-class _Answered(Exception):
-    """The request has been answered (or its client is gone); nothing more to do."""
-
-
 class AdmissionGate:
     """Pure ASGI middleware; routes it does not admit pass straight through."""
 
@@ -188,7 +184,9 @@ class AdmissionGate:
             await self._refuse(receive, send, head, 503, refused.detail, reason=refused.reason)
             return
         try:
-            body = await self._read(scope, receive, send, reservation, route.cost(0), bound)
+            body = await self._read(
+                scope, receive, send, head, reservation, route.cost(0), bound
+            )
             if body is None:
                 return
             try:  # the body is whole: now the work on it
@@ -211,7 +209,7 @@ class AdmissionGate:
         await json_reply(send, 503, refused.detail, reason=refused.reason, headers=headers)
 
     async def _read(
-        self, scope: Scope, receive: Receive, send: Send, reservation: Reservation,
+        self, scope: Scope, receive: Receive, send: Send, head: _Head, reservation: Reservation,
         fixed: int, bound: int,
     ) -> bytes | None:
         """The whole body, or None once the request has been answered or the client is gone.
@@ -237,11 +235,16 @@ class AdmissionGate:
                     watch.arrived(loop.time(), size)
                     if bound and fixed + size > reservation.nbytes:
                         timer.reschedule(None)  # waiting for room is not the client's time
-                        watch.paused(await self._follow(reservation, fixed + self._ahead(
-                            size, bound), send))
+                        try:
+                            waited = await reservation.grow(fixed + self._ahead(size, bound))
+                        except Refused as refused:  # the rest is dropped as it comes, then 503
+                            chunks.clear()
+                            reservation.resize(0)
+                            await self._refuse(receive, send, head, 503, refused.detail,
+                                               reason=refused.reason)
+                            return None
+                        watch.paused(waited)
                     timer.reschedule(watch.deadline())
-        except _Answered:
-            pass
         except _ClientGone:
             log.info(
                 "[memory-admission] %s %s: client disconnected after %d body bytes; "
@@ -254,14 +257,6 @@ class AdmissionGate:
         except TimeoutError:
             await self._timed_out(scope, send, watch, loop.time(), size)
         return None
-
-    async def _follow(self, reservation: Reservation, nbytes: int, send: Send) -> float:
-        """Grow the reservation with the body; the seconds waited. Refused: answered 503."""
-        try:
-            return await reservation.grow(nbytes)
-        except Refused as refused:
-            await self._reply_refused(send, refused)
-            raise _Answered from None
 
     async def _timed_out(
         self, scope: Scope, send: Send, watch: BodyWatch, now: float, size: int

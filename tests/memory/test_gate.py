@@ -351,3 +351,16 @@ def test_a_declared_body_whose_work_can_never_fit_is_refused_unread() -> None:
     call(ahead_gate(pool, App(pool)), scope(headers=[length(50)]), client)  # 50 x 4 > 100
     assert client.status == 503 and client.json["reason"] == "budget"
     assert client.read == 1  # drained, as every refusal is
+
+
+def test_a_body_refused_room_to_grow_is_dropped_as_it_comes_then_503() -> None:
+    pool = Admission(100, queue_limit=0)
+    held = asyncio.run(pool.reserve(85))  # room for the lookahead, not for the body's growth
+    app = App(pool)
+    client = Client([b"x" * 10, b"x" * 10, b"x" * 5])
+    call(ahead_gate(pool, app, lookahead=10), scope(headers=[length(25)]), client)
+    assert client.read == 3  # refused at the second chunk; the rest read and dropped
+    assert client.json["reason"] == "budget"
+    assert client.status == 503 and client.headers[b"retry-after"] == b"2" and not app.bodies
+    held.release()
+    assert pool.reserved_bytes == 0
