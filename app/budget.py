@@ -12,8 +12,14 @@ from collections.abc import Sequence
 
 from app.config import ConfigError, Settings
 from app.frame import Admitted, Held
-from app.memory import AdmissionConfig, BudgetError, MemoryBudget, MemoryManager, split_budget
-from app.memory.bodyrate import BodyFloor
+from app.memory import (
+    AdmissionConfig,
+    BodyFloor,
+    BudgetError,
+    MemoryBudget,
+    MemoryManager,
+    split_budget,
+)
 from app.memory.measure import MB, fmt_mb
 
 
