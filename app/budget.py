@@ -12,7 +12,14 @@ from collections.abc import Sequence
 
 from app.config import ConfigError, Settings
 from app.frame import Admitted, Held
-from app.memory import AdmissionConfig, BudgetError, MemoryBudget, MemoryManager, split_budget
+from app.memory import (
+    AdmissionConfig,
+    BodyFloor,
+    BudgetError,
+    MemoryBudget,
+    MemoryManager,
+    split_budget,
+)
 from app.memory.measure import MB, fmt_mb
 
 
@@ -33,6 +40,8 @@ def service_admission(
         queue_limit=settings.admission_queue,
         max_wait_seconds=settings.admission_max_wait_seconds,
         body_timeout_seconds=settings.body_timeout_seconds,
+        # The floor the edge keeps on uvicorn's h11, here for every server (docs/overload.md).
+        body_floor=BodyFloor(settings.min_body_rate_bytes, settings.min_rate_grace_seconds),
         limit_name=widest.limit_name if widest else "the body size limit",
     )
 

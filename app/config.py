@@ -93,8 +93,9 @@ class Settings(BaseSettings):
     max_connections: int | None = Field(None, ge=1, le=1_000_000)  # per worker
     header_timeout_seconds: float = Field(10.0, gt=0, le=3600)
     body_timeout_seconds: float = Field(30.0, gt=0, le=3600)
-    # Slow clients (app/edge/rates.py): below these rates for the grace period, a connection is
-    # closed; 0 turns a floor off. Kestrel's defaults: 240 bytes/s after 5 s.
+    # Slow clients (app/edge/rates.py; an admitted route's body also in app/memory/gate.py, under
+    # any server): below these rates for the grace period, a connection is closed; 0 turns a
+    # floor off. Kestrel's defaults: 240 bytes/s after 5 s.
     min_body_rate_bytes: float = Field(240.0, ge=0, le=1_000_000_000)
     min_response_rate_bytes: float = Field(240.0, ge=0, le=1_000_000_000)
     min_rate_grace_seconds: float = Field(5.0, ge=1, le=3600)

@@ -10,7 +10,10 @@ headers has a deadline; a connection that sends its body or reads its reply slow
 floor (app/edge/rates.py) is closed; and at the cap a new connection closes the connection doing
 least for its client: first the one that has waited longest for headers, then the slowest one
 below the floor. Only when every open connection is making progress is the new one answered 503.
-Body deadlines are the admission gate's (app/memory/gate.py), which knows when the app is reading.
+Body deadlines are the admission gate's (app/memory/gate.py), which knows when the app is reading;
+the gate also keeps the body floor, under any server, and on an admitted route its 408 comes first
+(it keeps the exact moment, this samples once a second): the floor here covers other routes'
+bodies and ranks connections for the cap.
 
 The kernel's send buffer is bounded per connection (SO_SNDBUF): left to autotuning it grows to
 megabytes per slow reader, which cgroup v2 charges to the container (``sock`` in memory.stat).

@@ -7,6 +7,7 @@ standard library, psutil, prometheus-client and Starlette.
     memory.install(app, status_token=os.environ.get("ADMIN_TOKEN"))  # GET /debug/memory
 """
 
+from .bodyrate import BodyFloor
 from .budget import BudgetError, MemoryBudget, split_budget
 from .cleanup import CleanupConfig
 from .document import StatusDocument, read_status
@@ -24,6 +25,7 @@ GuardedRoute = RouteCost
 __all__ = [
     "MB",
     "AdmissionConfig",
+    "BodyFloor",
     "BudgetError",
     "CleanupConfig",
     "GuardedRoute",

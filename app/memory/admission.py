@@ -57,6 +57,17 @@ class Reservation:
             self._pool._give_back(self.nbytes - nbytes)
             self.nbytes = nbytes
 
+    async def grow(self, nbytes: int) -> float:
+        """Grow to ``nbytes`` (a body that has arrived further, or ended and is now worked on);
+        the seconds it waited for room. Refused as a new reservation would be, but never shed
+        for pressure: the request was admitted, and work admitted runs to its end."""
+        extra = nbytes - self.nbytes
+        if extra <= 0:
+            return 0.0
+        waited = await self._pool._take(extra, self.nbytes)
+        self.nbytes = nbytes
+        return waited
+
     def release(self) -> None:
         if self.nbytes:
             self._pool._give_back(self.nbytes)
@@ -101,21 +112,31 @@ class Admission:
         """A reservation of ``nbytes``, after a bounded wait; Refused when it cannot be had."""
         if self.pressure is not None and self.pressure.shedding():
             raise self._refuse(PRESSURE, "memory is over the high-water mark")
-        if nbytes > self.capacity_bytes:
-            raise self._refuse(
-                BUDGET,
-                f"needs {fmt_mb(nbytes)}, more than the {self.label} budget of "
-                f"{fmt_mb(self.capacity_bytes)}",
-            )
+        waited = await self._take(nbytes)
+        self._admitted(waited)
+        return Reservation(self, nbytes)
+
+    def too_large(self, nbytes: int) -> Refused:
+        """The refusal of a request that needs more than the whole pool: it can never fit."""
+        return self._refuse(
+            BUDGET,
+            f"needs {fmt_mb(nbytes)}, more than the {self.label} budget of "
+            f"{fmt_mb(self.capacity_bytes)}",
+        )
+
+    async def _take(self, nbytes: int, held: int = 0) -> float:
+        """Add ``nbytes`` to what is reserved, beside ``held`` already reserved by the same
+        request, at once or after a bounded wait in the queue; the seconds waited."""
+        if held + nbytes > self.capacity_bytes:
+            raise self.too_large(held + nbytes)
         if not self._waiters and self.reserved_bytes + nbytes <= self.capacity_bytes:
             self.reserved_bytes += nbytes
-            self._admitted(0.0)
-            return Reservation(self, nbytes)
+            return 0.0
         if len(self._waiters) >= self.queue_limit:
             raise self._refuse(BUDGET, f"the {self.label} budget is full and so is its queue")
         return await self._wait(nbytes)
 
-    async def _wait(self, nbytes: int) -> Reservation:
+    async def _wait(self, nbytes: int) -> float:
         waiter = _Waiter(nbytes, asyncio.get_running_loop().create_future())
         self._waiters.append(waiter)
         started = self._clock()
@@ -135,8 +156,7 @@ class Admission:
             else:
                 self._forget(waiter)
             raise
-        self._admitted(self._clock() - started)
-        return Reservation(self, nbytes)
+        return self._clock() - started
 
     @staticmethod
     def _granted(waiter: _Waiter) -> bool:

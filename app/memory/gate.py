@@ -1,12 +1,21 @@
-"""The ASGI side of admission control: an admitted route reserves its cost before its body is read.
+"""The ASGI side of admission control: an admitted route pays for a body as it arrives, and for
+the work on it once it has arrived.
 
 The app names the routes it admits and what each costs per body byte (parsed, validated and
-processed, a request holds several times its body). A request with a declared length reserves
-``length x factor``; a chunked one reserves for the largest body it may grow to and gives back
-what it did not use once the body has ended (reserving as it streams could leave several
-half-read bodies each waiting for room the others hold). The body is read here, under a time
-limit, and handed to the app whole; the reservation is returned when the app returns, however
-it returns: response sent, client gone, or an error.
+processed, a request holds several times its body). While the body is read, the request holds
+only what has arrived plus a lookahead (at least ``lookahead_bytes``, else as much again as has
+arrived, never past the declared length): the bytes themselves, which are all a body costs before
+the app works on it. When the body has ended, the reservation grows to ``length x factor``,
+waiting its turn for room like any reservation. A client that declares a large body and sends it
+slowly therefore holds what it has sent, not what it has declared: reconnecting, many addresses
+or a chunked body without a length win it nothing, and a fast client's body grows its
+reservation a handful of times, without waiting while there is room. Half-read bodies cannot
+hold the room each other waits for: each holds only its own bytes, and the wait for the work's
+cost happens with the whole body in hand, behind requests whose work finishes.
+
+The body is read here, under a deadline and a rate floor (bodyrate.py), and handed to the app
+whole; the reservation is returned when the app returns, however it returns: response sent,
+client gone, or an error. A body that misses either gets 408 and gives its reservation back.
 
 Refusals are answered so the client can read them. Most clients send the whole body before they
 read a reply, and closing a socket with unread data in it resets the connection, so a refused
@@ -26,7 +35,8 @@ from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .admission import Admission, Refused
+from .admission import Admission, Refused, Reservation
+from .bodyrate import BodyFloor, BodyWatch
 from .budget import MemoryBudget
 
 log = logging.getLogger(__name__)
@@ -65,6 +75,8 @@ class AdmissionConfig:
     max_wait_seconds: float = 5.0
     body_timeout_seconds: float = 30.0
     limit_name: str = "the body size limit"  # what the 413 calls it: the app's setting
+    body_floor: BodyFloor = BodyFloor()  # a body arriving slower is answered 408
+    lookahead_bytes: int = 64 * 1024  # held ahead of a body's arrival, at least
 
 
 @dataclass(frozen=True)
@@ -114,6 +126,8 @@ class AdmissionGate:
         body_timeout_seconds: float = 30.0,
         retry_after_seconds: int = 2,
         limit_name: str = "the body size limit",
+        body_floor: BodyFloor | None = None,
+        lookahead_bytes: int = 64 * 1024,
     ) -> None:
         self.app = app
         self.limit_name = limit_name  # what the 413 calls the limit: the app's setting
@@ -126,6 +140,8 @@ class AdmissionGate:
         self.max_body_bytes = max_body_bytes
         self.body_timeout_seconds = body_timeout_seconds
         self.retry_after_seconds = retry_after_seconds
+        self.body_floor = body_floor or BodyFloor()
+        self.lookahead_bytes = lookahead_bytes
 
     def _route(self, scope: Scope) -> RouteCost | None:
         if scope["type"] != "http":
@@ -156,31 +172,54 @@ class AdmissionGate:
             await json_reply(send, 413, f"body of {head.length} bytes is over the "
                          f"{self.max_body_bytes}-byte limit ({self.limit_name})")
             return
-        # A body of unknown length is reserved at the largest it may grow to, where bodies cost.
+        # A body of unknown length may grow to the limit, where bodies cost.
         bound = head.length if head.length is not None else self.max_body_bytes
         if not route.cost_factor:
             bound = 0
         try:
-            reservation = await self.admission.reserve(route.cost(bound))
+            if head.length is not None and route.cost(bound) > self.admission.capacity_bytes:
+                raise self.admission.too_large(route.cost(bound))  # before a byte is read
+            reservation = await self.admission.reserve(route.cost(0) + self._ahead(0, bound))
         except Refused as refused:
             await self._refuse(receive, send, head, 503, refused.detail, reason=refused.reason)
             return
         try:
-            body = await self._read(scope, receive, send)
+            body = await self._read(
+                scope, receive, send, head, reservation, route.cost(0), bound
+            )
             if body is None:
                 return
-            if head.length is None:
-                reservation.resize(route.cost(len(body)))
+            try:  # the body is whole: now the work on it
+                await reservation.grow(route.cost(len(body)))
+            except Refused as refused:
+                await self._reply_refused(send, refused)
+                return
+            reservation.resize(route.cost(len(body)))  # a chunked body that ended small
             await self.app(scope, _replay(body, receive), send)
         finally:
             reservation.release()
 
-    async def _read(self, scope: Scope, receive: Receive, send: Send) -> bytes | None:
-        """The whole body, or None once the request has been answered or the client is gone."""
+    def _ahead(self, arrived: int, bound: int) -> int:
+        """Body bytes held while ``arrived`` have come: those, plus a lookahead of as much
+        again (at least ``lookahead_bytes``), never past ``bound``."""
+        return min(bound, arrived + max(arrived, self.lookahead_bytes))
+
+    async def _reply_refused(self, send: Send, refused: Refused) -> None:
+        headers = [(b"retry-after", str(self.retry_after_seconds).encode())]
+        await json_reply(send, 503, refused.detail, reason=refused.reason, headers=headers)
+
+    async def _read(
+        self, scope: Scope, receive: Receive, send: Send, head: _Head, reservation: Reservation,
+        fixed: int, bound: int,
+    ) -> bytes | None:
+        """The whole body, or None once the request has been answered or the client is gone.
+        The reservation follows the body's arrival (``fixed`` plus the bytes held ahead)."""
+        loop = asyncio.get_running_loop()
+        watch = BodyWatch(self.body_floor, self.body_timeout_seconds, loop.time())
         chunks: list[bytes] = []
         size = 0
         try:
-            async with asyncio.timeout(self.body_timeout_seconds):
+            async with asyncio.timeout_at(watch.deadline()) as timer:
                 while True:
                     message = await receive()
                     if message["type"] == "http.disconnect":
@@ -193,6 +232,19 @@ class AdmissionGate:
                         chunks.append(chunk)
                     if not message.get("more_body", False):
                         return b"".join(chunks)
+                    watch.arrived(loop.time(), size)
+                    if bound and fixed + size > reservation.nbytes:
+                        timer.reschedule(None)  # waiting for room is not the client's time
+                        try:
+                            waited = await reservation.grow(fixed + self._ahead(size, bound))
+                        except Refused as refused:  # the rest is dropped as it comes, then 503
+                            chunks.clear()
+                            reservation.resize(0)
+                            await self._refuse(receive, send, head, 503, refused.detail,
+                                               reason=refused.reason)
+                            return None
+                        watch.paused(waited)
+                    timer.reschedule(watch.deadline())
         except _ClientGone:
             log.info(
                 "[memory-admission] %s %s: client disconnected after %d body bytes; "
@@ -203,12 +255,28 @@ class AdmissionGate:
                 send, 413, f"body is over the {self.max_body_bytes}-byte limit ({self.limit_name})"
             )
         except TimeoutError:
+            await self._timed_out(scope, send, watch, loop.time(), size)
+        return None
+
+    async def _timed_out(
+        self, scope: Scope, send: Send, watch: BodyWatch, now: float, size: int
+    ) -> None:
+        floor = self.body_floor
+        if watch.below_floor(now):
+            log.info(
+                "[memory-admission] %s %s: body arrived slower than %g B/s over %gs (%d bytes); "
+                "answered 408", scope["method"], scope["path"], floor.min_bytes_per_second,
+                floor.grace_seconds, size,
+            )
+            detail = (f"body sent slower than the minimum data rate of "
+                      f"{floor.min_bytes_per_second:g} bytes/s")
+        else:
             log.info(
                 "[memory-admission] %s %s: body not complete after %gs (%d bytes); answered 408",
                 scope["method"], scope["path"], self.body_timeout_seconds, size,
             )
-            await json_reply(send, 408, f"body not received within {self.body_timeout_seconds:g}s")
-        return None
+            detail = f"body not received within {self.body_timeout_seconds:g}s"
+        await json_reply(send, 408, detail)
 
     async def _refuse(
         self, receive: Receive, send: Send, head: _Head, status: int, detail: str,

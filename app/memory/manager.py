@@ -138,6 +138,8 @@ class MemoryManager:
             "max_body_bytes": config.max_body_bytes,
             "body_timeout_seconds": config.body_timeout_seconds,
             "limit_name": config.limit_name,
+            "body_floor": config.body_floor,
+            "lookahead_bytes": config.lookahead_bytes,
         }
 
     def running(self) -> AbstractAsyncContextManager[None]:

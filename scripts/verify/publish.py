@@ -39,10 +39,12 @@ from scripts.verify.core.errors import EXIT_NOT_MADE
 from scripts.verify.overload.command import (
     COLUMNS,
     COST_COLUMNS,
+    SLOW_BODY_COLUMNS,
     SLOW_COLUMNS,
     cost_cells,
     flood_cells,
     render,
+    slow_body_cells,
     slow_cells,
 )
 from scripts.verify.soak import report as soak_report
@@ -57,12 +59,13 @@ KINDS: Mapping[str, str] = {
     "bench": "summary.json",
     "flood": "overload.json",
     "slow-readers": "overload.json",
+    "slow-bodies": "overload.json",
     "cost": "overload.json",
     "soak": "soak.json",
 }
 # The overload mode's runs each kind keeps, by their "kind" in overload.json.
 OVERLOAD_RUNS: Mapping[str, str] = {
-    "flood": "flood", "slow-readers": "slow_readers", "cost": "cost",
+    "flood": "flood", "slow-readers": "slow_readers", "slow-bodies": "slow_bodies", "cost": "cost",
 }  # fmt: skip
 
 
@@ -163,6 +166,8 @@ def table(kind: str, entry: Mapping[str, Any]) -> str:
         return render([flood_cells(run) for run in entry["runs"]], COLUMNS)
     if kind == "cost":
         return render([cost_cells(run) for run in entry["runs"]], COST_COLUMNS)
+    if kind == "slow-bodies":
+        return render([slow_body_cells(run) for run in entry["runs"]], SLOW_BODY_COLUMNS)
     return render([slow_cells(run) for run in entry["runs"]], SLOW_COLUMNS)
 
 
@@ -281,9 +286,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument(
         "--as", dest="name", required=True,
-        help="bench: a `compare` run; flood, slow-readers, cost: an `overload` run's floods, "
-        "slow readers or body costs; soak: a `soak` run; KIND:LABEL: another run of that kind "
-        "(flood:hostile)",
+        help="bench: a `compare` run; flood, slow-readers, slow-bodies, cost: an `overload` "
+        "run's floods, slow readers, slow-body floods or body costs; soak: a `soak` run; "
+        "KIND:LABEL: another run of that kind (flood:hostile)",
     )  # fmt: skip
     parser.add_argument(
         "--command",

@@ -156,3 +156,28 @@ def test_refusals_log_one_line_when_they_start_and_one_when_they_stop(
     assert len(lines) == 2, lines
     assert lines[0].startswith("[memory-admission] Refusing new work (budget, in-flight)")
     assert lines[1] == "[memory-admission] Admitting again (in-flight) after 5 refusal(s)"
+
+
+def test_an_admitted_request_grows_in_its_turn_and_is_never_shed_for_pressure() -> None:
+    async def scenario() -> None:
+        shedding = AlwaysShedding()
+        pool = Admission(100, queue_limit=1)
+        first = await pool.reserve(10)
+        pool.pressure = shedding  # type: ignore[assignment]
+        assert await first.grow(60) == 0.0  # room: at once, though new work is being shed
+        assert pool.reserved_bytes == 60 and pool.admitted == 1  # growing is not admitting
+        pool.pressure = None
+        other = await pool.reserve(40)  # the pool is full
+        growing = asyncio.create_task(first.grow(70))  # 10 more: waits for the room
+        await asyncio.sleep(0)
+        assert pool.queued == 1 and first.nbytes == 60
+        other.release()
+        await growing
+        assert first.nbytes == 70 and pool.reserved_bytes == 70
+        with pytest.raises(Refused) as info:
+            await first.grow(101)
+        assert info.value.reason == BUDGET and first.nbytes == 70
+        first.release()
+        assert pool.reserved_bytes == 0
+
+    run(scenario())

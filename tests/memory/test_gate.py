@@ -11,6 +11,7 @@ import pytest
 from starlette.types import Message, Receive, Scope, Send
 
 from app.memory.admission import Admission
+from app.memory.bodyrate import BodyFloor
 from app.memory.gate import AdmissionGate, RouteCost
 
 LIMIT = 1000
@@ -243,3 +244,123 @@ def test_a_template_matches_one_segment_only() -> None:
         client = Client([b""])
         asyncio.run(report_gate(pool, app)(get(path), client.receive, client.send))
         assert app.reserved_while_running == [0], path  # not guarded: passed straight through
+
+
+class Holding(Client):
+    """A client that notes what the pool holds each time the gate asks it for more body."""
+
+    def __init__(self, pool: Admission, chunks: Sequence[bytes], then: str = "end") -> None:
+        super().__init__(chunks, then)
+        self.pool = pool
+        self.held: list[int] = []
+
+    async def receive(self) -> Message:
+        self.held.append(self.pool.reserved_bytes)
+        return await super().receive()
+
+
+def ahead_gate(
+    pool: Admission, app: App, lookahead: int = 10, body_timeout: float = 5.0,
+    floor: BodyFloor | None = None,
+) -> AdmissionGate:
+    return AdmissionGate(
+        app, pool, [RouteCost("POST", "/bulk", FACTOR)], LIMIT, body_timeout,
+        body_floor=floor, lookahead_bytes=lookahead,
+    )
+
+
+def test_a_body_holds_what_has_arrived_plus_the_lookahead_until_it_is_whole() -> None:
+    pool = Admission(10_000)
+    app = App(pool)
+    client = Holding(pool, [b"x" * 5, b"x" * 20, b"x" * 100, b"x" * 275])
+    call(ahead_gate(pool, app), scope(headers=[length(400)]), client)
+    # Before each read: the lookahead (5 bytes fit in it), then, each time what came passes
+    # what is held, what came plus as much again.
+    assert client.held == [10, 10, 50, 250]
+    assert app.reserved_while_running == [400 * FACTOR]  # whole: its work's cost
+    assert client.status == 201 and pool.reserved_bytes == 0
+
+
+def test_a_slow_body_declared_large_holds_what_it_sent_not_what_it_declared() -> None:
+    pool = Admission(10_000)
+    client = Holding(pool, [b"x" * 3], then="wait")
+    call(ahead_gate(pool, App(pool), body_timeout=0.05), scope(headers=[length(900)]), client)
+    assert client.held == [10, 10]  # not 900 x FACTOR
+    assert client.status == 408 and pool.reserved_bytes == 0
+
+
+def test_slow_bodies_declared_large_leave_room_for_a_fast_one() -> None:
+    """The flood's shape: two slow bodies reserving what they declare would fill the pool."""
+    pool = Admission(int(2 * LIMIT * FACTOR), queue_limit=0)
+    app = App(pool)
+    slow = [Client([b"{"], then="wait") for _ in range(20)]
+    fast = Client([b"x" * LIMIT])
+    g = ahead_gate(pool, app, lookahead=16, body_timeout=0.2)
+
+    async def both() -> None:
+        waiting = [asyncio.create_task(g(scope(headers=[length(LIMIT)]), c.receive, c.send))
+                   for c in slow]
+        await asyncio.sleep(0)  # every slow one has its reservation and waits for its body
+        await g(scope(headers=[length(LIMIT)]), fast.receive, fast.send)
+        await asyncio.gather(*waiting)
+
+    asyncio.run(both())
+    assert fast.status == 201 and app.bodies == [b"x" * LIMIT]
+    assert [c.status for c in slow] == [408] * 20
+    assert pool.reserved_bytes == 0
+
+
+def test_a_chunked_body_follows_its_arrival_like_a_declared_one() -> None:
+    pool = Admission(10_000)
+    app = App(pool)
+    client = Holding(pool, [b"x" * 30, b"y" * 30])
+    call(ahead_gate(pool, app), scope(), client)
+    assert client.held == [10, 60]  # not the limit's 1000 x FACTOR
+    assert app.reserved_while_running == [60 * FACTOR]
+
+
+def test_a_body_below_the_floor_gets_408_saying_so_and_its_reservation_back(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="app.memory.gate")
+    pool = Admission(10_000)
+    app = App(pool)
+    client = Client([b"x"], then="wait")
+    floor = BodyFloor(min_bytes_per_second=1000, grace_seconds=0.05)
+    call(ahead_gate(pool, app, floor=floor), scope(headers=[length(500)]), client)
+    assert client.status == 408 and not app.bodies and pool.reserved_bytes == 0
+    assert "minimum data rate of 1000 bytes/s" in str(client.json["detail"])
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert "slower than 1000 B/s over 0.05s (1 bytes); answered 408" in line
+
+
+def test_a_whole_body_whose_work_finds_no_room_is_503_with_retry_after() -> None:
+    pool = Admission(int(LIMIT * FACTOR), queue_limit=0)
+    held = asyncio.run(pool.reserve(int(LIMIT * FACTOR) - 50))  # work already running
+    app = App(pool)
+    client = Client([b"x" * 20])
+    call(ahead_gate(pool, app), scope(headers=[length(20)]), client)
+    assert client.status == 503 and client.headers[b"retry-after"] == b"2" and not app.bodies
+    held.release()
+    assert pool.reserved_bytes == 0
+
+
+def test_a_declared_body_whose_work_can_never_fit_is_refused_unread() -> None:
+    pool = Admission(100)
+    client = Client([b"x" * 50])
+    call(ahead_gate(pool, App(pool)), scope(headers=[length(50)]), client)  # 50 x 4 > 100
+    assert client.status == 503 and client.json["reason"] == "budget"
+    assert client.read == 1  # drained, as every refusal is
+
+
+def test_a_body_refused_room_to_grow_is_dropped_as_it_comes_then_503() -> None:
+    pool = Admission(100, queue_limit=0)
+    held = asyncio.run(pool.reserve(85))  # room for the lookahead, not for the body's growth
+    app = App(pool)
+    client = Client([b"x" * 10, b"x" * 10, b"x" * 5])
+    call(ahead_gate(pool, app, lookahead=10), scope(headers=[length(25)]), client)
+    assert client.read == 3  # refused at the second chunk; the rest read and dropped
+    assert client.json["reason"] == "budget"
+    assert client.status == 503 and client.headers[b"retry-after"] == b"2" and not app.bodies
+    held.release()
+    assert pool.reserved_bytes == 0

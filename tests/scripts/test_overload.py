@@ -11,17 +11,21 @@ import pytest
 from scripts.verify import cli
 from scripts.verify.overload.command import (
     COST_COLUMNS,
+    SLOW_BODY_COLUMNS,
     OverloadOptions,
     cost_cells,
     flood_cells,
     judge,
     judge_slow,
+    judge_slow_bodies,
     render,
+    slow_body_cells,
     slow_cells,
 )
 from scripts.verify.overload.cost import BodyShape, CostRun, body_of
 from scripts.verify.overload.flood import FloodResult, HealthResult
 from scripts.verify.overload.run import OverloadRun, OverloadSettings
+from scripts.verify.overload.slowbody import Posts, SlowBodyRun, SlowBodySettings
 from scripts.verify.overload.slowread import ReaderCounts, SlowReadRun, SlowReadSettings
 
 MB = 1024 * 1024
@@ -93,6 +97,9 @@ def test_slow_readers_are_judged_on_what_a_user_sees() -> None:
         ["overload", "--levels", "none", "--slow-readers", "none"],
         ["overload", "--slow-readers", "0"],
         ["overload", "--slow-readers", "many"],
+        ["overload", "--slow-bodies", "0"],
+        ["overload", "--slow-bodies", "x"],
+        ["overload", "--min-served-share", "1.5"],
         ["overload", "--seconds", "0"],
         ["overload", "--min-goodput-share", "2"],
         ["overload", "--limit-mode", "none"],
@@ -148,3 +155,23 @@ def test_a_submission_s_cost_is_its_peak_growth_per_body_byte() -> None:
     assert cost_cells(figures) == ["p", "20,000", "105", "2.00", "28.0", "14.0x"]
     assert len(cost_cells(figures)) == len(COST_COLUMNS)
     assert CostRun("p", BodyShape(1), 10, 201, 50, 40).growth_bytes == 0  # never negative
+
+
+def made_slow_bodies(oom: int, created: int, sent: int, server: str = "granian") -> SlowBodyRun:
+    settings = SlowBodySettings(overrides={"SERVER": server})
+    return SlowBodyRun(
+        "p", settings, "/bulk/sync", 8 * MB, Posts({201: 20}), Posts({201: created, 503: sent -
+        created}), 95 * MB, 390 * MB, oom, oom == 0, "connected:   40", Path("log"),
+    )  # fmt: skip
+
+
+def test_slow_bodies_are_judged_on_the_legitimate_posts_answered() -> None:
+    assert judge_slow_bodies(made_slow_bodies(0, 19, 20), 0.9) == []
+    assert "OOM" in judge_slow_bodies(made_slow_bodies(1, 20, 20), 0.9)[0]
+    (reason,) = judge_slow_bodies(made_slow_bodies(0, 13, 20), 0.9)
+    assert "13 of 20 legitimate posts answered 201, not 90%" in reason
+    run = made_slow_bodies(0, 13, 20)
+    assert run.attack_connected == 40
+    cells = slow_body_cells(run.as_dict())
+    assert cells[1:3] == ["granian", "40"] and cells[4:8] == ["20 / 20", "13 / 20", "65%", "95"]
+    assert len(cells) == len(SLOW_BODY_COLUMNS)

@@ -235,3 +235,23 @@ def test_a_setups_marker_shows_each_setups_mean_and_spread_alone(tmp_path: Path)
     entry["rows"] = entry["rows"][:1]
     with pytest.raises(NotPublished, match="no setups"):
         rewrite(text, "bench", entry)
+
+
+def test_a_slow_body_flood_is_published_with_its_posts_alone_and_flooded(tmp_path: Path) -> None:
+    run_dir = tmp_path / "slow-bodies"
+    run_dir.mkdir()
+    posts = {"sent": 20, "created": 19, "statuses": {"201": 19, "503": 1}, "errors": 0}
+    runs = [
+        {"kind": "flood"},  # another kind's run in the same file: not this entry's
+        {
+            "kind": "slow_bodies", "profile": "baseline", "server": "uvicorn", "attackers": 40,
+            "declared_mb": 6.68, "quiet": {**posts, "share": 0.95},
+            "flooded": {**posts, "created": 13, "share": 0.65}, "peak_reserved_mb": None,
+            "oom_kills": 0, "alive": True,
+        },
+    ]  # fmt: skip
+    context = ["command: `python -m scripts.verify overload --slow-bodies 40`"]
+    (run_dir / "overload.json").write_text(json.dumps({"context": context, "runs": runs}))
+    entry = entry_of(run_dir, "slow-bodies")
+    (row,) = table("slow-bodies", entry).splitlines()[2:]
+    assert row == "| baseline | uvicorn | 40 | 6.7 | 19 / 20 | 13 / 20 | 65% | - | 0 | yes |"

@@ -26,6 +26,15 @@ own: memory per slow reader (the cgroup's growth over the readers) and the peak.
 profile but `baseline`: no OOM kill, alive, /healthz answering 99% of probes, and a normal
 client reading a result whole afterwards.
 
+Then, for each count of --slow-bodies, that many `slowhttptest -B` connections to the first
+declared heavy request (the reference workload's sync route), each declaring a 7 MB body
+and sending about 1 KB a second (`-i 1 -x 1200`: above the body rate floor), while a
+legitimate client in a process of its own posts that request's largest body at most once a
+second: the legitimate posts answered 201 out of those sent, for --seconds without the flood,
+then for --seconds with it. Judged for every profile but `baseline`: no OOM kill, alive, and at
+least --min-served-share of the posts under the flood answered 201. Needs Debian's
+`slowhttptest`.
+
 Then, for each body of --body-cost, one submission to a fresh server: the peak RSS growth over
 it per body byte, the figure a admitted route's cost factor must cover (reported, not judged).
 
@@ -51,6 +60,7 @@ from scripts.verify.core.declared import heavy_requests, readable
 from scripts.verify.core.errors import EXIT_NOT_MADE, RunNotMade, exit_for
 from scripts.verify.overload.cost import BodyShape, run_cost
 from scripts.verify.overload.run import OverloadRun, OverloadSettings, large_body, run_overload
+from scripts.verify.overload.slowbody import SlowBodyRun, SlowBodySettings, run_slow_bodies
 from scripts.verify.overload.slowread import SlowReadRun, SlowReadSettings, run_slow_readers
 
 BASELINE = "baseline"
@@ -66,6 +76,10 @@ SLOW_COLUMNS = (
     "profile", "slow readers", "reply MB", "cut by the floor", "growth MB", "per reader KB",
     "kernel KB per reader", "peak MB", "OOM kills", "alive", "/healthz ok", "read whole after",
 )
+SLOW_BODY_COLUMNS = (
+    "profile", "server", "slow bodies", "declared MB", "201 / sent, alone",
+    "201 / sent, flooded", "flooded share", "peak reserved MB", "OOM kills", "alive",
+)
 
 
 def add_arguments(parser: flags.Parser) -> None:
@@ -80,6 +94,17 @@ def add_arguments(parser: flags.Parser) -> None:
         "--slow-readers",
         default="40,300",
         help="slow readers of stored results, one run per count (default 40,300; none: no run)",
+    )
+    parser.add_argument(
+        "--slow-bodies",
+        default="none",
+        help="slow-body floods (slowhttptest -B) against a legitimate client, one run per count "
+        "of attacking connections (e.g. 40; default none)",
+    )
+    flags.add_number(
+        parser, "--min-served-share", float, 0.9,
+        "legitimate posts answered 201 under the slow-body flood, as a share of those sent, to "
+        "pass",
     )
     parser.add_argument(
         "--body-cost",
@@ -117,10 +142,12 @@ class OverloadOptions:
     profile: str | None = None  # None: baseline and the default
     levels: str = "1,4,16"
     slow_readers: str = "40,300"
+    slow_bodies: str = "none"
     body_cost: str = "none"
     seconds: float = 30.0
     limit_mb: float = 500.0
     min_goodput_share: float = 0.8
+    min_served_share: float = 0.9
     chunked: bool = False
     ignore_retry_after: bool = False
     argv: tuple[str, ...] = ()  # empty where no command line made the run (a test)
@@ -133,10 +160,12 @@ class OverloadOptions:
             profile=args.profile,
             levels=args.levels,
             slow_readers=args.slow_readers,
+            slow_bodies=args.slow_bodies,
             body_cost=args.body_cost,
             seconds=args.seconds,
             limit_mb=args.limit_mb,
             min_goodput_share=args.min_goodput_share,
+            min_served_share=args.min_served_share,
             chunked=args.chunked,
             ignore_retry_after=args.ignore_retry_after,
             argv=tuple(args.argv),
@@ -159,20 +188,25 @@ def check_arguments(parser: flags.Parser, options: OverloadOptions) -> None:
     try:
         levels = levels_of(options.levels)
         readers = levels_of(options.slow_readers)
+        attackers = levels_of(options.slow_bodies)
     except ValueError:
-        parser.error("--levels and --slow-readers are comma-separated whole numbers, or none")
+        parser.error(
+            "--levels, --slow-readers and --slow-bodies are comma-separated whole numbers, or none"
+        )
     try:
         shapes = shapes_of(options.body_cost)
     except ValueError:
         parser.error("--body-cost is RECORDS or RECORDS:NOTE_CHARS, comma-separated, or none")
-    if not levels and not readers and not shapes:
-        parser.error("--levels, --slow-readers and --body-cost are all none: nothing to run")
-    if min(levels, default=1) < 1 or min(readers, default=1) < 1:
-        parser.error("each of --levels and --slow-readers must be at least 1")
+    if not levels and not readers and not attackers and not shapes:
+        parser.error(
+            "--levels, --slow-readers, --slow-bodies and --body-cost are all none: nothing to run"
+        )
+    if min([*levels, *readers, *attackers], default=1) < 1:
+        parser.error("each of --levels, --slow-readers and --slow-bodies must be at least 1")
     if options.seconds <= 0 or options.limit_mb <= 0:
         parser.error("--seconds and --limit-mb must be positive")
-    if not 0 <= options.min_goodput_share <= 1:
-        parser.error("--min-goodput-share is a share: between 0 and 1")
+    if not 0 <= options.min_goodput_share <= 1 or not 0 <= options.min_served_share <= 1:
+        parser.error("--min-goodput-share and --min-served-share are shares: between 0 and 1")
     flags.check_service(parser, options.service)
     if options.service.limit_mode != "cgroup":
         parser.error("overload runs in a memory cgroup made here: --limit-mode cgroup (root)")
@@ -211,6 +245,38 @@ def judge_slow(run: SlowReadRun) -> list[str]:
     if run.alive and not run.whole_read_after:
         reasons.append(f"{where}: a normal client could not read a result whole afterwards")
     return reasons
+
+
+def judge_slow_bodies(run: SlowBodyRun, min_share: float) -> list[str]:
+    where = f"{run.profile} under {run.settings.attackers} slow bodies"
+    reasons = []
+    if run.oom_kills or not run.alive:
+        reasons.append(f"{where}: {run.oom_kills} OOM kill(s), alive {run.alive}")
+    posts = run.flooded
+    if posts.share < min_share:
+        reasons.append(
+            f"{where}: {posts.created} of {posts.sent} legitimate posts answered 201, "
+            f"not {min_share:.0%}"
+        )
+    return reasons
+
+
+def slow_body_cells(figures: Mapping[str, Any]) -> list[str]:
+    """One slow-body run's row, from its figures as overload.json holds them."""
+    quiet, flooded = figures["quiet"], figures["flooded"]
+    reserved = figures["peak_reserved_mb"]
+    return [
+        str(figures["profile"]),
+        str(figures["server"]),
+        str(figures["attackers"]),
+        f"{figures['declared_mb']:.1f}",
+        f"{quiet['created']} / {quiet['sent']}",
+        f"{flooded['created']} / {flooded['sent']}",
+        f"{flooded['share']:.0%}",
+        "-" if reserved is None else f"{reserved:.0f}",
+        str(figures["oom_kills"]),
+        "yes" if figures["alive"] else "no",
+    ]
 
 
 def slow_cells(figures: Mapping[str, Any]) -> list[str]:
@@ -333,6 +399,23 @@ def run(options: OverloadOptions) -> int:
             slow_rows.append(slow_cells(figures[-1]))
             if name != BASELINE:
                 reasons += judge_slow(slow)
+    body_rows: list[list[str]] = []
+    for name in names:
+        for count in levels_of(options.slow_bodies):
+            sys.stderr.write(f"overload: {name} with {count} slow bodies\n")
+            settings_body = SlowBodySettings(
+                attackers=count, seconds=options.seconds, limit_mb=options.limit_mb,
+                web_concurrency=options.service.web_concurrency, overrides=overrides,
+            )
+            try:
+                slow_body = run_slow_bodies(name, settings_body, body, out / name)
+            except RunNotMade as exc:
+                sys.stderr.write(f"overload: run not made: {exc}\n")
+                return EXIT_NOT_MADE
+            figures.append({**slow_body.as_dict(), "kind": "slow_bodies"})
+            body_rows.append(slow_body_cells(figures[-1]))
+            if name != BASELINE:
+                reasons += judge_slow_bodies(slow_body, options.min_served_share)
     cost_rows: list[list[str]] = []
     for name in names:
         for shape in shapes_of(options.body_cost):
@@ -351,13 +434,17 @@ def run(options: OverloadOptions) -> int:
         f"{'after 50 ms' if options.ignore_retry_after else 'after Retry-After'}; "
         f"{options.seconds:g} s per level; "
         f"a {options.limit_mb:g} MB memory cgroup; {at_once} served at once; slow readers: "
-        f"{options.slow_readers}, 5 bytes a second on a 4 KB receive buffer; body cost: "
+        f"{options.slow_readers}, 5 bytes a second on a 4 KB receive buffer; slow bodies: "
+        f"{options.slow_bodies}, slowhttptest -B -i 1 -x 1200 declaring 7,000,000 bytes; "
+        "body cost: "
         f"{options.body_cost}, one submission to {heavy[0].path} of a fresh server each",
         started_line(started),
     ]
     table = render(rows) if rows else ""
     if slow_rows:
         table = "\n\n".join(t for t in (table, render(slow_rows, SLOW_COLUMNS)) if t)
+    if body_rows:
+        table = "\n\n".join(t for t in (table, render(body_rows, SLOW_BODY_COLUMNS)) if t)
     if cost_rows:
         table = "\n\n".join(t for t in (table, render(cost_rows, COST_COLUMNS)) if t)
     out.mkdir(parents=True, exist_ok=True)
