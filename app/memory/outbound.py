@@ -109,6 +109,10 @@ class Window:
         self.ahead_bytes = 0
         self.sent_bytes = 0
         self.waits = 0  # sends the server made wait: the reader was behind
+        self._timer: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[object] | None = None
+        self._due: float | None = None  # loop time the send in progress must be taken by
+        self._expired = False
 
     async def hand(self, send: Send, message: Message) -> None:
         """``send(message)``, timed: the window follows how long the server took it; past the
@@ -116,15 +120,47 @@ class Window:
         ahead = self.ahead_bytes
         started = self._clock()
         if self.floor.enabled:
-            limit = self.floor.deadline(ahead)
-            try:
-                async with asyncio.timeout(limit):
-                    await send(message)
-            except TimeoutError:
-                raise TooSlow(ahead, limit) from None
+            await self._send_by_deadline(send, message, self.floor.deadline(ahead))
         else:
             await send(message)
         self.taken(len(message.get("body", b"")), self._clock() - started, ahead)
+
+    async def _send_by_deadline(self, send: Send, message: Message, seconds: float) -> None:
+        """One timer per reply, moved only when a send's deadline comes before the one it is
+        set for: asyncio.timeout on every send would cost a timer per slice and per probe."""
+        loop = asyncio.get_running_loop()
+        self._due = due = loop.time() + seconds
+        self._task = asyncio.current_task()  # a streamed reply may send from a task of its own
+        if self._timer is None or self._timer.when() > due:
+            self.close()
+            self._timer = loop.call_at(due, self._check)
+        try:
+            await send(message)
+        except asyncio.CancelledError:
+            if not self._expired or self._task is None:
+                raise
+            self._task.uncancel()
+            raise TooSlow(self.ahead_bytes, seconds) from None
+        finally:
+            self._due = None
+
+    def _check(self) -> None:
+        """The timer: cancel the send in progress if it is past its deadline, else wait on."""
+        self._timer = None
+        if self._due is None or self._task is None:
+            return  # no send waiting: the next one sets the timer again
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._due:
+            self._timer = loop.call_at(self._due, self._check)
+            return
+        self._expired = True
+        self._task.cancel()
+
+    def close(self) -> None:
+        """Idempotent: the reply ended; its timer goes."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def taken(self, nbytes: int, waited: float, ahead: int) -> None:
         """The server took a send of ``nbytes`` after ``waited`` seconds with ``ahead`` bytes
@@ -322,6 +358,7 @@ class _Reply:
 
     def finish(self) -> None:
         """Idempotent: the reply ended, the client went, or the app raised."""
+        self.window.close()
         if self._large:
             self._large = False
             self._outbound.responses -= 1
