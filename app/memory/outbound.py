@@ -336,8 +336,8 @@ class _Reply:
         while offset < len(body):
             if offset:
                 await window.hand(self._send, PROBE)
-            self._hold(len(body) - offset)
             piece = bytes(view[offset : offset + window.size])  # servers take bytes, not views
+            self._hold(len(piece))
             offset += len(piece)
             last = offset >= len(body)
             await window.hand(
@@ -349,10 +349,12 @@ class _Reply:
         """The window for a large reply's sends; a small one's single send goes as it came."""
         return self.window if self._large else None
 
-    def _hold(self, remaining: int) -> None:
+    def _hold(self, nbytes: int) -> None:
+        """Count what the reply holds as it hands ``nbytes`` over: those, and what it handed
+        the server since the server last made it wait (the server may hold those still)."""
         if not self._large:
             return
-        held = min(remaining, self._outbound.window_bytes)
+        held = min(nbytes + self.window.ahead_bytes, self._outbound.window_bytes)
         self._outbound.queued_bytes += held - self._held
         self._held = held
 

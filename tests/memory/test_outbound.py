@@ -107,7 +107,7 @@ def test_a_slow_reader_holds_one_window_and_the_count_goes_back_to_zero() -> Non
         return while_held, (outbound.responses, outbound.queued_bytes)
 
     while_held, after = asyncio.run(run())
-    assert while_held == (1, 2 * SLICE)  # the window, not the 10 KiB reply
+    assert while_held == (1, SLICE)  # the slice waiting for the server, not the 10 KiB reply
     assert after == (0, 0)
 
 
