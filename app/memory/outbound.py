@@ -3,16 +3,17 @@
 An ASGI app hands the server a reply body in one message, and the server writes it to the
 connection's transport, which keeps whatever the socket does not take at once: a whole copy per
 slow reader, for as long as the reader takes. Cut into slices, the body goes out under the
-server's flow control instead: uvicorn (h11 and httptools, under gunicorn too) waits before each
-write until the transport's buffer is under its low-water mark (16 KiB), so a slow reader holds one
-slice plus that buffer, not the reply. A stored value is sent from its one copy, a slice at a time
-(``StoredResponse``), never copied whole per client.
+server's flow control instead: uvicorn (h11 and httptools, under gunicorn too) makes a send wait
+while the transport's buffer is over its high-water mark, until it is under a quarter of it, so a
+slow reader holds that buffer, not the reply. A stored value is sent from its one copy, a slice
+at a time (``StoredResponse``), never copied whole per client.
 
-What large replies hold is counted (``queued_bytes``: per reply in progress, the bytes not yet taken
-by the server, up to its window of two slices) and reserved from the budget's outbound part:
-without room a new large reply waits in the same kind of bounded queue as admission, or is
-answered 503 with Retry-After before anything of it is sent. Small replies (one slice or less) and
-the quiet paths (health checks, scrapes) are never held back.
+What large replies hold is counted (``queued_bytes``: per reply in progress, the slice in hand and
+what the server may not have sent yet, up to two full slices) and two full slices are reserved
+from the budget's outbound part: without room a new large reply waits in the same kind of
+bounded queue as admission, or is answered 503 with Retry-After before anything of it is sent.
+Small replies (one slice or less) and the quiet paths (health checks, scrapes) are never held
+back.
 
 Each reply's slices are sized by its ``Window``, as TCP sizes a congestion window: the first slice
 is small (4 KiB), each one the server takes at once doubles the next, up to the full 64 KiB, and
@@ -194,8 +195,9 @@ class Outbound:
         self.min_slice_bytes = min(min_slice_bytes, slice_bytes)
         self.floor = floor or ReplyFloor()
         self._clock = clock
-        # One slice inside the server, one in its write buffer (uvicorn writes when the buffer is
-        # under 16 KiB, so it holds less than a slice more): what a reply can hold at once.
+        # The most a reply may hold at once, reserved for it: a full slice in hand and one in the
+        # server's write buffer. A reader that falls behind holds far less (its window's small
+        # slices), but it may be a fast one until then.
         self.window_bytes = 2 * slice_bytes
         self.pool = pool
         self.responses = 0  # large replies in progress
