@@ -93,7 +93,7 @@ def test_a_streamed_reply_is_sliced_message_by_message() -> None:
 
 
 def test_a_slow_reader_holds_one_window_and_the_count_goes_back_to_zero() -> None:
-    async def run() -> tuple[int, int]:
+    async def run() -> tuple[tuple[int, int], tuple[int, int]]:
         outbound = Outbound(SLICE)
         sent = Recorder(hold=True)
         task = asyncio.create_task(
