@@ -63,9 +63,9 @@ WINDOW_KEY = "memory.reply_window"
 @dataclass(frozen=True)
 class ReplyFloor:
     """The slowest a reader may take its reply: bytes per second (0 turns the floor off) after a
-    grace period, as Kestrel's MinResponseDataRate (240 bytes/s after 5 s)."""
+    grace period. The defaults are Kestrel's MinResponseDataRate: 240 bytes/s after 5 s."""
 
-    min_bytes_per_second: float = 0.0
+    min_bytes_per_second: float = 240.0
     grace_seconds: float = 5.0
 
     @property
@@ -105,7 +105,7 @@ class Window:
         self.max_bytes = max_bytes
         self.min_bytes = min(min_bytes, max_bytes)
         self.size = self.min_bytes
-        self.floor = floor or ReplyFloor()
+        self.floor = floor or ReplyFloor(0.0)
         self._clock = clock
         self.ahead_bytes = 0
         self.sent_bytes = 0

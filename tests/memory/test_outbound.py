@@ -326,7 +326,9 @@ def test_without_a_floor_a_slow_send_is_only_waited_for() -> None:
     async def run() -> Recorder:
         sent = Recorder(hold=True)
         task = asyncio.create_task(
-            ReplySlicer(replying(b"w" * 3 * SLICE), Outbound(SLICE))(scope(), no_body, sent)
+            ReplySlicer(replying(b"w" * 3 * SLICE), Outbound(SLICE, floor=ReplyFloor(0.0)))(
+                scope(), no_body, sent
+            )
         )
         while not task.done():
             await asyncio.sleep(0.01)
