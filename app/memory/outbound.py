@@ -417,7 +417,9 @@ class StoredResponse(Response):
         offset = 0
         while offset < self.length and scope.get("method") != "HEAD":
             size = self.slice_bytes
-            if isinstance(window, Window):  # under the reply slicer: its window sizes the read
+            # Under the reply slicer its window sizes the reads of a large value; a value of one
+            # slice or less goes whole in one part, a small reply the slicer never holds back.
+            if isinstance(window, Window) and self.length > self.slice_bytes:
                 if offset:
                     await send(PROBE)  # returns once the server can take more
                 size = min(size, window.size)

@@ -336,3 +336,20 @@ def test_without_a_floor_a_slow_send_is_only_waited_for() -> None:
         return sent
 
     assert asyncio.run(run()).body == b"w" * 3 * SLICE
+
+
+def test_a_stored_value_of_one_slice_goes_whole_and_reserves_nothing() -> None:
+    pool = Admission(1, queue_limit=0)  # room for no large reply
+    reader = Reader(0.0)
+    sizes: list[int] = []
+
+    def read(offset: int, size: int) -> bytes:
+        sizes.append(size)
+        return b"o" * min(size, 6000 - offset)
+
+    outbound = Outbound(pool=pool, clock=reader.clock)
+    asyncio.run(
+        ReplySlicer(StoredResponse(read, 6000, "text/plain"), outbound)(scope(), no_body, reader)
+    )
+    assert reader.parts == [6000]
+    assert (outbound.sliced, outbound.refused) == (0, 0)
