@@ -29,6 +29,7 @@ from app.errors import validation_error_handler
 from app.frame import Frame, StartupStep, Workload
 from app.memory import CleanupConfig, MemoryManager
 from app.memory.measure import MB
+from app.memory.outbound import Outbound, ReplyFloor
 from app.profiles import load_profiles
 from app.workload import BulkWorkload  # the reference workload: see README "Make it yours"
 
@@ -88,6 +89,10 @@ def memory_manager(settings: Settings) -> MemoryManager:
         settings.memory_check_min_seconds,
         quiet_paths=diagnostics.QUIET_PATHS,
         replica_id=os.environ.get("RAILWAY_REPLICA_ID"),  # /debug/memory tells replicas apart
+        # The reply floor at the ASGI level, under any server; app/edge's is uvicorn h11's own.
+        outbound=Outbound(
+            floor=ReplyFloor(settings.min_response_rate_bytes, settings.min_rate_grace_seconds)
+        ),
     )
 
 

@@ -46,10 +46,12 @@ DEFAULT_MAX_CONNECTIONS = 1000
 
 
 TICK_SECONDS = 1.0  # how often the data rates are sampled
-# The transport's write buffer: uvicorn writes a reply's next slice once the buffer is under the
-# low mark, so a slow reader holds at most the high mark plus one slice (asyncio's default high
-# mark is 64 KiB).
-WRITE_BUFFER_HIGH = 32 * 1024
+# The transport's write buffer: uvicorn makes a reply's next send wait while the buffer is over the
+# high mark, until it is under the low mark (a quarter of it). A slow reader's reply, its window
+# set back to 4 KiB slices after each wait, hands over 4, 8 and 16 KiB from under the low mark
+# before one waits: the buffer peaks at the high mark plus one such slice, 32 KiB here (asyncio's
+# default high mark, which uvicorn's httptools protocol keeps, is 64 KiB).
+WRITE_BUFFER_HIGH = 16 * 1024
 NO_FLOOR = RateFloor(0.0, 5.0)
 
 

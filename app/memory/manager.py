@@ -63,6 +63,7 @@ class MemoryManager:
         namespace: str = "",
         replica_id: str | None = None,
         interpreter: Interpreter | None = None,
+        outbound: Outbound | None = None,
     ) -> None:
         self.config = config
         self.limit_bytes = limit_bytes
@@ -83,7 +84,9 @@ class MemoryManager:
         )
         self.budget: MemoryBudget | None = None
         self.admission: Admission | None = None
-        self.outbound = Outbound()  # replies sliced always; a pool once admission has a budget
+        # Replies sliced always (a reply floor if the app gives one); a pool once admission has
+        # a budget.
+        self.outbound = outbound or Outbound()
         self.status_sources: dict[str, StatusSource] = {}
         self.collector = MemoryCollector(lambda: self.status(detail=False), namespace)
 

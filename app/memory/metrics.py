@@ -76,6 +76,9 @@ class MemoryCollector(Collector):
         yield self._counter("memory_outbound_refused",
                             "Large replies answered 503: no room in the outbound budget.",
                             outbound.refused)
+        yield self._counter("memory_outbound_cut_slow",
+                            "Replies ended: a part not taken within its time at the reply floor.",
+                            outbound.cut_slow)
 
     def _cgroup(self, cgroup: CgroupStatus) -> Iterator[Metric]:
         for value, name, doc in (

@@ -70,11 +70,12 @@ class OutboundStatus:
     their window from (None without admission control)."""
 
     slice_bytes: int
-    window_bytes: int  # what one large reply may hold at once: two slices
+    window_bytes: int  # what one large reply may hold at once, reserved for it: two full slices
     responses: int  # large replies in progress
     queued_bytes: int  # what they hold now, each up to its window
     sliced: int  # large replies since start
     refused: int  # large replies answered 503 for want of room, since start
+    cut_slow: int  # replies ended below the reply floor, since start
     capacity_bytes: int | None  # the budget's outbound part
     reserved_bytes: int | None
     waiting: int | None  # large replies waiting for room
@@ -89,6 +90,7 @@ class OutboundStatus:
             queued_bytes=outbound.queued_bytes,
             sliced=outbound.sliced,
             refused=outbound.refused,
+            cut_slow=outbound.cut_slow,
             capacity_bytes=pool.capacity_bytes if pool else None,
             reserved_bytes=pool.reserved_bytes if pool else None,
             waiting=pool.queued if pool else None,
@@ -102,6 +104,7 @@ class OutboundStatus:
             "queued_bytes": self.queued_bytes,
             "sliced": self.sliced,
             "refused": self.refused,
+            "cut_slow": self.cut_slow,
             "capacity_bytes": self.capacity_bytes,
             "reserved_bytes": self.reserved_bytes,
             "waiting": self.waiting,

@@ -10,7 +10,14 @@ import pytest
 from starlette.types import Message, Receive, Scope, Send
 
 from app.memory.admission import Admission
-from app.memory.outbound import Outbound, ReplySlicer, StoredResponse
+from app.memory.outbound import (
+    MIN_SLICE_BYTES,
+    Outbound,
+    ReplyFloor,
+    ReplySlicer,
+    StoredResponse,
+    Window,
+)
 
 SLICE = 1024
 
@@ -61,8 +68,9 @@ def test_a_large_body_goes_out_in_slices_whole_and_in_order() -> None:
     sent = Recorder()
     asyncio.run(ReplySlicer(replying(body), outbound)(scope(), no_body, sent))
     bodies = [m for m in sent.messages if m["type"] == "http.response.body"]
-    assert [len(m["body"]) for m in bodies] == [SLICE] * 5
-    assert [m["more_body"] for m in bodies] == [True] * 4 + [False]
+    # A probe (an empty part) before each slice after the first.
+    assert [len(m["body"]) for m in bodies] == [SLICE] + [0, SLICE] * 4
+    assert [m["more_body"] for m in bodies] == [True] * 8 + [False]
     assert sent.body == body
     assert (outbound.responses, outbound.queued_bytes, outbound.sliced) == (0, 0, 1)
 
@@ -79,13 +87,13 @@ def test_a_streamed_reply_is_sliced_message_by_message() -> None:
     app = replying(b"a" * 1500, more_after=[b"b" * 10, b"c" * 2048])
     asyncio.run(ReplySlicer(app, Outbound(SLICE))(scope(), no_body, sent))
     sizes = [len(m["body"]) for m in sent.messages if m["type"] == "http.response.body"]
-    assert sizes == [1024, 476, 10, 1024, 1024]
+    assert [size for size in sizes if size] == [1024, 476, 10, 1024, 1024]
     assert sent.body == b"a" * 1500 + b"b" * 10 + b"c" * 2048
     assert sent.messages[-1]["more_body"] is False
 
 
 def test_a_slow_reader_holds_one_window_and_the_count_goes_back_to_zero() -> None:
-    async def run() -> tuple[int, int]:
+    async def run() -> tuple[tuple[int, int], tuple[int, int]]:
         outbound = Outbound(SLICE)
         sent = Recorder(hold=True)
         task = asyncio.create_task(
@@ -99,7 +107,7 @@ def test_a_slow_reader_holds_one_window_and_the_count_goes_back_to_zero() -> Non
         return while_held, (outbound.responses, outbound.queued_bytes)
 
     while_held, after = asyncio.run(run())
-    assert while_held == (1, 2 * SLICE)  # the window, not the 10 KiB reply
+    assert while_held == (1, SLICE)  # the slice waiting for the server, not the 10 KiB reply
     assert after == (0, 0)
 
 
@@ -221,3 +229,127 @@ def test_a_stored_value_stops_being_read_once_the_client_is_gone() -> None:
 
     asyncio.run(run())
     assert 2 <= len(reads) <= 4  # not the 1,000 slices of the whole value
+
+
+class Reader:
+    """A server's send for a client reading at a chosen pace, on a fake clock: each body part
+    (a slice or a probe) takes ``seconds_per_part`` of it, as flow control makes a send wait."""
+
+    def __init__(self, seconds_per_part: list[float] | float) -> None:
+        self.now = 0.0
+        self.paces = seconds_per_part
+        self.parts: list[int] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.body":
+            paces = self.paces
+            pace = paces[min(len(self.parts), len(paces) - 1)] if isinstance(paces, list) else paces
+            self.now += pace
+            self.parts.append(len(message.get("body", b"")))
+
+
+def read_sizes(reader: Reader, length: int) -> list[int]:
+    """The sizes a stored value of ``length`` bytes was read in, under the reply slicer."""
+    sizes: list[int] = []
+
+    def read(offset: int, size: int) -> bytes:
+        sizes.append(size)
+        return b"r" * min(size, length - offset)
+
+    outbound = Outbound(clock=reader.clock)
+    app = StoredResponse(read, length, "application/json")
+    asyncio.run(ReplySlicer(app, outbound)(scope(), no_body, reader))
+    return sizes
+
+
+def test_the_window_grows_to_full_slices_for_a_reader_that_keeps_up() -> None:
+    sizes = read_sizes(Reader(0.0), 1024 * 1024)
+    k = 1024
+    assert sizes[:6] == [4 * k, 8 * k, 16 * k, 32 * k, 64 * k, 64 * k]
+    assert set(sizes[4:]) == {64 * k}
+
+
+def test_the_window_stays_small_for_a_slow_reader_and_no_slice_waits_with_the_server() -> None:
+    reader = Reader(2.0)  # every part waits: the client is behind
+    sizes = read_sizes(reader, 256 * 1024)
+    assert set(sizes) == {MIN_SLICE_BYTES}
+    slices = [size for size in reader.parts if size]
+    probes = [size for size in reader.parts if not size]
+    # A slice read only after its probe came back: never one read while the server is behind.
+    assert len(probes) == len(slices) - 1 == len(sizes) - 1
+
+
+def test_one_wait_sets_the_window_back_and_it_grows_again() -> None:
+    k = 1024
+    # Taken at once, except the fourth part (the probe after the second slice): 5 s.
+    sizes = read_sizes(Reader([0.0, 0.0, 0.0, 5.0, 0.0]), 1024 * 1024)
+    assert sizes[:5] == [4 * k, 8 * k, 4 * k, 8 * k, 16 * k]
+
+
+def test_the_window_never_counts_more_than_two_full_slices_ahead() -> None:
+    window = Window(max_bytes=8, min_bytes=2)
+    for _ in range(10):
+        window.taken(8, 0.0, window.ahead_bytes)
+    assert (window.size, window.ahead_bytes) == (8, 16)
+    window.taken(2, 9.0, window.ahead_bytes)  # waited: what is ahead now is this send alone
+    assert (window.size, window.ahead_bytes, window.waits) == (2, 2, 1)
+
+
+def test_a_reply_not_taken_in_its_time_at_the_floor_ends_and_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def stuck(message: Message) -> None:
+        if message["type"] == "http.response.body" and not message["body"]:
+            await asyncio.Event().wait()  # a probe the server never takes: the client reads nothing
+
+    reads: list[int] = []
+
+    def read(offset: int, size: int) -> bytes:
+        reads.append(offset)
+        return b"s" * size
+
+    floor = ReplyFloor(min_bytes_per_second=1e9, grace_seconds=0.05)
+    outbound = Outbound(floor=floor)
+    app = StoredResponse(read, 1024 * 1024, "application/json")
+    caplog.set_level("INFO", logger="app.memory.outbound")
+    asyncio.run(ReplySlicer(app, outbound)(scope(), no_body, stuck))  # returns: the reply ended
+    assert reads == [0]  # the first slice; the second never read
+    assert (outbound.cut_slow, outbound.responses, outbound.queued_bytes) == (1, 0, 0)
+    [line] = [r for r in caplog.records if "reply cut" in r.getMessage()]
+    assert "GET /r" in line.getMessage() and line.exc_info is None
+
+
+def test_without_a_floor_a_slow_send_is_only_waited_for() -> None:
+    async def run() -> Recorder:
+        sent = Recorder(hold=True)
+        task = asyncio.create_task(
+            ReplySlicer(replying(b"w" * 3 * SLICE), Outbound(SLICE, floor=ReplyFloor(0.0)))(
+                scope(), no_body, sent
+            )
+        )
+        while not task.done():
+            await asyncio.sleep(0.01)
+            sent.gate.set()
+        return sent
+
+    assert asyncio.run(run()).body == b"w" * 3 * SLICE
+
+
+def test_a_stored_value_of_one_slice_goes_whole_and_reserves_nothing() -> None:
+    pool = Admission(1, queue_limit=0)  # room for no large reply
+    reader = Reader(0.0)
+    sizes: list[int] = []
+
+    def read(offset: int, size: int) -> bytes:
+        sizes.append(size)
+        return b"o" * min(size, 6000 - offset)
+
+    outbound = Outbound(pool=pool, clock=reader.clock)
+    asyncio.run(
+        ReplySlicer(StoredResponse(read, 6000, "text/plain"), outbound)(scope(), no_body, reader)
+    )
+    assert reader.parts == [6000]
+    assert (outbound.sliced, outbound.refused) == (0, 0)

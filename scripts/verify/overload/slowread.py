@@ -84,6 +84,7 @@ class SlowReadRun:
     alive: bool
     whole_read_after: bool
     server_log: Path
+    fast_read_seconds: float | None = None  # one normal client reading a result whole, before
 
     @property
     def growth_bytes(self) -> int:
@@ -120,6 +121,9 @@ class SlowReadRun:
             "alive": self.alive,
             "health_share": round(self.health_share, 4),
             "whole_read_after": self.whole_read_after,
+            "fast_read_s": None
+            if self.fast_read_seconds is None
+            else round(self.fast_read_seconds, 4),
         }
 
 
@@ -256,6 +260,25 @@ def read_whole(
     return True, largest
 
 
+def time_whole_read(base_url: str, result_id: str, times: int = 3) -> float | None:
+    """Seconds a normal client takes to read one result whole on a connection of its own, the
+    median of ``times`` reads; None if one fails. A figure to compare within one machine's runs
+    (A B A B), not a judged one."""
+    path = readable().result_of(result_id)
+    took = []
+    for _ in range(times):
+        with httpx.Client(base_url=base_url, timeout=60.0) as client:
+            started = time.perf_counter()
+            try:
+                reply = client.get(path)
+            except httpx.HTTPError:
+                return None
+            took.append(time.perf_counter() - started)
+        if reply.status_code != 200:
+            return None
+    return sorted(took)[len(took) // 2]
+
+
 def kernel_queued(port: int) -> int | None:
     """Send-Q summed over the server's established connections on ``port`` (`ss`, iproute2): the
     reply bytes the kernel holds for clients. cgroup v2 charges them to the container (``sock``
@@ -303,6 +326,7 @@ def run_slow_readers(
         server.wait_healthy(60)
         ids = store_results(server.base_url, body, settings.results)
         _, reply_bytes = read_whole(server.base_url, ids[:1])
+        fast_read = time_whole_read(server.base_url, ids[0])
         with contextlib.suppress(httpx.HTTPError):  # the release the cleanup loop would run
             httpx.post(f"{server.base_url}/admin/memory/release", timeout=30.0,
                        headers={"Authorization": f"Bearer {server.token}"})
@@ -338,6 +362,7 @@ def run_slow_readers(
             alive,
             whole,
             server.log_path,
+            fast_read,
         )
     finally:
         peaks.stop.set()
