@@ -86,6 +86,22 @@ class TooSlow(Exception):
         self.seconds = seconds
 
 
+class ClientGone(Exception):
+    """The server could not write a slice because the connection has closed: the reply ends.
+
+    uvicorn's httptools protocol tells only the newest request on a connection that its client
+    left, so a reply to an earlier, pipelined request learns it from its next write, which uvloop
+    refuses with a RuntimeError; asyncio's transports raise an OSError such as a reset."""
+
+
+def closed_connection(exc: BaseException) -> bool:
+    """Whether a server's send failed because the connection is gone, not because the app broke
+    the protocol (a RuntimeError of that kind must still surface)."""
+    if isinstance(exc, OSError):
+        return True
+    return isinstance(exc, RuntimeError) and "closed" in str(exc)
+
+
 class Window:
     """One reply's slice size, grown while the server takes each send at once, set back to the
     smallest when it makes one wait; and the floor's deadline on every send.
@@ -235,6 +251,13 @@ class ReplySlicer:
         scope[WINDOW_KEY] = reply.window
         try:
             await self.app(scope, receive, reply.send)
+        except ClientGone:
+            log.info(
+                "[memory-outbound] %s %s: client gone after %d bytes; reply stopped",
+                scope.get("method"),
+                scope.get("path"),
+                reply.window.sent_bytes,
+            )
         except TooSlow as slow:
             # Returning without the reply's end: every server then closes the connection.
             self.outbound.cut_slow += 1
@@ -265,7 +288,7 @@ class _Reply:
         self._held = 0
         self._reservation: Reservation | None = None
         self.window = outbound.window()
-        self._cut: TooSlow | None = None
+        self._cut: TooSlow | ClientGone | None = None
 
     async def send(self, message: Message) -> None:
         if self._refused:
@@ -324,6 +347,11 @@ class _Reply:
         except TooSlow as slow:
             self._cut = slow
             raise
+        except (OSError, RuntimeError) as exc:
+            if not closed_connection(exc):
+                raise
+            self._cut = ClientGone(str(exc))
+            raise self._cut from None
 
     async def _cut_into_slices(self, body: bytes, more: bool) -> None:
         """Each slice the window's size when it is cut; a probe before each after the first."""

@@ -353,3 +353,45 @@ def test_a_stored_value_of_one_slice_goes_whole_and_reserves_nothing() -> None:
     )
     assert reader.parts == [6000]
     assert (outbound.sliced, outbound.refused) == (0, 0)
+
+
+class Closing(Recorder):
+    """A server's send that fails once the connection is gone, as uvloop's transport does for a
+    reply to an earlier, pipelined request under uvicorn's httptools protocol."""
+
+    def __init__(self, error: Exception, after: int) -> None:
+        super().__init__()
+        self.error = error
+        self.after = after
+
+    async def __call__(self, message: Message) -> None:
+        if len(self.messages) >= self.after:
+            raise self.error
+        await super().__call__(message)
+
+
+CLOSED = RuntimeError(
+    "unable to perform operation on <TCPTransport closed=True reading=False>; the handler is closed"
+)
+
+
+@pytest.mark.parametrize("error", [CLOSED, ConnectionResetError(104, "reset by peer")])
+def test_a_reply_whose_connection_closed_stops_with_one_line_and_no_traceback(
+    error: Exception, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="app.memory.outbound")
+    pool = Admission(10 * SLICE)
+    outbound = Outbound(SLICE, pool)
+    server = Closing(error, after=3)
+    asyncio.run(ReplySlicer(replying(b"z" * 8 * SLICE), outbound)(scope(), no_body, server))
+    [line] = [r for r in caplog.records if "client gone" in r.getMessage()]
+    assert line.exc_info is None and line.levelname == "INFO"
+    assert (pool.reserved_bytes, outbound.queued_bytes) == (0, 0)
+
+
+def test_a_protocol_error_of_the_app_still_surfaces() -> None:
+    server = Closing(RuntimeError("Unexpected ASGI message 'http.response.body' sent"), after=2)
+    with pytest.raises(RuntimeError, match="Unexpected ASGI message"):
+        asyncio.run(
+            ReplySlicer(replying(b"z" * 8 * SLICE), Outbound(SLICE))(scope(), no_body, server)
+        )
