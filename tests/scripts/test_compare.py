@@ -183,6 +183,7 @@ def test_the_recommendation_is_the_lowest_peak_among_profiles_passing_every_roun
     line = compare.recommendation(outcomes, PROFILES, rounds=2)
     # jemalloc failed a round and baseline is never deployed: glibc, though its peak is higher.
     assert line.startswith("recommendation: glibc, the lowest peak RSS (305.0 MB"), line
+    assert "within the rounds' spread" not in line
     none = [judged(f"glibc #{n}", False, 300) for n in (1, 2)]
     assert "no profile passed in every round" in compare.recommendation(none, PROFILES, 2)
 
@@ -206,3 +207,13 @@ def test_this_services_rows_run_in_rounds_with_their_settings_kept() -> None:
     ]  # fmt: skip
     assert runs[3].web_concurrency == 2 and runs[3].overrides == runs[1].overrides
     assert compare.in_rounds(runs[:2], 1) == runs[:2]
+
+
+def test_a_profile_whose_peak_the_spread_covers_is_named_beside_the_recommendation() -> None:
+    outcomes = [
+        judged("glibc #1", True, 260), judged("jemalloc #1", True, 296),
+        judged("glibc #2", True, 300), judged("jemalloc #2", True, 297),
+    ]  # fmt: skip
+    line = compare.recommendation(outcomes, PROFILES, rounds=2)
+    assert line.startswith("recommendation: glibc, the lowest peak RSS (280.0 MB"), line
+    assert line.endswith("; within the rounds' spread of it: jemalloc"), line

@@ -186,7 +186,7 @@ def recommendation(outcomes: Sequence[Outcome], profiles: ProfileSet, rounds: in
     for outcome in outcomes:
         if outcome.deploy:
             by_profile.setdefault(outcome.allocator_profile, []).append(outcome)
-    candidates: list[tuple[float, str, str]] = []
+    candidates: list[tuple[float, str, str, float]] = []
     for name, runs in by_profile.items():
         if not profiles.get(name).deploy or len(runs) < rounds:
             continue
@@ -194,14 +194,22 @@ def recommendation(outcomes: Sequence[Outcome], profiles: ProfileSet, rounds: in
             continue
         peaks, kind = _kernel_peaks(runs)
         if peaks:
-            candidates.append((statistics.mean(peaks), name, kind))
+            candidates.append((statistics.mean(peaks), name, kind, max(peaks) - min(peaks)))
     if not candidates:
         return "recommendation: no profile passed in every round; see the reasons above"
-    peak, name, kind = min(candidates)
-    return (
+    peak, name, kind, spread = min(candidates)
+    line = (
         f"recommendation: {name}, the lowest {kind} ({peak / MB:.1f} MB on average over "
         f"{rounds} rounds) among the profiles that passed in every round"
     )
+    # A lower mean that its rounds' spread covers is not a difference these rounds can show.
+    close = [
+        other for mean, other, _, other_spread in sorted(candidates)
+        if other != name and mean - peak <= max(spread, other_spread)
+    ]  # fmt: skip
+    if close:
+        line += f"; within the rounds' spread of it: {', '.join(close)}"
+    return line
 
 
 def _kernel_peaks(runs: Sequence[Outcome]) -> tuple[list[float], str]:
