@@ -46,10 +46,26 @@ load: $(VENV)/.dev
 verify: $(VENV)/.dev
 	$(BIN)/python -m scripts.verify run --preset short $(VERIFY_ARGS)
 
-## bench: every allocator profile and the peers under the standard spike, one table (~40 min);
-##   publish it: .venv/bin/python -m scripts.verify publish results/<timestamp> --as bench
+## bench: the allocator profiles and the peers, two rounds A B A B in a 500 MB cgroup, on this
+##   service, on the two example services, and CPython's own mimalloc on a 3.13 (~60 min, root);
+##   each run is published apart (docs/measured.md); the standard spike: VERIFY_ARGS=--preset standard
+BENCH := compare --preset short --limit-mode cgroup --limit-mb 500 --rounds 2 --no-plot
+BENCH_ROWS := baseline,glibc,glibc-tuned,glibc-seed,tcmalloc,jemalloc,jemalloc-nopymalloc,jemalloc-nopymalloc-large,baseline-recycle,granian-max-rss
+EXAMPLE_ROWS := glibc,glibc-seed,tcmalloc,jemalloc-nopymalloc,jemalloc-nopymalloc-large
+MIMALLOC_ROWS := glibc,jemalloc-nopymalloc,python-mimalloc,python-mimalloc-jemalloc
 bench: $(VENV)/.dev
-	$(BIN)/python -m scripts.verify compare --preset standard $(VERIFY_ARGS)
+	@status=0; \
+	$(BIN)/python -m scripts.verify $(BENCH) --rows $(BENCH_ROWS) $(VERIFY_ARGS) || status=1; \
+	for ex in catalogue login; do \
+	  rm -rf examples/$$ex/memory && cp -r app/memory examples/$$ex/memory && \
+	  $(BIN)/python -m scripts.verify $(BENCH) --rows $(EXAMPLE_ROWS) $(VERIFY_ARGS) \
+	    --command "$(BIN)/uvicorn --app-dir examples/$$ex service:app --port {port}" \
+	    --locustfile examples/$$ex/locustfile.py || status=1; \
+	done; \
+	py313=$$($(BIN)/python -m lab.py312 --minor 3.13 --venv-only | tail -1) && \
+	$(BIN)/python -m scripts.verify $(BENCH) --rows $(MIMALLOC_ROWS) $(VERIFY_ARGS) \
+	  --command "$$py313 -m app.launch" || status=1; \
+	exit $$status
 
 ## soak: repeated spike/idle cycles of the image under docker --memory=500m (~10 min; exit 0/1/2)
 soak: $(VENV)/.dev
