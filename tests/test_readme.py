@@ -165,8 +165,10 @@ def verifier_argv(command: str) -> list[str]:
         shown = subprocess.run(
             ["make", "-n", *words[1:]], cwd=REPO, capture_output=True, text=True, timeout=30,
             check=True,
-        ).stdout.splitlines()  # fmt: skip
-        command = next(line for line in reversed(shown) if VERIFY_MODULE in line)
+        ).stdout.replace("\\\n", " ")  # fmt: skip
+        # A recipe of several commands (make bench): its first run of the verifier.
+        steps = [step.strip() for step in re.split(r";|\|\||&&|\n", shown)]
+        command = next(step for step in steps if VERIFY_MODULE in step)
     words = shlex.split(command, comments=True)
     assert words[:3] == [".venv/bin/python", "-m", "scripts.verify"], command
     return words[3:]
