@@ -188,9 +188,9 @@ def figures(data: Mapping[str, Any]) -> set[str]:
     for name, entry in entries(data).items():
         found |= set(cells(name, entry))
         said = [*entry["context"], *entry.get("lines", [])]  # a soak's drift and verdict
-        said += [
-            str(row.get("stayed") or "") for row in entry.get("rows", []) if isinstance(row, dict)
-        ]
+        rows = [row for row in entry.get("rows", []) if isinstance(row, dict)]
+        said += [str(row.get("stayed") or "") for row in rows]  # what stayed, and why a row
+        said += [str(reason) for row in rows for reason in row.get("reasons", ())]  # failed
         numbers = [n for line in said for n in re.findall(r"\d+(?:\.\d+)?%?", line)]
         found |= {*numbers, *(n.removesuffix("%") for n in numbers)}  # "+3.2%" holds 3.2%
     return found
