@@ -285,11 +285,32 @@ def read_holdings(heap: Callable[[], HeapUsage | None]) -> Holdings:
     """The split now; ``heap`` is the running allocator's own account (allocator.py)."""
     anonymous, file_pages = read_proc_status()
     pymalloc = read_pymalloc()
-    in_use, free = malloc_figures(heap(), anonymous, pymalloc)
+    usage = heap()
+    if pymalloc is not None and pymalloc.allocator == CPYTHON_MIMALLOC:
+        return _under_cpython_mimalloc(anonymous, file_pages, pymalloc, usage)
+    in_use, free = malloc_figures(usage, anonymous, pymalloc)
     # gc.freeze() (a service may call it after start-up) moves objects out of get_objects()'s
     # view into a permanent generation: they are still live, so they count.
     objects = len(gc.get_objects()) + gc.get_freeze_count()
     return Holdings(anonymous, file_pages, pymalloc, in_use, free, objects, traced())
+
+
+def _under_cpython_mimalloc(
+    anonymous: int | None, file_pages: int | None, mimalloc: PymallocUsage, usage: HeapUsage | None
+) -> Holdings:
+    """The split where CPython's mimalloc holds Python's objects. Its report counts the main
+    thread's heap and the threads that ended, not the threadpool's live heaps (mimalloc merges a
+    thread's statistics when it exits), so its pages are taken as what the anonymous memory holds
+    beyond malloc's own: its resident pages under jemalloc, its blocks in use under glibc, whose
+    kept pages cannot be told from mimalloc's (after the loop's malloc_trim they are few)."""
+    in_use, free = malloc_figures(usage, None, None)
+    if anonymous is not None and in_use is not None:
+        malloc_pages = in_use + (free or 0)
+        span = max(anonymous - malloc_pages, mimalloc.arenas_bytes, mimalloc.allocated_bytes)
+        mimalloc = PymallocUsage(span, mimalloc.allocated_bytes, CPYTHON_MIMALLOC)
+        free = free or 0
+    objects = len(gc.get_objects()) + gc.get_freeze_count()
+    return Holdings(anonymous, file_pages, mimalloc, in_use, free, objects, traced())
 
 
 def largest(parts: dict[str, int | None]) -> str | None:
@@ -361,8 +382,9 @@ def help_line(holdings: Holdings, allocator: str) -> str:
     said = f"{free / MB:.1f} MB free inside the allocators"
     if mimalloc and pymalloc_free * 2 >= free:
         return (
-            f"{said}, most in CPython's mimalloc, freed but not purged: MIMALLOC_PURGE_DELAY=0 "
-            "returns it at free"
+            f"{said}, most in CPython's mimalloc, which no call from Python returns "
+            "(MIMALLOC_PURGE_DELAY=0 only hastens what it purges itself): PYTHONMALLOC=malloc "
+            "with jemalloc preloaded would return it"
         )
     if holdings.pymalloc is not None and pymalloc_free * 2 >= free:
         return (

@@ -229,3 +229,21 @@ def test_freed_small_objects_show_as_free_memory_inside_cpython_mimalloc(
     assert grew(figures, "pymalloc_free_bytes") > 8 * MB, figures
     assert grew(figures, "live_objects_bytes") > 8 * MB, figures
     assert "CPython's mimalloc" in str(after["advice"])
+
+
+def test_under_cpythons_mimalloc_its_pages_are_what_malloc_does_not_hold() -> None:
+    """Its own report misses the threadpool's live heaps: what the process holds beyond
+    malloc's pages is counted as mimalloc's."""
+    reported = PymallocUsage(20 * MB, 15 * MB, CPYTHON_MIMALLOC)
+    jemalloc = HeapUsage("jemalloc", {"allocated_bytes": 30 * MB, "resident_bytes": 40 * MB})
+    held = holdings._under_cpython_mimalloc(200 * MB, 5 * MB, reported, jemalloc)
+    assert held.pymalloc == PymallocUsage(160 * MB, 15 * MB, CPYTHON_MIMALLOC)
+    assert held.allocator_free_bytes == 10 * MB + 145 * MB
+    assert held.live_bytes == 45 * MB
+    glibc = HeapUsage("glibc", {"heap_used_bytes": 20 * MB, "mmap_used_bytes": 5 * MB})
+    held = holdings._under_cpython_mimalloc(100 * MB, 5 * MB, reported, glibc)
+    assert held.pymalloc is not None and held.pymalloc.arenas_bytes == 75 * MB
+    assert held.malloc_free_bytes == 0
+    assert "most in CPython's mimalloc" in help_line(held, "glibc")
+    unknown = holdings._under_cpython_mimalloc(None, None, reported, glibc)
+    assert unknown.pymalloc == reported and unknown.allocator_free_bytes is None

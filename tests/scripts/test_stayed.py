@@ -3,6 +3,7 @@ and from a real process's /proc where there is no status route."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -156,3 +157,17 @@ def test_a_soak_names_the_part_that_grows_every_cycle() -> None:
     steady = across_cycles([route(40 * MB, 20 * MB, 12 * MB), route(41 * MB, 21 * MB, 12 * MB)])
     assert steady is not None and steady.endswith("no part grows from cycle to cycle")
     assert across_cycles([route(40 * MB, 20 * MB, 12 * MB), None]) is None
+
+
+def test_free_memory_in_cpythons_mimalloc_is_named_so() -> None:
+    mimalloc = "mimalloc (CPython's)"
+    before = dataclasses.replace(
+        route(40 * MB, 3 * MB, 12 * MB, pymalloc_free=1 * MB, allocator="jemalloc"),
+        object_allocator=mimalloc,
+    )
+    after = dataclasses.replace(
+        route(41 * MB, 73 * MB, 12 * MB, pymalloc_free=70 * MB, allocator="jemalloc"),
+        object_allocator=mimalloc,
+    )
+    line = Stayed(before, after).line()
+    assert f"most of it is free memory inside {mimalloc}: try the {FREEING_PROFILE}" in line

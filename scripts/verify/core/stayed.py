@@ -52,6 +52,8 @@ class Split:
     allocator: str | None
     gc_objects: int | None
     top_sites: tuple[str, ...] = ()  # tracemalloc's largest lines: "file:line 12.0 MB"
+    # What holds Python's objects where not malloc: pymalloc, or CPython's own mimalloc.
+    object_allocator: str = "pymalloc"
 
     def parts(self) -> dict[str, int | None]:
         if self.source == "/proc":
@@ -90,6 +92,7 @@ def split_from_status(document: StatusDocument | None) -> Split | None:
         allocator=document["allocator"]["name"],
         gc_objects=held["gc_objects"],
         top_sites=sites,
+        object_allocator=held.get("object_allocator") or "pymalloc",
     )
 
 
@@ -192,9 +195,10 @@ def _free_where(before: Split, after: Split) -> str:
     total = _growth(before.allocator_free_bytes, after.allocator_free_bytes)
     malloc = total - pymalloc
     name = after.allocator or "the allocator"
+    objects = after.object_allocator
     if after.pymalloc_free_bytes is None or pymalloc * 2 <= malloc:
         return name
-    return "pymalloc" if malloc * 2 <= pymalloc else f"{name} and pymalloc"
+    return objects if malloc * 2 <= pymalloc else f"{name} and {objects}"
 
 
 def _growth(before: int | None, after: int | None) -> int:
