@@ -68,9 +68,10 @@ def test_a_large_body_goes_out_in_slices_whole_and_in_order() -> None:
     sent = Recorder()
     asyncio.run(ReplySlicer(replying(body), outbound)(scope(), no_body, sent))
     bodies = [m for m in sent.messages if m["type"] == "http.response.body"]
-    # A probe (an empty part) before each slice after the first.
-    assert [len(m["body"]) for m in bodies] == [SLICE] + [0, SLICE] * 4
-    assert [m["more_body"] for m in bodies] == [True] * 8 + [False]
+    # The window is at full size from the start here (its smallest slice is the full one), so
+    # the slices go back to back, with no probe (an empty part) between them.
+    assert [len(m["body"]) for m in bodies] == [SLICE] * 5
+    assert [m["more_body"] for m in bodies] == [True] * 4 + [False]
     assert sent.body == body
     assert (outbound.responses, outbound.queued_bytes, outbound.sliced) == (0, 0, 1)
 
@@ -266,10 +267,14 @@ def read_sizes(reader: Reader, length: int) -> list[int]:
 
 
 def test_the_window_grows_to_full_slices_for_a_reader_that_keeps_up() -> None:
-    sizes = read_sizes(Reader(0.0), 1024 * 1024)
+    reader = Reader(0.0)
+    sizes = read_sizes(reader, 1024 * 1024)
     k = 1024
     assert sizes[:6] == [4 * k, 8 * k, 16 * k, 32 * k, 64 * k, 64 * k]
     assert set(sizes[4:]) == {64 * k}
+    # A probe before the 8, 16 and 32 KiB slices, while the window grows; none at full size.
+    assert [size for size in reader.parts if size][:4] == sizes[:4]
+    assert reader.parts.count(0) == 3
 
 
 def test_the_window_stays_small_for_a_slow_reader_and_no_slice_waits_with_the_server() -> None:
