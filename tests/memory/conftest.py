@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -117,3 +118,20 @@ def cpython_mimalloc() -> None:
     if not has_cpython_mimalloc():
         version = ".".join(map(str, sys.version_info[:3]))
         pytest.skip(f"CPython {version} has no PYTHONMALLOC=mimalloc (3.13 and later bundle it)")
+
+
+def lifted_package(root: Path, main: str) -> Path:
+    """A scratch service at ``root``: the memory package copied in as ``svc/memory`` beside
+    ``svc/main.py`` with ``main``, as a user lifts it."""
+    shutil.copytree(REPO / "app" / "memory", root / "svc" / "memory",
+                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    (root / "svc" / "__init__.py").write_text("")
+    (root / "svc" / "main.py").write_text(main)
+    return root
+
+
+def free_port() -> int:
+    """A port nothing listens on now, for a server the test starts."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

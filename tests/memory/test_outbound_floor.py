@@ -24,6 +24,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.memory.conftest import free_port, lifted_package
+
 REPO = Path(__file__).resolve().parents[2]
 VALUE_BYTES = 4 * 2**20
 
@@ -72,18 +74,7 @@ CUT_LINE = "reply cut after"
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("floor")
-    shutil.copytree(REPO / "app" / "memory", root / "svc" / "memory",
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    (root / "svc" / "__init__.py").write_text("")
-    (root / "svc" / "main.py").write_text(MAIN)
-    return root
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return lifted_package(tmp_path_factory.mktemp("floor"), MAIN)
 
 
 def serve(project: Path, name: str, log: Path) -> Iterator[int]:

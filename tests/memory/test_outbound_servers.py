@@ -27,6 +27,8 @@ import httpx
 import psutil
 import pytest
 
+from tests.memory.conftest import free_port, lifted_package
+
 REPO = Path(__file__).resolve().parents[2]
 READERS = 20
 VALUE_MB = 10
@@ -66,7 +68,8 @@ SERVERS = {
     "uvicorn-httptools": ["uvicorn", "svc.main:app", "--port", "{port}", "--http", "httptools"],
     "gunicorn-uvicorn": ["gunicorn", "svc.main:app", "-k", "uvicorn_worker.UvicornWorker",
                          "-w", "1", "-b", "127.0.0.1:{port}"],
-    "gunicorn-asgi": ["gunicorn", "svc.main:app", "-k", "asgi", "-w", "1", "-b", "127.0.0.1:{port}"],
+    "gunicorn-asgi": ["gunicorn", "svc.main:app", "-k", "asgi", "-w", "1",
+                      "-b", "127.0.0.1:{port}"],
     "granian": ["granian", "--interface", "asgi", "--port", "{port}", "--workers", "1",
                 "svc.main:app"],
 }
@@ -74,18 +77,7 @@ SERVERS = {
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("sliced")
-    shutil.copytree(REPO / "app" / "memory", root / "svc" / "memory",
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    (root / "svc" / "__init__.py").write_text("")
-    (root / "svc" / "main.py").write_text(MAIN)
-    return root
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return lifted_package(tmp_path_factory.mktemp("sliced"), MAIN)
 
 
 def tree_rss(pid: int) -> int:
