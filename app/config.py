@@ -75,7 +75,7 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = None
     threadpool_size: int = Field(40, ge=1, le=1000)  # AnyIO's, for every sync endpoint
     # How long a thread running Python keeps the GIL while another waits (app/main.py).
-    switch_interval_ms: float = Field(1.0, ge=0.1, le=100)
+    switch_interval_ms: float = Field(5.0, ge=0.1, le=100)
     shutdown_grace_seconds: int = Field(10, ge=0, le=600)  # uvicorn takes whole seconds
     limit_max_requests: int | None = Field(None, ge=1)
     limit_max_requests_jitter: int = Field(0, ge=0)

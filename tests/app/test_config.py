@@ -290,7 +290,7 @@ def test_defaults_are_the_documented_ones(cgroup_limit: list[int | None]) -> Non
     assert settings.memory_idle_release_seconds == 5
     assert settings.admin_token is None
     assert (settings.threadpool_size, settings.shutdown_grace_seconds) == (40, 10)
-    assert settings.switch_interval_ms == 1
+    assert settings.switch_interval_ms == 5  # Python's own
     assert settings.limit_max_requests is None
     assert (settings.server, settings.workers_max_rss_mb) == ("uvicorn", None)
     assert settings.forwarded_allow_ips == "127.0.0.1,::1"  # Railway's edge address is unknown
