@@ -95,12 +95,15 @@ lint: $(VENV)/.dev
 	$(BIN)/ruff check app scripts lab loadtest tests examples .railway
 
 ## lock: re-resolve the lock files (needs network to the package index)
+# --no-strip-extras: a pin keeps the extras something asks for (uvicorn[standard]==...), which pip
+# before 24 needs under --require-hashes (a venv of pyenv's 3.12.1 refused the lock without it).
 lock:
 	$(PYTHON) -m venv .lockvenv && .lockvenv/bin/pip install -q uv
 	.lockvenv/bin/uv pip compile pyproject.toml --universal --python-version 3.11 \
-		--generate-hashes --no-header -o requirements.lock
+		--generate-hashes --no-header --no-strip-extras -o requirements.lock
 	.lockvenv/bin/uv pip compile pyproject.toml --extra load --extra plot --extra servers --extra test \
-		--universal --python-version 3.11 --generate-hashes --no-header -o requirements-dev.lock
+		--universal --python-version 3.11 --generate-hashes --no-header --no-strip-extras \
+		-o requirements-dev.lock
 
 clean:
 	rm -rf $(VENV) .lockvenv .pytest_cache

@@ -29,7 +29,7 @@ from typing import Any
 DEFAULT_INDEX = "https://pypi.org/pypi"
 DEFAULT_LOCKS = (Path("requirements.lock"), Path("requirements-dev.lock"))
 EXIT_CLEAN, EXIT_VULNERABLE, EXIT_NOT_AUDITED = 0, 1, 2
-PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)", re.M)
+PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==([^\s;\\]+)", re.M)  # extras kept
 
 
 @dataclass(frozen=True)

@@ -103,8 +103,10 @@ def measure(host: str, port: int, load: Load, at_once: int, setup: str, round_: 
             if process.poll() is None:
                 process.kill()
                 process.wait()
-    latencies = probed["latencies_ms"]
+    latencies, statuses, errors = probed["latencies_ms"], loaded["statuses"], loaded["errors"]
+    # The children's JSON: a list of numbers and two objects of counts.
     assert isinstance(latencies, list)
+    assert isinstance(statuses, dict) and isinstance(errors, dict)
     return Run(
         setup,
         round_,
@@ -112,8 +114,8 @@ def measure(host: str, port: int, load: Load, at_once: int, setup: str, round_: 
         [float(v) for v in latencies],
         int(str(probed["errors"])),
         float(str(loaded["seconds"])),
-        dict(loaded["statuses"]),  # type: ignore[call-overload]
-        dict(loaded["errors"]),  # type: ignore[call-overload]
+        dict(statuses),
+        dict(errors),
     )
 
 

@@ -106,13 +106,16 @@ def test_pins_are_read_from_both_locks_with_canonical_names(tmp_path: Path) -> N
     dev.write_text(
         "pydantic-core==2.50.5 \\\n    --hash=sha256:ab\n"
         "zope.interface==8.0 ; sys_platform == 'linux'\n"
+        "uvicorn[standard]==0.54.0 \\\n    --hash=sha256:cd\n"
     )
-    assert audit.read_pins([runtime, dev]) == {"pydantic-core": "2.50.5", "zope-interface": "8.0"}
+    assert audit.read_pins([runtime, dev]) == {
+        "pydantic-core": "2.50.5", "zope-interface": "8.0", "uvicorn": "0.54.0"
+    }
 
 
 def test_the_real_lock_files_have_pins() -> None:
     pins = audit.read_pins(list(audit.DEFAULT_LOCKS))
-    assert {"fastapi", "uvicorn", "psutil", "locust"} <= set(pins)
+    assert {"fastapi", "uvicorn", "psutil", "locust", "psycopg"} <= set(pins)
 
 
 def test_a_missing_lock_file_is_a_usage_error(
