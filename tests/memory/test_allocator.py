@@ -31,18 +31,18 @@ def this_process_preloads_jemalloc() -> bool:
     return "libjemalloc" in Path("/proc/self/maps").read_text()
 
 
-def detect_in_subprocess(**env: str) -> tuple[list[object], str]:
+def run_snippet(code: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``code`` in a fresh interpreter with ``env`` (a preload takes effect only at exec)."""
     environ = allocator_free_environ()
     environ.update(PYTHONPATH=str(REPO), **env)
-    done = subprocess.run(
-        [sys.executable, "-c", DETECT],
-        cwd=REPO,
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=environ, capture_output=True, text=True,
+        timeout=60, check=True,
+    )  # fmt: skip
+
+
+def detect_in_subprocess(**env: str) -> tuple[list[object], str]:
+    done = run_snippet(DETECT, **env)
     return json.loads(done.stdout), done.stderr
 
 
@@ -141,18 +141,7 @@ SETTINGS = (
 
 
 def settings_in_subprocess(**env: str) -> dict[str, object]:
-    environ = allocator_free_environ()
-    environ.update(PYTHONPATH=str(REPO), **env)
-    done = subprocess.run(
-        [sys.executable, "-c", SETTINGS],
-        cwd=REPO,
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    found: dict[str, object] = json.loads(done.stdout)
+    found: dict[str, object] = json.loads(run_snippet(SETTINGS, **env).stdout)
     return found
 
 
