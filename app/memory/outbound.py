@@ -18,10 +18,12 @@ back.
 Each reply's slices are sized by its ``Window``, as TCP sizes a congestion window: the first slice
 is small (4 KiB), each one the server takes at once doubles the next, up to the full 64 KiB, and
 one the server makes wait sets the window back to the small size. A fast reader gets full slices
-after a few; a slow one gets small slices only. Before each slice after the first, the reply
-sends the server an empty part (``PROBE``, allowed by ASGI): the server's flow control makes that
-wait while the client is behind, so a reply waiting for its reader holds no slice of its own,
-only what the transport already has.
+after a few; a slow one gets small slices only. Before each slice after the first, until a full
+slice has been taken at once, the reply sends the server an empty part (``PROBE``, allowed by
+ASGI): the server's flow control makes that wait while the client is behind, so a reply waiting
+for its reader holds no slice of its own, only what the transport already has. A reader that
+took a full slice at once, and stayed under the transport's mark, is fast: its slices go back to
+back, without a probe between each.
 
 The floor: a send (a slice or a probe) that the server does not take within the grace period
 plus the time the bytes ahead of it need at ``min_bytes_per_second`` ends the reply (``TooSlow``).
@@ -126,6 +128,8 @@ class Window:
         self.ahead_bytes = 0
         self.sent_bytes = 0
         self.waits = 0  # sends the server made wait: the reader was behind
+        self.proven = False  # a full slice, and the probe after it, taken at once since a wait
+        self._full_taken = False  # the last send was a full slice taken at once
         self._timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[object] | None = None
         self._due: float | None = None  # loop time the send in progress must be taken by
@@ -181,11 +185,15 @@ class Window:
 
     @property
     def probing(self) -> bool:
-        """Whether the next slice waits on an empty part first: while the window is below full
-        size. A reader at full speed gets its slices without one between each (an extra send per
-        slice made a fast read of 9.6 MB on loopback a tenth slower); the first send it makes
-        wait sets the window back, and the probes resume."""
-        return self.size < self.max_bytes
+        """Whether the next slice waits on an empty part first: until a full-size slice, and the
+        probe after it, have been taken at once. Not merely while the window is below full size:
+        a reader whose kernel buffers took the small slices at once reaches full size with its
+        transport already over the high-water mark, and a full slice read for it then would wait
+        in its hand (measured: 64 KiB more per slow reader). A reader at full speed gets its
+        slices without one between each (an extra send per slice made a fast read of 9.6 MB on
+        loopback a tenth slower); the first send it makes wait sets the window back, and the
+        probes resume."""
+        return not self.proven
 
     def taken(self, nbytes: int, waited: float, ahead: int) -> None:
         """The server took a send of ``nbytes`` after ``waited`` seconds with ``ahead`` bytes
@@ -193,11 +201,16 @@ class Window:
         only confirms it), a send that waited sets it back and counts a wait."""
         self.sent_bytes += nbytes
         if waited <= KEEP_UP_SLACK_SECONDS + ahead / KEEP_UP_BYTES_PER_SECOND:
+            # Proven once a probe after a full slice is taken at once: the transport took that
+            # slice and stayed under its mark (a send that starts over it waits).
+            self.proven = self.proven or (not nbytes and self._full_taken)
+            self._full_taken = nbytes >= self.max_bytes
             if nbytes:
                 self.size = min(2 * self.size, self.max_bytes)
             self.ahead_bytes = min(self.ahead_bytes + nbytes, 2 * self.max_bytes)
         else:
             self.waits += 1
+            self.proven = self._full_taken = False
             self.size = self.min_bytes
             self.ahead_bytes = nbytes
 

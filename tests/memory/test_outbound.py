@@ -67,10 +67,12 @@ def test_a_large_body_goes_out_in_slices_whole_and_in_order() -> None:
     outbound = Outbound(SLICE)
     sent = Recorder()
     asyncio.run(ReplySlicer(replying(body), outbound)(scope(), no_body, sent))
-    bodies = [m for m in sent.messages if m["type"] == "http.response.body"]
-    # The window is at full size from the start here (its smallest slice is the full one), so
-    # the slices go back to back, with no probe (an empty part) between them.
-    assert [len(m["body"]) for m in bodies] == [SLICE] * 5
+    parts = [m for m in sent.messages if m["type"] == "http.response.body"]
+    # The window is at full size from the start here (its smallest slice is the full one): one
+    # probe (an empty part) after the first slice shows the server took it and stayed under its
+    # mark, and the other slices go back to back.
+    assert [len(m["body"]) for m in parts] == [SLICE, 0] + [SLICE] * 4
+    bodies = [m for m in parts if m["body"]]
     assert [m["more_body"] for m in bodies] == [True] * 4 + [False]
     assert sent.body == body
     assert (outbound.responses, outbound.queued_bytes, outbound.sliced) == (0, 0, 1)
@@ -272,9 +274,11 @@ def test_the_window_grows_to_full_slices_for_a_reader_that_keeps_up() -> None:
     k = 1024
     assert sizes[:6] == [4 * k, 8 * k, 16 * k, 32 * k, 64 * k, 64 * k]
     assert set(sizes[4:]) == {64 * k}
-    # A probe before the 8, 16 and 32 KiB slices, while the window grows; none at full size.
+    # A probe before the 8, 16, 32 and the first 64 KiB slice, while the window grows, and one
+    # after that first full slice; then none.
     assert [size for size in reader.parts if size][:4] == sizes[:4]
-    assert reader.parts.count(0) == 3
+    assert reader.parts[:10] == [4 * k, 0, 8 * k, 0, 16 * k, 0, 32 * k, 0, 64 * k, 0]
+    assert reader.parts.count(0) == 5
 
 
 def test_the_window_stays_small_for_a_slow_reader_and_no_slice_waits_with_the_server() -> None:
@@ -292,6 +296,17 @@ def test_one_wait_sets_the_window_back_and_it_grows_again() -> None:
     # Taken at once, except the fourth part (the probe after the second slice): 5 s.
     sizes = read_sizes(Reader([0.0, 0.0, 0.0, 5.0, 0.0]), 1024 * 1024)
     assert sizes[:5] == [4 * k, 8 * k, 4 * k, 8 * k, 16 * k]
+
+
+def test_a_reader_that_falls_behind_as_the_window_fills_is_read_no_full_slice_for() -> None:
+    """Kernel buffers take the growing slices at once, then the transport is over its mark: the
+    probe after the first full slice waits, and the next read is a small slice, not a full one
+    that would wait in the reply's hand."""
+    k = 1024
+    # Parts: 4 K, probe, 8 K, probe, 16 K, probe, 32 K, probe, 64 K taken at once; the probe
+    # after the 64 K waits 5 s; the rest at once.
+    sizes = read_sizes(Reader([0.0] * 9 + [5.0, 0.0]), 1024 * 1024)
+    assert sizes[:6] == [4 * k, 8 * k, 16 * k, 32 * k, 64 * k, 4 * k]
 
 
 def test_the_window_never_counts_more_than_two_full_slices_ahead() -> None:
