@@ -91,6 +91,9 @@ class Settings(BaseSettings):
     admission_queue: int = Field(4, ge=0, le=10_000)
     admission_max_wait_seconds: float = Field(2.0, ge=0, le=600)
     max_connections: int | None = Field(None, ge=1, le=1_000_000)  # per worker
+    # Requests worked on at once per worker, the rest wait (app/memory/door.py); unset: twice
+    # THREADPOOL_SIZE; 0: no door.
+    max_requests_working: int | None = Field(None, ge=0, le=1_000_000)
     header_timeout_seconds: float = Field(10.0, gt=0, le=3600)
     body_timeout_seconds: float = Field(30.0, gt=0, le=3600)
     # Slow clients (app/edge/rates.py; an admitted route's body also in app/memory/gate.py, under
@@ -116,6 +119,7 @@ class Settings(BaseSettings):
         "memory_inflight_mb",
         "memory_outbound_mb",
         "max_connections",
+        "max_requests_working",
         mode="before",
     )
     @classmethod

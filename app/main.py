@@ -28,6 +28,7 @@ from app.edge.protocol import EdgeCollector
 from app.errors import validation_error_handler
 from app.frame import Frame, StartupStep, Workload
 from app.memory import CleanupConfig, MemoryManager
+from app.memory.door import Door
 from app.memory.measure import MB
 from app.memory.outbound import Outbound, ReplyFloor
 from app.profiles import load_profiles
@@ -93,6 +94,8 @@ def memory_manager(settings: Settings) -> MemoryManager:
         outbound=Outbound(
             floor=ReplyFloor(settings.min_response_rate_bytes, settings.min_rate_grace_seconds)
         ),
+        # Twice the threads a synchronous route waits for, unless MAX_REQUESTS_WORKING says.
+        door=Door(settings.max_requests_working or 2 * settings.threadpool_size),
     )
 
 
@@ -176,10 +179,12 @@ def build_app(settings: Settings, mounted: Sequence[Workload] | None = None) -> 
     )
     token = settings.admin_token.get_secret_value() if settings.admin_token else None
     # The admission gate sits inside the traffic counter; /debug/memory is the status route.
-    # MEMORY_ADMISSION=0 (the baseline) also leaves replies whole, as a plain service sends them.
+    # MEMORY_ADMISSION=0 (the baseline) also leaves replies whole and the door open, as a plain
+    # service has them.
     memory.install(
         app, admission, status_token=token, status_path="/debug/memory",
         slice_replies=settings.memory_admission,
+        limit_working=settings.memory_admission and settings.max_requests_working != 0,
     )
     if admission is not None:
         registry.register(EdgeCollector())

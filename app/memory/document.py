@@ -10,7 +10,7 @@ in these types and are read with ``section()``. Keys may be added, never renamed
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, TypedDict, cast
+from typing import Any, NotRequired, TypedDict, cast
 
 
 class CgroupDocument(TypedDict):
@@ -90,6 +90,7 @@ class StatusDocument(TypedDict):
     cgroup_note: str | None
     holdings: HoldingsDocument | None
     holdings_advice: str | None
+    door: NotRequired[dict[str, int] | None]  # added 2026-12: older copies' documents lack it
 
 
 class NotAStatus(ValueError):

@@ -21,6 +21,7 @@ from .allocator import Allocator, detect_allocator
 from .budget import MemoryBudget
 from .cgroup import unlimited_note
 from .cleanup import CleanupConfig, CleanupHook, CleanupLoop, ExpirySource
+from .door import Door, DoorMiddleware
 from .gate import AdmissionConfig, AdmissionGate
 from .holdings import CPYTHON_MIMALLOC, PYMALLOC, Holdings, reach_line
 from .interpreter import Interpreter, running_interpreter
@@ -37,6 +38,7 @@ from .status import (
     AllocatorStatus,
     CgroupStatus,
     CleanupStatus,
+    DoorStatus,
     MemoryStatus,
     OutboundStatus,
     ReleaseCount,
@@ -64,6 +66,7 @@ class MemoryManager:
         replica_id: str | None = None,
         interpreter: Interpreter | None = None,
         outbound: Outbound | None = None,
+        door: Door | None = None,
     ) -> None:
         self.config = config
         self.limit_bytes = limit_bytes
@@ -87,6 +90,8 @@ class MemoryManager:
         # Replies sliced always (a reply floor if the app gives one); a pool once admission has
         # a budget.
         self.outbound = outbound or Outbound()
+        self.door = door or Door()  # in front of the app unless install is told otherwise
+        self._door_installed = False
         self.status_sources: dict[str, StatusSource] = {}
         self.collector = MemoryCollector(lambda: self.status(detail=False), namespace)
 
@@ -98,6 +103,7 @@ class MemoryManager:
         status_token: str | None = None,
         status_path: str = DEFAULT_STATUS_PATH,
         slice_replies: bool = True,
+        limit_working: bool = True,
     ) -> None:
         """Wire the manager into a Starlette or FastAPI app: count its traffic, optionally put
         admission control in front of routes, run the cleanup loop inside the app's own lifespan
@@ -105,7 +111,9 @@ class MemoryManager:
         ``status_token`` serve the status at ``status_path`` (GET, bearer token, not in the
         schema; a quiet path). Without a token there is no such route. Large replies go out in
         slices under the server's flow control (``slice_replies=False`` leaves them whole: a
-        plain service, the yardstick a comparison needs)."""
+        plain service, the yardstick a comparison needs). At most ``door.limit`` requests are
+        worked on at once, the rest wait outside (door.py; ``limit_working=False`` leaves the door
+        out)."""
         if status_token is not None:
             if not status_token:
                 raise ValueError("status_token is empty: give a token, or None for no route")
@@ -116,6 +124,9 @@ class MemoryManager:
             app.add_middleware(ReplySlicer, outbound=self.outbound, quiet_paths=self.quiet_paths)
         if admission is not None:  # inside the traffic counter
             app.add_middleware(AdmissionGate, **self._gate_options(admission))
+        if limit_working:  # outside the gate: a request waiting at the door reserves nothing
+            app.add_middleware(DoorMiddleware, door=self.door, quiet_paths=self.quiet_paths)
+            self._door_installed = True
         app.add_middleware(
             TrafficMiddleware,
             activity=self.activity,
@@ -159,9 +170,12 @@ class MemoryManager:
         return run()
 
     def middleware(self, app: ASGIApp) -> ASGIApp:
-        """The traffic counter around any ASGI app, for frameworks other than Starlette's."""
+        """The traffic counter, the door and the reply slicer around any ASGI app, for frameworks
+        other than Starlette's."""
         sliced = ReplySlicer(app, self.outbound, self.quiet_paths)
-        return TrafficMiddleware(sliced, self.activity, self.threshold_check, self.quiet_paths)
+        door = DoorMiddleware(sliced, self.door, self.quiet_paths)
+        self._door_installed = True
+        return TrafficMiddleware(door, self.activity, self.threshold_check, self.quiet_paths)
 
     def enable_admission(
         self, budget: MemoryBudget, queue_limit: int = 4, max_wait_seconds: float = 2.0
@@ -336,6 +350,7 @@ class MemoryManager:
             budget=self.budget,
             admission=AdmissionStatus.of(self.admission) if self.admission else None,
             outbound=OutboundStatus.of(self.outbound),
+            door=DoorStatus.of(self.door) if self._door_installed else None,
             breakdown=self._breakdown(detail),
             releases=tuple(releaser.history),
             release_totals=ReleaseTotals(

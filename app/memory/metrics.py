@@ -16,7 +16,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from .admission import BUDGET, PRESSURE, QUEUE_TIMEOUT
-from .status import AdmissionStatus, CgroupStatus, MemoryStatus, OutboundStatus
+from .status import AdmissionStatus, CgroupStatus, DoorStatus, MemoryStatus, OutboundStatus
 
 
 class MemoryCollector(Collector):
@@ -60,6 +60,8 @@ class MemoryCollector(Collector):
             yield parts
             yield from self._admission(status.admission)
         yield from self._outbound(status.outbound)
+        if status.door is not None:
+            yield from self._door(status.door)
         if status.releases:
             last = status.releases[-1]
             yield self._gauge("memory_last_release_duration_seconds",
@@ -79,6 +81,14 @@ class MemoryCollector(Collector):
         yield self._counter("memory_outbound_cut_slow",
                             "Replies ended: a part not taken within its time at the reply floor.",
                             outbound.cut_slow)
+
+    def _door(self, door: DoorStatus) -> Iterator[Metric]:
+        yield self._gauge("memory_door_working",
+                          "Requests worked on, before their reply or body read.", door.working)
+        yield self._gauge("memory_door_waiting", "Requests waiting at the door.", door.waiting)
+        yield self._counter("memory_door_refused",
+                            "Requests answered 503 after waiting their longest at the door.",
+                            door.refused)
 
     def _cgroup(self, cgroup: CgroupStatus) -> Iterator[Metric]:
         for value, name, doc in (

@@ -17,6 +17,7 @@ from prometheus_client import Histogram
 from .admission import Admission
 from .budget import MemoryBudget
 from .document import AllocatorDocument, CgroupDocument, CleanupDocument, StatusDocument
+from .door import Door
 from .holdings import Holdings, help_line
 from .interpreter import Interpreter
 from .measure import MB, HeapUsage
@@ -61,6 +62,28 @@ class AllocatorStatus:
             "release_method": self.release_method,
             "options": dict(self.options),
             "heap": self.heap.as_dict() if self.heap else None,
+        }
+
+
+@dataclass(frozen=True)
+class DoorStatus:
+    """Requests worked on at once (door.py): the limit, those inside and those waiting."""
+
+    limit: int
+    working: int
+    waiting: int
+    refused: int  # answered 503 after waiting their longest, since start
+
+    @classmethod
+    def of(cls, door: Door) -> DoorStatus:
+        return cls(door.limit, door.working, door.waiting, door.refused)
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "limit": self.limit,
+            "working": self.working,
+            "waiting": self.waiting,
+            "refused": self.refused,
         }
 
 
@@ -257,6 +280,7 @@ class MemoryStatus:
     cgroup_note: str | None = None
     # What the process holds, split by why (holdings.py); with detail only.
     holdings: Holdings | None = None
+    door: DoorStatus | None = None  # where install put the door in front of the app
 
     @property
     def limit_mb(self) -> float:
@@ -288,4 +312,5 @@ class MemoryStatus:
             "holdings_advice": help_line(self.holdings, self.allocator.name)
             if self.holdings
             else None,
+            "door": self.door.as_dict() if self.door else None,
         }

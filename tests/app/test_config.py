@@ -70,6 +70,8 @@ BAD_VALUES = [
     ("ADMISSION_MAX_WAIT_SECONDS", "-1"),
     ("MAX_CONNECTIONS", "0"),
     ("MAX_CONNECTIONS", "lots"),
+    ("MAX_REQUESTS_WORKING", "-1"),
+    ("MAX_REQUESTS_WORKING", "many"),
     ("HEADER_TIMEOUT_SECONDS", "0"),
     ("MEMORY_OUTBOUND_MB", "0"),
     ("MIN_BODY_RATE_BYTES", "-1"),

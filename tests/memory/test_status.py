@@ -27,7 +27,7 @@ TOKEN = "0123456789abcdef0123"
 KEYS = [
     "pid", "rss_bytes", "uss_bytes", "pss_bytes", "replica_id", "limit_mb", "cgroup",
     "allocator", "interpreter", "budget", "admission", "outbound", "breakdown", "releases",
-    "release_totals", "cleanup", "cgroup_note", "holdings", "holdings_advice",
+    "release_totals", "cleanup", "cgroup_note", "holdings", "holdings_advice", "door",
 ]
 CLEANUP_KEYS = [
     "enabled", "running", "interval_seconds", "threshold_bytes", "idle_release_seconds",
