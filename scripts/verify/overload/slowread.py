@@ -313,9 +313,15 @@ def _usage(cgroup: MemoryCgroup) -> int:
 
 
 def run_slow_readers(
-    profile: str, settings: SlowReadSettings, body: bytes, out: Path | None = None
+    profile: str,
+    settings: SlowReadSettings,
+    body: bytes,
+    out: Path | None = None,
+    paths: Sequence[str] | None = None,
 ) -> SlowReadRun:
-    """One run; RunNotMade when the service cannot be started or no cgroup can be made."""
+    """One run; RunNotMade when the service cannot be started or no cgroup can be made. The
+    readers ask for the stored results, or for ``paths`` (an instrument's split of what a
+    connection costs: a small reply, a health check)."""
     server, cgroup = limited_server(
         profile, f"slowread-{settings.readers}", settings.limit_mb, settings.web_concurrency,
         settings.overrides, out, cache_ttl_seconds=600,
@@ -333,9 +339,8 @@ def run_slow_readers(
         time.sleep(1.0)
         start_usage = _usage(cgroup)
         probe = HealthProbe(server.port, settings.seconds)
-        readers = SlowReaders(
-            server.port, [readable().result_of(i) for i in ids], settings.readers, settings
-        )
+        asked = list(paths) if paths else [readable().result_of(i) for i in ids]
+        readers = SlowReaders(server.port, asked, settings.readers, settings)
         probe.start()
         peaks.start()
         readers.start()
