@@ -27,8 +27,7 @@ from app.edge.accesslog import AccessLogMiddleware
 from app.edge.protocol import EdgeCollector
 from app.errors import validation_error_handler
 from app.frame import Frame, StartupStep, Workload
-from app.memory import CleanupConfig, MemoryManager
-from app.memory.door import Door
+from app.memory import CleanupConfig, Door, MemoryManager
 from app.memory.measure import MB
 from app.memory.outbound import Outbound, ReplyFloor
 from app.profiles import load_profiles

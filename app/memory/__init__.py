@@ -11,6 +11,7 @@ from .bodyrate import BodyFloor
 from .budget import BudgetError, MemoryBudget, split_budget
 from .cleanup import CleanupConfig
 from .document import StatusDocument, read_status
+from .door import Door
 from .gate import AdmissionConfig, RouteCost
 from .manager import MemoryManager
 from .measure import MB
@@ -28,6 +29,7 @@ __all__ = [
     "BodyFloor",
     "BudgetError",
     "CleanupConfig",
+    "Door",
     "GuardedRoute",
     "RouteCost",
     "MemoryBudget",
