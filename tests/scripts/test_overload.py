@@ -83,7 +83,13 @@ def test_slow_readers_are_judged_on_what_a_user_sees() -> None:
 
     assert judge_slow(made(0, 100, True)) == []
     assert "OOM" in judge_slow(made(1, 100, False))[0]
-    assert "98%" in judge_slow(made(0, 98, True))[0]
+    assert "98.0%" in judge_slow(made(0, 98, True))[0]
+    # 98.7% is a miss too, and says so in a way that cannot be read as 99%.
+    health = HealthResult(latencies=[0.01] * 987, failures=13)
+    near = SlowReadRun("p", SlowReadSettings(readers=300), ReaderCounts(), 240, health,
+                       9 * 2**20, 80 * 2**20, 120 * 2**20, 120 * 2**20, None, 0, True, True,
+                       Path("log"))
+    assert "98.7% of probes, under 99%" in judge_slow(near)[0]
     assert "whole" in judge_slow(made(0, 100, False))[0]
     cells = slow_cells(made(0, 100, True).as_dict())
     assert cells[4:7] == ["40", "137", "32"]  # growth MB, per reader KB (40 MB / 300), kernel
