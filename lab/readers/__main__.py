@@ -1,6 +1,6 @@
 """What a slow reader costs, part by part; and whether a fast reader is as fast as before.
 
-  python -m lab.readers split [--readers 1000] [--set VAR=VALUE ...]
+  python -m lab.readers split [--readers 1000] [--seconds 30] [--set VAR=VALUE ...]
   python -m lab.readers fast --before DIR [--reads 40] [--send-buffer-kb 0]
 
 ``split`` runs the verifier's slow-reader level (scripts/verify/overload/slowread.py: a 500 MB
@@ -48,19 +48,26 @@ class Part:
     oom_kills: int | None
 
 
-def split(readers: int, overrides: dict[str, str], out: Path) -> list[Part]:
-    """The four runs, the cheapest first."""
-    body = large_body()
-    asked: list[tuple[str, int, list[str] | None]] = [
+def plan() -> list[tuple[str, int, list[str] | None]]:
+    """Each part's name, the requests each connection sends (0: none) and the paths it asks for
+    (None: the stored results), each asking for more than the one before."""
+    return [
         ("connected, silent", 0, ["/healthz"]),
         ("GET /healthz", 1, ["/healthz"]),
         ("GET a missing result (404)", 1, [readable().result_of(MISSING_ID)]),
         ("GET a stored result", 1, None),
     ]
+
+
+def split(readers: int, seconds: float, overrides: dict[str, str], out: Path) -> list[Part]:
+    """The four runs, the cheapest first."""
+    body = large_body()
     parts = []
-    for name, pipelined, paths in asked:
+    for name, pipelined, paths in plan():
         sys.stderr.write(f"readers: {readers} connections, {name}\n")
-        settings = SlowReadSettings(readers=readers, pipelined=pipelined, overrides=overrides)
+        settings = SlowReadSettings(
+            readers=readers, seconds=seconds, pipelined=pipelined, overrides=overrides
+        )
         run = run_slow_readers(PROFILE, settings, body, out, paths)
         parts.append(
             Part(name, round(run.growth_bytes / 2**20, 1), round(run.per_reader_bytes / 1024, 1),
@@ -123,6 +130,7 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="mode", required=True)
     s = sub.add_parser("split", help="what a connection, a request and a reply each add")
     s.add_argument("--readers", type=int, default=1000)
+    s.add_argument("--seconds", type=float, default=SlowReadSettings().seconds)
     s.add_argument("--set", action="append", default=[], metavar="VAR=VALUE")
     f = sub.add_parser("fast", help="a fast reader's whole read, this checkout against another")
     f.add_argument("--before", type=Path, required=True, help="the other checkout")
@@ -139,7 +147,8 @@ def main(argv: list[str]) -> int:
     try:
         if args.mode == "split":
             overrides = dict(item.split("=", 1) for item in args.set)
-            found: object = [asdict(part) for part in split(args.readers, overrides, out)]
+            parts = split(args.readers, args.seconds, overrides, out)
+            found: object = [asdict(part) for part in parts]
         else:
             found = fast(args.before, args.reads, args.send_buffer_kb)
     except RunNotMade as exc:
