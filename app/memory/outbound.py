@@ -19,11 +19,11 @@ Each reply's slices are sized by its ``Window``, as TCP sizes a congestion windo
 is small (4 KiB), each one the server takes at once doubles the next, up to the full 64 KiB, and
 one the server makes wait sets the window back to the small size. A fast reader gets full slices
 after a few; a slow one gets small slices only. Before each slice after the first, until a full
-slice has been taken at once, the reply sends the server an empty part (``PROBE``, allowed by
-ASGI): the server's flow control makes that wait while the client is behind, so a reply waiting
-for its reader holds no slice of its own, only what the transport already has. A reader that
-took a full slice at once, and stayed under the transport's mark, is fast: its slices go back to
-back, without a probe between each.
+slice and the probe after it have been taken at once, the reply sends the server an empty part
+(``PROBE``, allowed by ASGI): the server's flow control makes that wait while the client is
+behind, so a reply waiting for its reader holds no slice of its own, only what the transport
+already has. A reader that took a full slice at once, and stayed under the transport's mark, is
+fast: its slices go back to back, without a probe between each.
 
 The floor: a send (a slice or a probe) that the server does not take within the grace period
 plus the time the bytes ahead of it need at ``min_bytes_per_second`` ends the reply (``TooSlow``).
